@@ -1,0 +1,63 @@
+# Pixel-CNN: `make cv` (set up .venv, prepare the data, cross-validate, register) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# One tracking store whatever MLflow's default: keep a URI already set in the environment.
+MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_TRACKING_URI
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export PYTHONUNBUFFERED := 1
+# `mlflow run --env-manager local` runs `python` from PATH: make it the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+
+HOST ?= 127.0.0.1
+UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+MODEL_URI ?= models:/pixel-cnn@champion
+# Extra `mlflow run` parameters, e.g. CV_ARGS="-P preset=seed -P repeats=5".
+PREP_ARGS ?=
+CV_ARGS ?=
+MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local
+
+.PHONY: help venv prep cv test test-fast ui serve predict clean
+
+help:
+	@echo "make cv      set up .venv, prepare the dataset, 5-fold cv, register pixel-cnn@champion"
+	@echo "make test    run the whole test suite (what CI runs)"
+	@echo "make ui      mlflow ui on http://$(HOST):$(UI_PORT)"
+	@echo "make serve   serve $(MODEL_URI) on http://$(HOST):$(SERVE_PORT)/invocations"
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+prep: $(STAMP)
+	$(MLFLOW_RUN) -e prep $(PREP_ARGS)
+
+cv: prep
+	$(MLFLOW_RUN) -e cv -P register=true $(CV_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(UI_PORT)
+
+serve: $(STAMP)
+	$(VENV)/bin/mlflow models serve -m $(MODEL_URI) --env-manager local --host $(HOST) --port $(SERVE_PORT)
+
+clean:
+	rm -rf data/processed

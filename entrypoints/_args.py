@@ -1,0 +1,51 @@
+"""Argument helpers shared by the entry points."""
+
+import argparse
+
+
+def optional_float(text: str):
+    """'' -> None (keep the preset's value), else a float."""
+    return None if text.strip() == "" else float(text)
+
+
+def optional_int(text: str):
+    """'' -> None, else an int (accepts '40' and '40.0')."""
+    if text.strip() == "":
+        return None
+    value = float(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def whole(text: str) -> int:
+    value = optional_int(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("a whole number is required")
+    return value
+
+
+def boolean(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true/false")
+
+
+def raw_params(argv: list[str]) -> dict:
+    """The parameters as given on the command line (``--lr 1e-5`` -> ``{"lr": "1e-5"}``).
+
+    Logged as they are, so a parameter is never logged again in another string form.
+    """
+    out, key = {}, None
+    for token in argv:
+        if token.startswith("--"):
+            key, _, value = token[2:].partition("=")
+            key = key.replace("-", "_")
+            if value or "=" in token:
+                out[key], key = value, None
+        elif key is not None:
+            out[key], key = token, None
+    return out

@@ -1,0 +1,51 @@
+"""Entry point `cv`: grouped k-fold cross-validation of a preset, tracked in MLflow."""
+
+import argparse
+import sys
+
+from pixel_cnn import jobs
+from pixel_cnn.cv import CVError
+from pixel_cnn.data import DataError
+from pixel_cnn.models import PRESETS, DEFAULT_PRESET
+
+from entrypoints._args import boolean, optional_float, optional_int, raw_params, whole
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
+    parser.add_argument("--n-folds", type=whole, default=5)
+    parser.add_argument("--seed", type=whole, default=42)
+    parser.add_argument("--repeats", type=whole, default=1)
+    parser.add_argument("--register", type=boolean, default=False)
+    parser.add_argument("--alias", default="champion")
+    # Overrides of the preset ('' keeps the preset's value).
+    parser.add_argument("--lr", type=optional_float, default=None)
+    parser.add_argument("--dropout", type=optional_float, default=None)
+    parser.add_argument("--weight-decay", type=optional_float, default=None)
+    parser.add_argument("--epochs", type=optional_int, default=None)
+    parser.add_argument("--batch-size", type=optional_int, default=None)
+    args = parser.parse_args(argv)
+    overrides = {"lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay,
+                 "epochs": args.epochs, "batch_size": args.batch_size}
+    try:
+        result, info = jobs.cv(args.dataset, args.preset, overrides, n_folds=args.n_folds,
+                               seed=args.seed, repeats=args.repeats, register=args.register,
+                               alias=args.alias, cli_params=raw_params(argv))
+    except (DataError, CVError, ValueError) as exc:
+        print(f"cv: {exc}", file=sys.stderr)
+        return 2
+    s = result.summary
+    print(f"cv {result.preset.name}: PR-AUC (average precision) {s['pr_auc_mean']:.3f} +/- {s['pr_auc_std']:.3f} "
+          f"(fold mean +/- std), {s['pr_auc_oof']:.3f} pooled OOF; ROC-AUC {s['roc_auc_mean']:.3f} +/- "
+          f"{s['roc_auc_std']:.3f}, {s['roc_auc_oof']:.3f} OOF; threshold {s['threshold']:.3f}")
+    where = f"registered pixel-cnn version {info['version']}" + (f" @{args.alias}" if args.alias else "") \
+        if info["version"] else "not registered (register=false)"
+    print(f"cv: run {info['run_id']}, model {info['model_uri']}, {where}; {info['wall_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

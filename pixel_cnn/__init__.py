@@ -1,0 +1,1 @@
+"""Pixel-CNN: Kepler planet vetting from TPF pixel-difference images."""

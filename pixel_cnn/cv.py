@@ -1,0 +1,204 @@
+"""Cross-validation grouped by star (kepid): splits, training loop over folds, OOF.
+
+No MLflow here: tracking hooks in through a :class:`CVCallbacks` object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from pixel_cnn.data import Dataset
+from pixel_cnn.metrics import binary_metrics, f1_optimal_threshold
+from pixel_cnn.models import Preset
+from pixel_cnn.representation import build_inputs
+from pixel_cnn.training import FoldResult, train_fold
+
+#: Threshold for the per-fold accuracy and F1: fixed before seeing any data
+#: (class-weighted sampling trains the network on balanced classes).
+FOLD_THRESHOLD = 0.5
+
+
+class CVError(ValueError):
+    """cv cannot run on this dataset with these settings; the message says why."""
+
+
+def make_folds(kepids: np.ndarray, labels: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds grouped by kepid, so that no star is on both sides of a fold.
+
+    Uses scikit-learn's ``StratifiedGroupKFold(shuffle=True, random_state=seed)``.
+
+    Parameters
+    ----------
+    kepids : int array ``(N,)``; rows sharing a kepid (several KOIs of one star)
+        always land in the same fold.
+    labels : int array ``(N,)``, 0/1.
+    n_folds : int, >= 2.
+    seed : int
+
+    Returns
+    -------
+    list of ``(train_idx, val_idx)`` int arrays, one pair per fold.
+
+    Raises
+    ------
+    CVError
+        Fewer stars than folds, a class with fewer stars than folds, or a fold
+        whose training or validation side lacks a class; checked before any
+        training.
+    """
+    kepids, labels = np.asarray(kepids), np.asarray(labels).astype(int)
+    if n_folds < 2:
+        raise CVError(f"n_folds={n_folds}; need at least 2")
+    n_stars = len(np.unique(kepids))
+    if n_stars < n_folds:
+        raise CVError(f"{n_stars} targets (distinct kepids) is fewer than n_folds={n_folds}")
+    for cls, name in ((1, "CONFIRMED"), (0, "FALSE POSITIVE")):
+        n_cls = len(np.unique(kepids[labels == cls]))
+        if n_cls < n_folds:
+            raise CVError(
+                f"{n_cls} {name} target(s) cannot fill {n_folds} folds: every validation fold "
+                f"needs both classes; lower n_folds or add labelled targets"
+            )
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = list(splitter.split(np.zeros(len(labels)), labels, groups=kepids))
+    for i, (train_idx, val_idx) in enumerate(folds):
+        shared = np.intersect1d(kepids[train_idx], kepids[val_idx])
+        assert len(shared) == 0, f"fold {i}: kepids on both sides {shared[:5]}"
+        for side, idx in (("training", train_idx), ("validation", val_idx)):
+            if len(np.unique(labels[idx])) < 2:
+                raise CVError(f"fold {i}: the {side} side holds one class only; lower n_folds")
+    return folds
+
+
+class CVCallbacks:
+    """Hooks called by :func:`run_cv`; the default does nothing (tracking off)."""
+
+    def fold_start(self, repeat: int, fold: int, info: dict) -> None: ...
+    def epoch_end(self, repeat: int, fold: int, epoch: int, losses: dict) -> None: ...
+    def fold_end(self, repeat: int, fold: int, outcome: "FoldOutcome") -> None: ...
+
+
+@dataclass
+class FoldOutcome:
+    """One trained fold: indices into the dataset, the training result, its metrics."""
+
+    repeat: int
+    fold: int
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    result: FoldResult
+    metrics: dict[str, float]
+    val_kepids: np.ndarray
+    val_labels: np.ndarray
+
+    @property
+    def positive_rate(self) -> float:
+        return float(np.mean(self.val_labels))
+
+
+@dataclass
+class CVResult:
+    """Everything a cv produced.
+
+    Attributes
+    ----------
+    folds : list of FoldOutcome, repeat-major.
+    oof : pandas.DataFrame
+        ``kepid, label, repeat, fold, probability``: every target once per repeat.
+    summary : dict[str, float]
+        ``<metric>_mean`` / ``<metric>_std`` over all folds of all repeats and
+        ``<metric>_oof`` on pooled out-of-fold predictions (mean over repeats;
+        ``<metric>_oof_std`` across repeats when ``repeats > 1``), plus
+        ``threshold``: the F1-optimal threshold on repeat 0's OOF predictions.
+    """
+
+    preset: Preset
+    folds: list[FoldOutcome]
+    oof: pd.DataFrame
+    summary: dict[str, float] = field(default_factory=dict)
+
+    def ensemble_folds(self) -> list[FoldOutcome]:
+        """The folds of repeat 0: the members of the registered ensemble."""
+        return [f for f in self.folds if f.repeat == 0]
+
+
+def summarize(folds: list[FoldOutcome], oof: pd.DataFrame) -> dict[str, float]:
+    """Fold mean/std, pooled-OOF scores and the OOF F1-optimal threshold (see CVResult)."""
+    summary: dict[str, float] = {}
+    names = list(folds[0].metrics)
+    for name in names:
+        values = np.array([f.metrics[name] for f in folds])
+        summary[f"{name}_mean"] = float(values.mean())
+        summary[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    per_repeat = [
+        binary_metrics(g["label"], g["probability"], FOLD_THRESHOLD) for _, g in oof.groupby("repeat")
+    ]
+    for name in names:
+        values = np.array([m[name] for m in per_repeat])
+        summary[f"{name}_oof"] = float(values.mean())
+        if len(values) > 1:
+            summary[f"{name}_oof_std"] = float(values.std(ddof=1))
+    first = oof[oof["repeat"] == 0]
+    threshold = f1_optimal_threshold(first["label"], first["probability"])
+    summary["threshold"] = threshold
+    summary["f1_oof_at_threshold"] = binary_metrics(first["label"], first["probability"], threshold)["f1"]
+    return summary
+
+
+def run_cv(
+    dataset: Dataset,
+    preset: Preset,
+    n_folds: int = 5,
+    seed: int = 42,
+    repeats: int = 1,
+    callbacks: CVCallbacks | None = None,
+) -> CVResult:
+    """Grouped, stratified k-fold cross-validation, optionally repeated.
+
+    Repeat ``r`` splits with seed ``seed + r``; fold ``k`` of repeat ``r``
+    trains with seed ``seed + 1000 * r + k``. Same seed and data give the same
+    result on the same machine.
+
+    Raises
+    ------
+    CVError
+        See :func:`make_folds`; raised for every repeat's split before any
+        training starts.
+    """
+    if repeats < 1:
+        raise CVError(f"repeats={repeats}; need at least 1")
+    callbacks = callbacks or CVCallbacks()
+    kepids, labels = dataset.kepids, dataset.labels
+    splits = {r: make_folds(kepids, labels, n_folds, seed + r) for r in range(repeats)}
+    x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+
+    outcomes, oof_rows = [], []
+    for r in range(repeats):
+        for k, (train_idx, val_idx) in enumerate(splits[r]):
+            callbacks.fold_start(r, k, {
+                "n_train": len(train_idx), "n_val": len(val_idx),
+                "val_positive_rate": float(labels[val_idx].mean()),
+                "train_positive_rate": float(labels[train_idx].mean()),
+            })
+            result = train_fold(
+                x[train_idx], labels[train_idx], preset, seed=seed + 1000 * r + k,
+                x_val=x[val_idx], y_val=labels[val_idx],
+                on_epoch=lambda e, losses, r=r, k=k: callbacks.epoch_end(r, k, e, losses),
+            )
+            outcome = FoldOutcome(
+                repeat=r, fold=k, train_idx=train_idx, val_idx=val_idx, result=result,
+                metrics=binary_metrics(labels[val_idx], result.val_prob, FOLD_THRESHOLD),
+                val_kepids=kepids[val_idx], val_labels=labels[val_idx],
+            )
+            callbacks.fold_end(r, k, outcome)
+            outcomes.append(outcome)
+            oof_rows.append(pd.DataFrame({
+                "kepid": kepids[val_idx], "label": labels[val_idx], "repeat": r, "fold": k,
+                "probability": result.val_prob,
+            }))
+    oof = pd.concat(oof_rows, ignore_index=True).sort_values(["repeat", "kepid"], ignore_index=True)
+    return CVResult(preset=preset, folds=outcomes, oof=oof, summary=summarize(outcomes, oof))

@@ -1,0 +1,170 @@
+"""Named presets (frozen dataclasses) and the networks they build.
+
+A preset fixes everything a cv run depends on besides data and seed: input
+representation, architecture and training schedule. Look one up with
+:func:`get_preset`; the resolved preset is logged with every run and saved
+inside every model artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pixel_cnn.representation import REPRESENTATION_CHANNELS
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A complete model + training configuration.
+
+    Attributes
+    ----------
+    name : str
+    representation : str
+        Key of :data:`pixel_cnn.representation.REPRESENTATIONS`.
+    image_size : int
+        Side of the square model input, pixels.
+    channels : tuple of int
+        Output channels of the three conv blocks.
+    hidden : int
+        Width of the hidden dense layer of the head.
+    dropout : float
+        Dropout probability before each dense layer, in [0, 1).
+    lr, weight_decay : float
+        AdamW learning rate and decoupled weight decay.
+    epochs, batch_size : int
+        Fixed schedule (cosine annealing over ``epochs``); the last epoch's
+        weights are kept, nothing is picked on validation data.
+    jitter : int
+        Training augmentation: random shift of up to this many pixels.
+    noise_sigma : float
+        Training augmentation: Gaussian noise std added to the (standardized) input.
+    """
+
+    name: str
+    representation: str = "median"
+    image_size: int = 24
+    channels: tuple[int, int, int] = (16, 32, 64)
+    hidden: int = 32
+    dropout: float = 0.3
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    epochs: int = 40
+    batch_size: int = 32
+    jitter: int = 1
+    noise_sigma: float = 0.01
+
+    @property
+    def in_channels(self) -> int:
+        return REPRESENTATION_CHANNELS[self.representation]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preset":
+        d = dict(d)
+        d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+    def replace(self, **overrides) -> "Preset":
+        """A copy with the non-None ``overrides`` applied, each checked.
+
+        Raises
+        ------
+        ValueError
+            Unknown field, or a value out of its range (named in the message).
+        """
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise ValueError(f"unknown preset field(s) {sorted(unknown)}; known: {sorted(fields)}")
+        new = dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        new.check()
+        return new
+
+    def check(self) -> None:
+        """Raise ValueError naming the first field out of range."""
+        rules = {
+            "dropout": 0 <= self.dropout < 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "jitter": self.jitter >= 0,
+            "noise_sigma": self.noise_sigma >= 0,
+            "image_size": self.image_size >= 8,
+            "representation": self.representation in REPRESENTATION_CHANNELS,
+        }
+        for name, ok in rules.items():
+            if not ok:
+                raise ValueError(f"preset {self.name!r}: {name}={getattr(self, name)!r} is out of range")
+
+
+#: The seed study's model, unchanged (see README: "Presets").
+SEED = Preset(name="seed")
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (SEED,)}
+DEFAULT_PRESET = "seed"
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """Look up a preset by name and apply overrides (None = keep the preset's value).
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the known ones) or bad override.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class PixelCNN(nn.Module):
+    """Compact 2-D CNN: three conv blocks and a small dense head, one logit out.
+
+    Conv 3x3 + BatchNorm + ReLU blocks (channels from the preset), max-pool after
+    blocks 1 and 2, adaptive average pool after block 3; head Dropout -> Linear
+    -> ReLU -> Dropout -> Linear. With the ``seed`` preset (1 -> 16 -> 32 -> 64,
+    hidden 32) it has 25,633 parameters, the seed study's model.
+
+    Input ``(B, C, S, S)`` float32, output ``(B,)`` logits (apply sigmoid for
+    the probability of CONFIRMED).
+    """
+
+    def __init__(self, preset: Preset):
+        super().__init__()
+        c1, c2, c3 = preset.channels
+        self.features = nn.Sequential(
+            *_conv_block(preset.in_channels, c1), nn.MaxPool2d(2),
+            *_conv_block(c1, c2), nn.MaxPool2d(2),
+            *_conv_block(c2, c3), nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(preset.dropout), nn.Linear(c3, preset.hidden), nn.ReLU(),
+            nn.Dropout(preset.dropout), nn.Linear(preset.hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, S, S) -> features (B, c3, 1, 1) -> logits (B,)
+        return self.head(self.features(x)).squeeze(-1)
+
+
+def build_model(preset: Preset) -> nn.Module:
+    """The network for a preset (untrained)."""
+    return PixelCNN(preset)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,165 @@
+"""Train one fold. Pure torch: no MLflow, no files.
+
+The loop reads top to bottom: class-weighted sampling, augmentation (pixel
+jitter + Gaussian noise), AdamW with a cosine schedule over a fixed number of
+epochs. The last epoch's weights are returned; validation data, when given, is
+only scored for the loss curve, never used to pick anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pixel_cnn.models import Preset, build_model
+
+
+@dataclass
+class FoldResult:
+    """What one trained fold returns.
+
+    Attributes
+    ----------
+    state_dict : dict[str, torch.Tensor]
+        Final weights (CPU tensors).
+    history : dict[str, list[float]]
+        ``train_loss`` and (when validation data was given) ``val_loss`` per
+        epoch, mean binary cross-entropy.
+    val_prob : numpy.ndarray or None
+        float64 ``(N_val,)`` probability of CONFIRMED for the validation inputs.
+    """
+
+    state_dict: dict
+    history: dict[str, list[float]] = field(default_factory=dict)
+    val_prob: np.ndarray | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch RNGs and make torch use deterministic kernels."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _augment(x: torch.Tensor, jitter: int, noise_sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``jitter`` pixels (edge-replicated) and add noise.
+
+    x: ``(B, C, S, S)`` -> same shape.
+    """
+    if jitter > 0:
+        size = x.shape[-1]
+        padded = F.pad(x, (jitter,) * 4, mode="replicate")
+        offsets = torch.randint(0, 2 * jitter + 1, (x.shape[0], 2), generator=gen)
+        x = torch.stack([
+            padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets.tolist())
+        ])
+    if noise_sigma > 0:
+        x = x + noise_sigma * torch.randn(x.shape, generator=gen)
+    return x
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Probability of CONFIRMED for inputs ``(N, C, S, S)`` float32 -> float64 ``(N,)``."""
+    model.eval()
+    x = torch.as_tensor(x, dtype=torch.float32)
+    logits = [model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.sigmoid(torch.cat(logits)).double().numpy()
+
+
+def _mean_bce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(F.binary_cross_entropy_with_logits(model(x), y))
+
+
+def train_fold(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    preset: Preset,
+    seed: int,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    on_epoch=None,
+) -> FoldResult:
+    """Train a fresh network on one fold's training targets.
+
+    Parameters
+    ----------
+    x_train : numpy.ndarray
+        float32 ``(N, C, S, S)`` model inputs (from
+        :func:`pixel_cnn.representation.build_inputs`).
+    y_train : numpy.ndarray
+        int ``(N,)``, 1 = CONFIRMED, 0 = FALSE POSITIVE; both classes present.
+    preset : Preset
+        Architecture and schedule.
+    seed : int
+        Seeds weights init, sampling order and augmentation.
+    x_val, y_val : numpy.ndarray, optional
+        Scored after each epoch for ``val_loss`` and at the end for ``val_prob``.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, {"train_loss": .., "val_loss": ..})`` after each epoch
+        (epoch counts from 0); used to stream metrics.
+
+    Raises
+    ------
+    ValueError
+        ``y_train`` lacks a class, or shapes disagree.
+    """
+    if len(x_train) != len(y_train):
+        raise ValueError(f"x_train has {len(x_train)} rows, y_train {len(y_train)}")
+    y_train = np.asarray(y_train).astype(np.int64)
+    counts = np.bincount(y_train, minlength=2)
+    if counts.min() == 0:
+        raise ValueError(f"training targets hold one class only (counts {counts.tolist()})")
+
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(preset)
+    xt = torch.as_tensor(x_train, dtype=torch.float32)
+    yt = torch.as_tensor(y_train, dtype=torch.float32)
+    has_val = x_val is not None and y_val is not None and len(x_val) > 0
+    if has_val:
+        xv = torch.as_tensor(x_val, dtype=torch.float32)
+        yv = torch.as_tensor(np.asarray(y_val), dtype=torch.float32)
+
+    # Class-weighted sampling: each class drawn with equal probability.
+    sample_weights = torch.as_tensor(1.0 / counts[y_train], dtype=torch.double)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay)
+    steps_per_epoch = max(1, -(-len(xt) // preset.batch_size))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * steps_per_epoch)
+
+    history: dict[str, list[float]] = {"train_loss": []}
+    if has_val:
+        history["val_loss"] = []
+    for epoch in range(preset.epochs):
+        model.train()
+        order = torch.multinomial(sample_weights, len(xt), replacement=True, generator=gen)
+        total = 0.0
+        for start in range(0, len(order), preset.batch_size):
+            idx = order[start:start + preset.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb = _augment(xt[idx], preset.jitter, preset.noise_sigma, gen)
+            loss = F.binary_cross_entropy_with_logits(model(xb), yt[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+        history["train_loss"].append(total / len(order))
+        if has_val:
+            history["val_loss"].append(_mean_bce(model, xv, yv))
+        if on_epoch is not None:
+            on_epoch(epoch, {k: v[-1] for k, v in history.items()})
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    val_prob = predict_proba(model, xv) if has_val else None
+    return FoldResult(state_dict=state, history=history, val_prob=val_prob)
