@@ -96,13 +96,12 @@ def _log_df(run_id: str, df: pd.DataFrame, path: str) -> None:
 
 def dataset_input(dataset: Dataset, source: str, name: str) -> mlflow.data.pandas_dataset.PandasDataset:
     """The manifest as an MLflow dataset whose digest is the stack-level digest."""
-    from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
         return mlflow.data.from_pandas(
-            dataset.manifest, source=FileSystemDatasetSource(source or "unknown"), targets="label",
-            name=name, digest=dataset.digest,
+            dataset.manifest, source=source or "unknown", targets="label", name=name,
+            digest=dataset.digest,
         )
 
 
