@@ -61,3 +61,6 @@ serve: $(STAMP)
 
 clean:
 	rm -rf data/processed
+
+# Targets of each capability (tune, bench, services, ...) live in mk/*.mk.
+-include mk/*.mk

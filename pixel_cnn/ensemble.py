@@ -116,7 +116,7 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.ensemble = Ensemble.from_files(context.artifacts["config"], context.artifacts["weights"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         try:
             return self.ensemble.predict_stacks(_as_stack_list(model_input))
         except StackError as exc:

@@ -124,10 +124,14 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.einsum("ih,...hw,jw->...ij", rows, images, cols).astype(np.float32)
 
 
+#: Below this spread (fractional flux) an image counts as constant: float32 rounding only.
+FLAT_STD = 1e-8
+
+
 def _standardize(image: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance per image; a constant image becomes zeros."""
     std = image.std()
-    return (image - image.mean()) / std if std > 0 else np.zeros_like(image)
+    return (image - image.mean()) / std if std > FLAT_STD else np.zeros_like(image)
 
 
 def median_image(stack: np.ndarray, size: int = 24) -> np.ndarray:

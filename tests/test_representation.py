@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from pixel_cnn.representation import StackError, build_inputs, median_image, resize, validate_stack
+
+
+def stack(h=4, w=5, seed=0):
+    return np.random.default_rng(seed).normal(0, 1e-3, (32, h, w)).astype(np.float32)
+
+
+@pytest.mark.parametrize("h,w", [(3, 5), (4, 4), (10, 12), (24, 24), (3, 24)])
+def test_resize_matches_torch_bilinear(h, w):
+    images = np.random.default_rng(1).normal(size=(32, h, w)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(images)[None], size=(24, 24), mode="bilinear",
+                             align_corners=False)[0].numpy()
+    np.testing.assert_allclose(resize(images, 24), expected, atol=1e-5)
+
+
+def test_resize_hand_checked_2x2_to_4x4():
+    image = np.array([[0.0, 1.0], [2.0, 3.0]])
+    # half-pixel centres: output rows sample at -0.25 (clamped 0), 0.25, 0.75, 1.25 (clamped 1)
+    expected_row0 = [0.0, 0.25, 0.75, 1.0]
+    np.testing.assert_allclose(resize(image, 4)[0], expected_row0, atol=1e-6)
+    np.testing.assert_allclose(resize(image, 4)[:, 0], [0.0, 0.5, 1.5, 2.0], atol=1e-6)
+
+
+def test_median_image_is_standardized_and_shaped():
+    out = median_image(stack(), 24)
+    assert out.shape == (1, 24, 24) and out.dtype == np.float32
+    assert abs(out.mean()) < 1e-5 and abs(out.std() - 1) < 1e-4
+
+
+def test_median_image_of_constant_stack_is_zero():
+    assert not median_image(np.full((32, 4, 4), 0.01, np.float32)).any()
+
+
+def test_nan_set_to_zero_for_files_and_refused_for_requests():
+    s = stack()
+    s[3, 1, 1] = np.nan
+    assert validate_stack(s)[3, 1, 1] == 0.0
+    with pytest.raises(StackError, match="1 NaN"):
+        validate_stack(s, nan="reject")
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.zeros((32, 4, 4), dtype=complex), "complex"),
+    (np.ones((32, 4, 4), dtype=bool), "bool"),
+    (np.array([["a"]]), "string"),
+    (np.zeros(10, np.float32), "rank 1"),
+    (np.zeros((1, 32, 4, 4), np.float32), "rank 4"),
+    (np.zeros((32, 0, 4), np.float32), "empty"),
+    (np.ones((1, 16, 16), np.float32), "1 phase bins"),
+    (np.ones((32, 2, 2), np.float32), "smaller than 3x3"),
+    (np.ones((32, 1, 1), np.float32), "smaller than 3x3"),
+    (np.ones((32, 500, 500), np.float32), "larger than 64"),
+    (np.full((32, 4, 4), np.nan, np.float32), "every value is NaN"),
+    (np.zeros((32, 4, 4), np.float32), "every value is zero"),
+    (np.full((32, 4, 4), np.inf, np.float32), "Inf"),
+])
+def test_bad_stacks_are_refused_with_reason(bad, message):
+    with pytest.raises(StackError, match=message):
+        validate_stack(bad)
+
+
+def test_ragged_lists_refused():
+    with pytest.raises(StackError, match="rectangular"):
+        validate_stack([[[1.0, 2.0], [3.0]]])
+
+
+def test_integer_and_float64_input_accepted():
+    s = (stack() * 1e4).astype(np.int32)
+    assert validate_stack(s).dtype == np.float32
+    assert validate_stack(stack().astype(np.float64)).dtype == np.float32
+
+
+def test_build_inputs_mixed_sizes_and_error_names_index():
+    x = build_inputs([stack(3, 5), stack(10, 12), stack(24, 24)], "median")
+    assert x.shape == (3, 1, 24, 24)
+    with pytest.raises(StackError, match="stack 1: rank 2"):
+        build_inputs([stack(), np.ones((4, 4))], "median")
+    with pytest.raises(KeyError, match="unknown representation"):
+        build_inputs([stack()], "nope")
