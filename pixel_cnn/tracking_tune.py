@@ -107,7 +107,8 @@ class TrialLogger(TuneHooks):
         if not run_id:  # not started by this logger
             return
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, float)}
-        if trial.value is not None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            # Optuna gives a pruned trial its last running mean as value: not the objective, not logged.
             metrics["value"] = trial.value
         if trial.duration is not None:
             metrics["duration_s"] = trial.duration.total_seconds()
