@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import PROJECT, VENV_BIN, store_env
+from tests.conftest import PROJECT, VENV_BIN, store_env
 from pixel_cnn.cv import CVError, run_cv
 from pixel_cnn.models import get_preset
 from pixel_cnn.representation import build_inputs
