@@ -68,9 +68,14 @@ def run_one(dataset: str, pruner: str, args, tmp: Path) -> dict:
     finally:
         os.chdir(cwd)
         mlflow.set_tracking_uri(None)
+    import optuna
+
+    study = optuna.load_study(study_name=config.study_name, storage=config.storage)
+    trials = [{"number": t.number, "state": t.state.name, "value": t.value, "folds_run": (t.last_step or 0) + 1,
+               "epochs": t.params.get("epochs")} for t in study.trials]
     n = out["counts"]["run_trials"]
     return {"wall_s": wall, "trials_per_min": 60.0 * n / wall, "best_value": out["best_value"],
-            "n_trials": n, "n_pruned": out["counts"]["run_trials_pruned"]}
+            "n_trials": n, "n_pruned": out["counts"]["run_trials_pruned"], "trials": trials}
 
 
 def main(argv=None) -> int:
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
         "tune_best_value_pruned": pruned["best_value"],
         "tune_best_value_unpruned": unpruned["best_value"],
         "tune_n_pruned": pruned["n_pruned"],
+        "trials_pruned": pruned["trials"],
+        "trials_unpruned": unpruned["trials"],
         "config": {"n_trials": args.n_trials, "n_folds": args.n_folds, "max_epochs": args.max_epochs,
                    "n_workers": args.n_workers, "seed": args.seed, "threads": args.threads or "default",
                    "cpu_count": os.cpu_count(), "load_avg_1min_at_start": round(load, 2)},
