@@ -250,8 +250,9 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     trial is stopped after its second or a later fold when its running mean is
     below the median of earlier trials at the same fold (the folds are the same
     in every trial, so the comparison is like for like). One fold (~1/5 of 97
-    targets) is too noisy to judge on: pruning at the first fold cut a
-    20-trial study's wall time by 64% but lost the best trial (bench, docs/tune.md). ``halving``:
+    targets) is too noisy to judge on: pruning from the first fold cut a
+    20-trial study's wall time by 64% but its best value fell from 0.559 to
+    0.488 (one noisy run of ``bench/tune_bench.py``, see docs/tune.md). ``halving``:
     ``SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)``.
     ``none``: ``NopPruner``.
 
