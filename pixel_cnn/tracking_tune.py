@@ -201,7 +201,9 @@ def log_study_summary(run_id: str, study: optuna.Study, wall_s: float) -> dict:
     tracking._log_df(run_id, study.trials_dataframe(), "trials.csv")
     figures, skipped = study_figures(study)
     for path, fig in figures.items():
-        tracking._log_figure(run_id, fig, path)
+        # Optuna draws some legends outside the axes: save the whole drawing.
+        client.log_figure(run_id, fig, path, save_kwargs={"bbox_inches": "tight"})
+        plt.close(fig)
     if skipped:
         client.log_dict(run_id, skipped, "figures/skipped.json")
     return out
