@@ -372,20 +372,24 @@ def prepare_dataset(data_dir: str | os.PathLike | None = None, labels: str = "se
 
     stacks, rows = {}, []
     for kepid, path in parsed:
+        # Every problem of a file is reported, not only the first.
+        problems = []
         if len(seen[kepid]) > 1:
             others = [n for n in seen[kepid] if n != path.name]
-            skipped.append((path.name, kepid, f"duplicate kepid {kepid}, also in {others}"))
-            continue
-        if kepid > MAX_KEPID:
-            skipped.append((path.name, kepid, f"kepid {kepid} is outside the KIC id range (placeholder file)"))
-            continue
-        if kepid not in star.index:
-            skipped.append((path.name, kepid, f"kepid {kepid} is not in the KOI table"))
-            continue
+            problems.append(f"duplicate kepid {kepid}, also in {others}")
+        stack = None
         try:
             stack = load_stack(path)
         except DataError as exc:
-            skipped.append((path.name, kepid, str(exc).split(": ", 1)[1]))
+            problems.append(str(exc).split(": ", 1)[1])
+        if kepid > MAX_KEPID:
+            problems.append(f"kepid {kepid} is outside the KIC id range")
+        elif kepid not in star.index:
+            problems.append(f"kepid {kepid} is not in the KOI table")
+        if problems:
+            if stack is None and kepid not in star.index:
+                problems.append("placeholder, not an observation")
+            skipped.append((path.name, kepid, "; ".join(problems)))
             continue
         if kepid not in label_of:
             why = (
