@@ -294,3 +294,79 @@ def test_incomplete_ephemeris_row_is_a_target_reason(tmp_path):
     ephs, problems, layout = tpf.load_ephemeris(path)
     assert layout == "koi" and set(ephs) == {2} and "koi_period=nan" in problems[1]
     assert ephs[2].epoch_bjd == 131.0 + tpf.BKJD_REF and ephs[2].epoch_in(tpf.BKJD_REF) == 131.0
+
+
+# ---------------------------------------------------------------- the job, cv and serving
+
+GOOD = ("on_target", "neighbour", "nan_quality", "nan_cadence")
+
+
+@pytest.fixture
+def store(tracking_store, monkeypatch):
+    """``tracking_store`` without an experiment id left in the environment by an earlier test
+    (``mlflow.set_experiment`` exports ``MLFLOW_EXPERIMENT_ID``, and ``store_env`` copies it)."""
+    for key in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    return tracking_store
+
+
+def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, store):
+    from mlflow.tracking import MlflowClient
+
+    from pixel_cnn import jobs
+    from pixel_cnn.data import read_dataset
+
+    out = store / "tpf-prep"
+    result = jobs.prep_tpf(str(tpf_case["tpfs"]), str(tpf_case["eph"]), str(out), labels="koi",
+                           cli_params={"source": "tpf"})
+    assert result["summary"]["n_targets_ok"] == 4 and result["summary"]["n_targets_failed"] == 3
+    dataset, info = read_dataset(result["dataset_dir"])
+    assert set(dataset.kepids) == {tpf_case["ids"][k] for k in GOOD}
+    assert dataset.counts()["n_confirmed"] == 2 and info["prep_source"] == "tpf"
+    for kepid in dataset.kepids:  # the dataset holds the stacks exactly as written
+        np.testing.assert_array_equal(dataset.stacks[int(kepid)], _stack(out, kepid))
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.data.metrics["n_targets_ok"] == 4 and run.data.metrics["n_dropped_nonfinite_time"] == 20
+    assert run.data.tags["prep_source"] == "tpf" and run.data.tags["dataset_digest"] == dataset.digest
+    logged = {a.path for a in MlflowClient().list_artifacts(result["run_id"], "tpf")}
+    assert logged == {"tpf/prep_report.csv"}
+
+
+@pytest.mark.slow
+def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, store):
+    """`mlflow run . -e prep -P source=tpf ...`, cv on its dataset, the model served over HTTP."""
+    import subprocess
+
+    import httpx
+    import mlflow
+
+    from conftest import PROJECT, VENV_BIN, served_model, store_env
+    from pixel_cnn import jobs
+
+    out = store / "tpf-prep"
+    env = store_env(store)
+    proc = subprocess.run(
+        [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", "prep", "--env-manager", "local",
+         "-P", "source=tpf", "-P", f"tpf_dir={tpf_case['tpfs']}", "-P", f"ephemeris={tpf_case['eph']}",
+         "-P", f"out_dir={out}", "-P", "labels=koi", "-P", "n_jobs=2"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"failed {tpf_case['ids']['truncated']}: trunc.fits: unreadable or truncated" in proc.stdout
+    assert "prep: 4 stacks written" in proc.stdout
+    result, info = jobs.cv(str(out / "dataset"), "seed", {"epochs": 1}, n_folds=2, seed=0)
+    assert np.isfinite(result.summary["pr_auc_oof"])
+
+    stacks = [_stack(out, tpf_case["ids"][k]) for k in GOOD]
+    model = mlflow.pyfunc.load_model(info["model_uri"])
+    local = model.predict(np.stack(stacks))
+    assert len(local) == 4 and local["probability"].between(0, 1).all()
+    with served_model(info["model_uri"], env, store) as url:
+        reply = httpx.post(f"{url}/invocations", json={"inputs": [stacks[0].tolist()]}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        served = reply.json()["predictions"][0]["probability"]
+        assert served == pytest.approx(local["probability"].iloc[0], abs=1e-6)
+        with_nan = stacks[0].copy()
+        with_nan[0, 0, 0] = np.nan          # what a stack with a missing pixel would be without the fill
+        bad = httpx.post(f"{url}/invocations", content='{"inputs": [%s]}' % str(with_nan.tolist()).replace("nan", "NaN"),
+                         headers={"Content-Type": "application/json"}, timeout=60)
+        assert bad.status_code == 400 and "NaN" in bad.text
