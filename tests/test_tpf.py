@@ -9,7 +9,7 @@ import pytest
 
 from pixel_cnn import tpf
 from pixel_cnn.representation import N_PHASE_BINS, validate_stack
-from tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
+from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
 
 # ---------------------------------------------------------------- pure science, hand-checked
 
@@ -262,6 +262,39 @@ def test_target_id_comes_from_the_header_not_the_file_name(built, tpf_case):
     assert report.loc[tpf_case["ids"]["neighbour"], "files"] == "neighbour.fits"
 
 
+def test_same_stacks_in_one_process_and_in_two_workers(built, tpf_case, tmp_path):
+    out, report = built
+    serial = tpf.build_stacks(tpf_case["tpfs"], tpf_case["eph"], tmp_path, n_jobs=1, progress=False)
+    assert (serial.set_index("target_id")["status"] == report["status"]).all()
+    for path in sorted((out / "stacks").glob("*.npy")):
+        assert np.load(path).tobytes() == np.load(tmp_path / "stacks" / path.name).tobytes()
+
+
+def test_entry_point_needs_tpf_dir_and_ephemeris(capsys):
+    from entrypoints import prep
+
+    assert prep.main(["--source", "tpf", "--tpf-dir", "somewhere"]) == 2
+    assert "source=tpf needs ephemeris=CSV and tpf_dir=DIR" in capsys.readouterr().err
+
+
+@pytest.mark.network
+def test_download_fetches_a_kepler_tpf_from_mast(tmp_path):
+    """Needs internet (deselected by default): Kepler-1 (KIC 11446443), long cadence.
+
+    Skips when MAST is unreachable, for runs whose own ``-m`` overrides the default
+    ``-m 'not network'`` (``make test-fast``)."""
+    import socket
+
+    try:
+        socket.create_connection(("mast.stsci.edu", 443), timeout=5).close()
+    except OSError as exc:
+        pytest.skip(f"MAST unreachable ({exc})")
+    problems = tpf.download_tpfs([11446443], "koi", tmp_path)
+    assert problems == {}
+    files = tpf.find_tpfs(tmp_path)
+    assert files and tpf.read_tpf(files[0]).target_id == 11446443
+
+
 def test_tess_tpf_with_toi_ephemeris_in_bjd(tmp_path):
     """A TESS SPOC-layout TPF (TICID, BTJD) folded on a TOI row whose epoch is in BJD."""
     tic, t_start = 261136679, 1325.3          # BTJD
@@ -340,7 +373,7 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, store
     import httpx
     import mlflow
 
-    from conftest import PROJECT, VENV_BIN, served_model, store_env
+    from tests.conftest import PROJECT, VENV_BIN, served_model, store_env
     from pixel_cnn import jobs
 
     out = store / "tpf-prep"
