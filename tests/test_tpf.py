@@ -67,6 +67,23 @@ def test_reference_windows_exclude_transit_and_follow_the_readme():
     assert ref.tolist() == [False, True, True, False, True, True, False, False]
 
 
+def _quarter(time, shape=(3, 3)):
+    flux = np.full((len(time),) + shape, 1000.0, np.float32)
+    return tpf.TPFData(path="q.fits", target_id=1, mission="Kepler", period_label="Q1",
+                       bjd_ref=tpf.BKJD_REF, time=time, flux=flux, grid=("Kepler", "5", 0, 0) + shape,
+                       n_raw=len(time), n_quality=0, n_nonfinite_time=0, n_nan_flux=0)
+
+
+def test_too_few_in_transit_or_reference_cadences_is_a_reason():
+    eph = tpf.Ephemeris(1, "K1.01", 10.0, 100.0 + tpf.BKJD_REF, 2.0)   # t0 = 100 BKJD
+    two_in = np.array([99.99, 100.01, 102.5, 102.6])                  # 2 in transit
+    with pytest.raises(tpf.TPFError, match=r"too few cadences: 2 in transit \(need >= 3\)"):
+        tpf.combine_quarters([_quarter(two_in)], eph)
+    few_ref = np.concatenate([[99.99, 100.0, 100.01], 102.0 + np.arange(5) * 0.1])
+    with pytest.raises(tpf.TPFError, match=r"too few cadences: 5 out-of-transit reference"):
+        tpf.combine_quarters([_quarter(few_ref)], eph)
+
+
 # ---------------------------------------------------------------- synthetic TPFs
 
 
