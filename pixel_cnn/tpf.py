@@ -381,17 +381,19 @@ def read_tpf(path: str | os.PathLike, quality_bitmask: str | int = "default") ->
         warnings.simplefilter("always")
         try:
             tpf = lk.read(str(path), quality_bitmask=quality_bitmask)
+            if not isinstance(tpf, lk.targetpixelfile.TargetPixelFile):
+                raise TPFError(f"{name}: not a target pixel file (lightkurve read a {type(tpf).__name__})")
             raw_time = np.asarray(tpf.hdu[1].data["TIME"], dtype=np.float64)
             raw_flux = np.asarray(tpf.hdu[1].data["FLUX"], dtype=np.float32)
             header0, header1 = tpf.get_header(0), tpf.get_header(1)
+        except TPFError:
+            raise
         except Exception as exc:  # astropy/lightkurve raise many types for a bad file
             raise TPFError(f"{name}: unreadable or truncated FITS file ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]})") from None
     truncated = [str(w.message) for w in caught if "truncated" in str(w.message).lower()]
     if truncated:
         raise TPFError(f"{name}: truncated FITS file ({truncated[0][:200]})")
-    if not isinstance(tpf, lk.targetpixelfile.TargetPixelFile):
-        raise TPFError(f"{name}: not a target pixel file (lightkurve read a {type(tpf).__name__})")
     target = tpf.targetid
     if target in (None, ""):
         raise TPFError(f"{name}: header has no target id (KEPLERID / TICID)")
