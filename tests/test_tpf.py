@@ -329,6 +329,21 @@ def test_tess_tpf_with_toi_ephemeris_in_bjd(tmp_path):
     assert_transit_at(stack, inj, [_times(t_start)])
 
 
+def test_k2_tpf_with_epic_id_in_kepid_column(tmp_path):
+    """A K2 TPF (KEPLERID holds the EPIC id, CAMPAIGN instead of QUARTER, BKJD) on a KOI-layout row."""
+    epic, t_start = 201367065, 1980.4
+    inj = Injection((3, 3), 0.01, 3.1, t_start - 40 * 3.1 + 1.0, 2.5)
+    (tmp_path / "k2").mkdir()
+    write_tpf(tmp_path / "k2" / "ktwo.fits", epic, inj=inj, t_start=t_start, shape=(7, 7), star=(3, 3),
+              mission="K2", quarter=1, seed=12)
+    pd.DataFrame({"kepid": [epic], "koi_period": [inj.period_d], "koi_time0bk": [inj.epoch],
+                  "koi_duration": [inj.duration_h]}).to_csv(tmp_path / "k2.csv", index=False)
+    report = tpf.build_stacks(tmp_path / "k2", tmp_path / "k2.csv", tmp_path / "out", progress=False)
+    assert report.loc[0, "status"] == "ok", report.loc[0, "reason"]
+    assert report.loc[0, "quarters_used"] == "C1"
+    assert_transit_at(np.load(tmp_path / "out" / "stacks" / f"pixdiff_{epic}.npy"), inj, [_times(t_start)])
+
+
 def test_ephemeris_csv_errors_name_the_missing_columns(tmp_path):
     path = tmp_path / "eph.csv"
     pd.DataFrame({"kepid": [1], "koi_period": [1.0]}).to_csv(path, index=False)
