@@ -366,22 +366,13 @@ def test_incomplete_ephemeris_row_is_a_target_reason(tmp_path):
 GOOD = ("on_target", "neighbour", "nan_quality", "nan_cadence")
 
 
-@pytest.fixture
-def store(tracking_store, monkeypatch):
-    """``tracking_store`` without an experiment id left in the environment by an earlier test
-    (``mlflow.set_experiment`` exports ``MLFLOW_EXPERIMENT_ID``, and ``store_env`` copies it)."""
-    for key in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(key, raising=False)
-    return tracking_store
-
-
-def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, store):
+def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, tracking_store):
     from mlflow.tracking import MlflowClient
 
     from pixel_cnn import jobs
     from pixel_cnn.data import read_dataset
 
-    out = store / "tpf-prep"
+    out = tracking_store / "tpf-prep"
     result = jobs.prep_tpf(str(tpf_case["tpfs"]), str(tpf_case["eph"]), str(out), labels="koi",
                            cli_params={"source": "tpf"})
     assert result["summary"]["n_targets_ok"] == 4 and result["summary"]["n_targets_failed"] == 3
@@ -398,7 +389,7 @@ def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, store):
 
 
 @pytest.mark.slow
-def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, store):
+def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, tracking_store):
     """`mlflow run . -e prep -P source=tpf ...`, cv on its dataset, the model served over HTTP."""
     import subprocess
 
@@ -408,8 +399,8 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, store
     from tests.conftest import PROJECT, VENV_BIN, served_model, store_env
     from pixel_cnn import jobs
 
-    out = store / "tpf-prep"
-    env = store_env(store)
+    out = tracking_store / "tpf-prep"
+    env = store_env(tracking_store)
     proc = subprocess.run(
         [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", "prep", "--env-manager", "local",
          "-P", "source=tpf", "-P", f"tpf_dir={tpf_case['tpfs']}", "-P", f"ephemeris={tpf_case['eph']}",
@@ -425,7 +416,7 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, store
     model = mlflow.pyfunc.load_model(info["model_uri"])
     local = model.predict(np.stack(stacks))
     assert len(local) == 4 and local["probability"].between(0, 1).all()
-    with served_model(info["model_uri"], env, store) as url:
+    with served_model(info["model_uri"], env, tracking_store) as url:
         reply = httpx.post(f"{url}/invocations", json={"inputs": [stacks[0].tolist()]}, timeout=60)
         assert reply.status_code == 200, reply.text
         served = reply.json()["predictions"][0]["probability"]
