@@ -49,13 +49,16 @@ def store_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
-    env.pop("MLFLOW_RUN_ID", None)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(key, None)
     return env
 
 
 def use_store(root: Path) -> None:
     import mlflow
 
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(key, None)
     os.environ.update({k: v for k, v in store_env(root).items() if k.startswith("MLFLOW_")})
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     os.chdir(root)
@@ -188,18 +191,17 @@ def bench_scoring(dataset, model_uri: str, n: int) -> dict:
 
 def bench_serving(dataset, model_uri: str, root: Path, n_requests: int) -> dict:
     """`mlflow models serve`, one stack per request: p50/p99 latency and throughput at c=1 and c=8."""
-    from bench.loadgen import run_load
+    from pixel_cnn.loadtest import run_load, stack_bodies
     from tests.conftest import served_model
 
-    stack = dataset.stacks[int(dataset.kepids[0])]
-    body = json.dumps({"inputs": [stack.tolist()]}).encode()
+    bodies = stack_bodies(dataset.stack_list(), per_request=1)  # the real stacks, cycled
     out = {}
     with served_model(model_uri, store_env(root), root) as url:
-        run_load(url, body, n_requests=50, concurrency=2)  # warm-up
+        run_load(url, bodies, n_requests=50, concurrency=2)  # warm-up
         for c in (1, 8):
-            stats = run_load(url, body, n_requests=n_requests, concurrency=c)
-            out.update({f"serve_p50_ms_c{c}": stats["p50_ms"], f"serve_p99_ms_c{c}": stats["p99_ms"],
-                        f"serve_rps_c{c}": stats["rps"], f"serve_errors_c{c}": stats["errors"]})
+            stats = run_load(url, bodies, n_requests=n_requests, concurrency=c)
+            out.update({f"serve_p50_ms_c{c}": stats.p50_ms, f"serve_p99_ms_c{c}": stats.p99_ms,
+                        f"serve_rps_c{c}": stats.throughput_rps, f"serve_errors_c{c}": stats.n_errors})
     out["serve_server"] = "mlflow models serve (uvicorn, MLflow's default worker count)"
     return out
 
