@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from pixel_cnn import jobs
+from pixel_cnn.stores import StoreError
 from pixel_cnn.data import LABEL_SOURCES, DataError
 
 from entrypoints._args import raw_params
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         out = jobs.prep(args.data_dir or None, args.labels, args.out_dir, raw_params(argv))
-    except DataError as exc:
+    except (DataError, StoreError) as exc:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
     counts = out["counts"]

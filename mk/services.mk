@@ -1,0 +1,27 @@
+# Shared tracking stack: PostgreSQL + SeaweedFS (S3) + mlflow server, all on $(HOST).
+# `make server` starts it and writes .services/env; `. .services/env` points a shell at it,
+# after which every target (prep, cv, serve, ...) uses it: the Makefile keeps an
+# MLFLOW_TRACKING_URI already in the environment. See docs/services.md.
+SERVICES_DIR ?= .services
+PG_PORT ?= 5432
+S3_PORT ?= 8333
+MLFLOW_PORT ?= 5000
+ARTIFACTS ?= proxied
+S3_BUCKET ?= pixel-cnn
+SERVER_WORKERS ?= 2
+SERVICES := $(PY) -m pixel_cnn.services
+
+.PHONY: server server-stop server-status server-env
+
+server: $(STAMP)
+	$(SERVICES) start --dir $(SERVICES_DIR) --host $(HOST) --pg-port $(PG_PORT) --s3-port $(S3_PORT) \
+	  --mlflow-port $(MLFLOW_PORT) --artifacts $(ARTIFACTS) --bucket $(S3_BUCKET) --workers $(SERVER_WORKERS)
+
+server-stop:
+	$(SERVICES) stop --dir $(SERVICES_DIR)
+
+server-status:
+	$(SERVICES) status --dir $(SERVICES_DIR)
+
+server-env:
+	@$(SERVICES) env --dir $(SERVICES_DIR)
