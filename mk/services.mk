@@ -9,13 +9,15 @@ MLFLOW_PORT ?= 5000
 ARTIFACTS ?= proxied
 S3_BUCKET ?= pixel-cnn
 SERVER_WORKERS ?= 2
+WEED_PORTS ?=
 SERVICES := $(PY) -m pixel_cnn.services
 
 .PHONY: server server-stop server-status server-env
 
 server: $(STAMP)
 	$(SERVICES) start --dir $(SERVICES_DIR) --host $(HOST) --pg-port $(PG_PORT) --s3-port $(S3_PORT) \
-	  --mlflow-port $(MLFLOW_PORT) --artifacts $(ARTIFACTS) --bucket $(S3_BUCKET) --workers $(SERVER_WORKERS)
+	  --mlflow-port $(MLFLOW_PORT) --artifacts $(ARTIFACTS) --bucket $(S3_BUCKET) --workers $(SERVER_WORKERS) \
+	  $(if $(WEED_PORTS),--weed-ports $(WEED_PORTS))
 
 server-stop:
 	$(SERVICES) stop --dir $(SERVICES_DIR)
@@ -25,3 +27,10 @@ server-status:
 
 server-env:
 	@$(SERVICES) env --dir $(SERVICES_DIR)
+
+# `mlflow run` and `mlflow models serve` retry an unreachable server for minutes (MLflow's
+# HTTP retry policy) before failing: check the tracking URI first (no-op for sqlite/file).
+prep cv serve: tracking-check
+.PHONY: tracking-check
+tracking-check: $(STAMP)
+	@$(PY) -m pixel_cnn.stores check

@@ -28,8 +28,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-import mlflow
-from mlflow.tracking import MlflowClient
+# mlflow is imported inside the functions that need it: `python -m pixel_cnn.stores check`
+# (run by make before `mlflow run`) stays a stdlib-only, sub-second check.
 
 PREFLIGHT_ARTIFACT = "preflight.json"
 S3_VARIABLES = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -40,6 +40,11 @@ class StoreError(RuntimeError):
 
 
 def tracking_uri() -> str:
+    """The tracking URI in effect (``mlflow.get_tracking_uri()``; the environment when mlflow is not loaded)."""
+    if "mlflow" not in sys.modules:
+        return os.environ.get("MLFLOW_TRACKING_URI", "")
+    import mlflow
+
     return mlflow.get_tracking_uri()
 
 
@@ -73,7 +78,7 @@ def check_tracking(uri: str | None = None, timeout: float = 5.0, attempts: int =
         f"then `. .services/env`) or point MLFLOW_TRACKING_URI at a running server; nothing was trained")
 
 
-def _s3_credentials_error(artifact_uri: str) -> str | None:
+def _s3_credentials_error() -> str | None:
     """Why a boto3 client could not write ``s3://...``, judged without network; None if it may."""
     import boto3
 
@@ -92,11 +97,13 @@ def check_artifacts(run_id: str) -> str:
     write in proxied mode, ...). The probe is the same call path the model
     upload takes, so a pass means the end-of-training upload can succeed.
     """
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient()
     artifact_uri = client.get_run(run_id).info.artifact_uri
     hint = ""
     if artifact_uri.startswith("s3://"):
-        missing = _s3_credentials_error(artifact_uri)
+        missing = _s3_credentials_error()
         if missing:
             raise StoreError(f"artifact store {artifact_uri} (direct S3 access): {missing}; nothing was trained")
         if not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
@@ -131,6 +138,9 @@ def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
     Returns True when the status was recorded; otherwise prints to stderr how
     the run was left (RUNNING) and returns False.
     """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     if patience_s is None:
         patience_s = float(os.environ.get("PIXEL_CNN_END_RUN_PATIENCE_S", "300"))
     deadline = time.monotonic() + patience_s
@@ -142,6 +152,8 @@ def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
         return True
     except Exception as exc:  # noqa: BLE001 - any failure of the call means "retry"
         last = exc
+    print(f"tracking: {tracking_uri()} unreachable ({type(last).__name__}); retrying for up to "
+          f"{patience_s:.0f} s to mark run {run_id} {status}", file=sys.stderr, flush=True)
     while time.monotonic() < deadline:
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         try:
@@ -153,3 +165,21 @@ def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
           f"{patience_s:.0f} s ({type(last).__name__}: {str(last)[:200]}); it stays RUNNING there",
           file=sys.stderr)
     return False
+
+
+def main(argv=None) -> int:
+    """``python -m pixel_cnn.stores check``: exit 2 with the reason when MLFLOW_TRACKING_URI is unreachable."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["check"]:
+        print("usage: python -m pixel_cnn.stores check", file=sys.stderr)
+        return 2
+    try:
+        check_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    except StoreError as exc:
+        print(f"tracking: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
