@@ -28,9 +28,12 @@ def main(argv=None) -> int:
     parser.add_argument("--weight-decay", type=optional_float, default=None)
     parser.add_argument("--epochs", type=optional_int, default=None)
     parser.add_argument("--batch-size", type=optional_int, default=None)
+    parser.add_argument("--base-channels", type=optional_int, default=None,
+                        help="conv widths (b, 2b, 4b); '' keeps the preset's")
     args = parser.parse_args(argv)
     overrides = {"lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay,
-                 "epochs": args.epochs, "batch_size": args.batch_size}
+                 "epochs": args.epochs, "batch_size": args.batch_size,
+                 "base_channels": args.base_channels}
     try:
         result, info = jobs.cv(args.dataset, args.preset, overrides, n_folds=args.n_folds,
                                seed=args.seed, repeats=args.repeats, register=args.register,

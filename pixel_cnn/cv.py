@@ -156,6 +156,7 @@ def run_cv(
     seed: int = 42,
     repeats: int = 1,
     callbacks: CVCallbacks | None = None,
+    inputs: np.ndarray | None = None,
 ) -> CVResult:
     """Grouped, stratified k-fold cross-validation, optionally repeated.
 
@@ -163,18 +164,31 @@ def run_cv(
     trains with seed ``seed + 1000 * r + k``. Same seed and data give the same
     result on the same machine.
 
+    ``inputs`` (optional): the model inputs already built, float32
+    ``(N, C, S, S)`` equal to ``build_inputs(dataset.stack_list(),
+    preset.representation, preset.image_size)``; lets a caller that runs many
+    cvs on one dataset (tuning) build them once. Results are the same either way.
+    An exception raised by a callback (e.g. ``optuna.TrialPruned`` from
+    ``fold_end``) stops the cv and propagates.
+
     Raises
     ------
     CVError
         See :func:`make_folds`; raised for every repeat's split before any
-        training starts.
+        training starts. Also when ``inputs`` does not hold one row per target.
     """
     if repeats < 1:
         raise CVError(f"repeats={repeats}; need at least 1")
     callbacks = callbacks or CVCallbacks()
     kepids, labels = dataset.kepids, dataset.labels
     splits = {r: make_folds(kepids, labels, n_folds, seed + r) for r in range(repeats)}
-    x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+    if inputs is None:
+        x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+    else:
+        x = np.asarray(inputs, dtype=np.float32)
+        expected = (len(labels), preset.in_channels, preset.image_size, preset.image_size)
+        if x.shape != expected:
+            raise CVError(f"inputs have shape {x.shape}; preset {preset.name!r} on this dataset needs {expected}")
 
     outcomes, oof_rows = [], []
     for r in range(repeats):

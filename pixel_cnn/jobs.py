@@ -74,3 +74,66 @@ def cv(
             run_id, result, register, alias, input_example=example, dataset_digest=dataset.digest)
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
                     "wall_s": time.perf_counter() - start}
+
+
+def tune(dataset_dir: str, config, register_best: bool = False, cli_params: dict | None = None) -> dict:
+    """Run an Optuna study of cv on a prepared dataset, tracked in MLflow.
+
+    One parent run (this invocation; under ``mlflow run`` the run it created)
+    with one nested child run per trial (see
+    :class:`pixel_cnn.tracking_tune.TrialLogger`); the parent gets the best
+    params/value, trial counts, ``trials.csv`` and Optuna's figures. With
+    ``register_best`` the best params are cross-validated again by :func:`cv`
+    (a nested child run), registered as ``pixel-cnn`` and given the alias
+    ``challenger``.
+
+    Parameters
+    ----------
+    dataset_dir : str
+        A prep output folder; read once for the whole study.
+    config : pixel_cnn.tuning.TuneConfig
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``study_name``, ``storage`` (password hidden), ``best_value``,
+        ``best_params``, ``best_trial``, ``counts``, ``wall_s`` and, with
+        ``register_best``, ``registered`` = ``{"run_id", "version", "pr_auc_oof"}``.
+
+    Raises
+    ------
+    DataError
+        ``dataset_dir`` is not a prep output.
+    TuneError
+        Bad configuration or storage, a study made with another protocol, or
+        ``register_best`` with no completed trial.
+    CVError, ValueError
+        As :func:`cv`.
+    """
+    from dataclasses import replace
+
+    from pixel_cnn import tracking_tune, tuning
+
+    start = time.perf_counter()
+    config.check()
+    config = replace(config, storage=tuning.resolve_storage(config.storage))
+    dataset, info = read_dataset(dataset_dir)
+    with tracking.job_run(tracking_tune.EXPERIMENT_TUNE, f"tune-{config.study_name}", cli_params) as run_id:
+        tracking_tune.log_tune_inputs(run_id, tuning.config_dict(config), dataset, info)
+        hooks = tracking_tune.TrialLogger(run_id, config.study_name, {
+            "n_folds": config.n_folds, "seed": config.seed, "dataset_digest": dataset.digest})
+        study, _ = tuning.run_study(config, dataset, hooks)
+        summary = tracking_tune.log_study_summary(run_id, study, time.perf_counter() - start)
+        out = {"run_id": run_id, "study_name": config.study_name, "storage": tuning.redact(config.storage),
+               **summary}
+        if register_best:
+            if summary["best_params"] is None:
+                raise tuning.TuneError(f"study {config.study_name!r} has no completed trial: nothing to register")
+            result, info_cv = cv(dataset_dir, config.preset, dict(summary["best_params"]),
+                                 n_folds=config.n_folds, seed=config.seed, register=True, alias="challenger",
+                                 cli_params={"tuned_from_study": config.study_name,
+                                             "tuned_from_trial": summary["best_trial"]})
+            out["registered"] = {"run_id": info_cv["run_id"], "version": info_cv["version"],
+                                 "pr_auc_oof": result.summary["pr_auc_oof"]}
+    out["wall_s"] = time.perf_counter() - start
+    return out

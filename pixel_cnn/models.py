@@ -99,6 +99,7 @@ class Preset:
             "noise_sigma": self.noise_sigma >= 0,
             "image_size": self.image_size >= 8,
             "representation": self.representation in REPRESENTATION_CHANNELS,
+            "channels": len(self.channels) == 3 and all(int(c) >= 1 for c in self.channels),
         }
         for name, ok in rules.items():
             if not ok:
@@ -112,8 +113,27 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (SEED,)}
 DEFAULT_PRESET = "seed"
 
 
-def get_preset(name: str, **overrides) -> Preset:
+def channels_from_base(base_channels: int) -> tuple[int, int, int]:
+    """Conv widths ``(b, 2b, 4b)`` of the three blocks for base width ``b``.
+
+    The doubling per block is the seed model's rule (16 -> 32 -> 64 = base 16).
+
+    Raises
+    ------
+    ValueError
+        ``base_channels`` is not a whole number >= 1.
+    """
+    if int(base_channels) != base_channels or base_channels < 1:
+        raise ValueError(f"base_channels={base_channels!r}; need a whole number >= 1")
+    b = int(base_channels)
+    return (b, 2 * b, 4 * b)
+
+
+def get_preset(name: str, base_channels: int | None = None, **overrides) -> Preset:
     """Look up a preset by name and apply overrides (None = keep the preset's value).
+
+    ``base_channels`` (optional, int) is shorthand for ``channels=(b, 2b, 4b)``
+    (see :func:`channels_from_base`); it cannot be combined with ``channels``.
 
     Raises
     ------
@@ -122,6 +142,10 @@ def get_preset(name: str, **overrides) -> Preset:
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
+    if base_channels is not None:
+        if overrides.get("channels") is not None:
+            raise ValueError("give base_channels or channels, not both")
+        overrides["channels"] = channels_from_base(base_channels)
     return PRESETS[name].replace(**overrides)
 
 

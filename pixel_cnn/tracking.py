@@ -296,7 +296,9 @@ class job_run:
     """Context manager: the run of one entry point invocation; yields its run id.
 
     Under ``mlflow run`` it resumes the run that ``mlflow run`` created
-    (``MLFLOW_RUN_ID``); otherwise it starts one in ``experiment``. The run
+    (``MLFLOW_RUN_ID``); otherwise it starts one in ``experiment``. Inside
+    another job's active run it starts a nested child run of it, in the
+    parent's experiment. The run
     ends FINISHED, or FAILED when the body raises.
     """
 
@@ -304,13 +306,20 @@ class job_run:
         self.experiment, self.run_name, self.cli_params = experiment, run_name, cli_params or {}
 
     def __enter__(self) -> str:
-        # Fail before any work when the server or the artifact store is unusable (stores.StoreError).
-        stores.check_tracking()
-        set_experiment(self.experiment)
-        self.run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else self.run_name)
+        parent = mlflow.active_run()
+        if parent is not None:
+            # A job inside another job's run (tune's register_best cv): a nested child run.
+            self.run = mlflow.start_run(run_name=self.run_name, nested=True,
+                                        experiment_id=parent.info.experiment_id)
+        else:
+            # Fail before any work when the server or the artifact store is unusable (stores.StoreError).
+            stores.check_tracking()
+            set_experiment(self.experiment)
+            self.run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else self.run_name)
         try:
             log_params_once(self.run.info.run_id, self.cli_params)
-            stores.check_artifacts(self.run.info.run_id)
+            if parent is None:
+                stores.check_artifacts(self.run.info.run_id)
         except BaseException:
             stores.end_run(self.run.info.run_id, "FAILED")
             raise

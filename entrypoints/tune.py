@@ -1,0 +1,59 @@
+"""Entry point `tune`: an Optuna study of cv (mean fold PR-AUC), tracked in MLflow."""
+
+import argparse
+import sys
+
+from pixel_cnn import jobs
+from pixel_cnn.cv import CVError
+from pixel_cnn.data import DataError
+from pixel_cnn.models import DEFAULT_PRESET, PRESETS
+from pixel_cnn.stores import StoreError
+from pixel_cnn.tuning import PRUNERS, TuneConfig, TuneError
+
+from entrypoints._args import boolean, optional_float, raw_params, whole
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
+    parser.add_argument("--n-folds", type=whole, default=5)
+    parser.add_argument("--seed", type=whole, default=42, help="cv folds/training and sampler seed")
+    parser.add_argument("--n-trials", type=whole, default=20, help="trials this invocation adds")
+    parser.add_argument("--timeout", type=optional_float, default=None,
+                        help="seconds after which no new trial starts ('' or 0 = none)")
+    parser.add_argument("--storage", default="", help="SQLAlchemy URL ('' = sqlite:///optuna.db here)")
+    parser.add_argument("--study-name", default="pixel-cnn")
+    parser.add_argument("--n-workers", type=whole, default=1, help="processes running trials at once")
+    parser.add_argument("--pruner", default="median", choices=PRUNERS)
+    parser.add_argument("--max-epochs", type=whole, default=40, help="upper bound of the epochs range")
+    parser.add_argument("--register-best", type=boolean, default=False,
+                        help="cv the best params again and register them as pixel-cnn@challenger")
+    args = parser.parse_args(argv)
+    config = TuneConfig(
+        preset=args.preset, n_folds=args.n_folds, seed=args.seed, n_trials=args.n_trials,
+        timeout=args.timeout or None, storage=args.storage, study_name=args.study_name,
+        n_workers=args.n_workers, pruner=args.pruner, max_epochs=args.max_epochs,
+    )
+    try:
+        out = jobs.tune(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv))
+    except (DataError, CVError, TuneError, ValueError, StoreError) as exc:
+        print(f"tune: {exc}", file=sys.stderr)
+        return 2
+    c = out["counts"]
+    print(f"tune {out['study_name']} ({out['storage']}): this run {c['run_trials']} trials "
+          f"({c['run_trials_complete']} complete, {c['run_trials_pruned']} pruned); study "
+          f"{c['n_trials']} trials; {out['wall_s']:.1f} s, parent run {out['run_id']}")
+    if out["best_value"] is not None:
+        print(f"tune: best trial {out['best_trial']}: mean fold PR-AUC (average precision) "
+              f"{out['best_value']:.4f} with {out['best_params']}")
+    if "registered" in out:
+        r = out["registered"]
+        print(f"tune: best params re-cross-validated (run {r['run_id']}): OOF PR-AUC "
+              f"{r['pr_auc_oof']:.4f}, registered pixel-cnn version {r['version']} @challenger")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
