@@ -34,3 +34,16 @@ prep cv serve tune promote: tracking-check
 .PHONY: tracking-check
 tracking-check: $(STAMP)
 	@$(PY) -m pixel_cnn.stores check
+
+# Distributed tuning: N worker processes on one Optuna study in $(OPTUNA_STORAGE) (the PostgreSQL
+# of `make server`; `. .services/env` sets it), all trials under one MLflow parent run.
+# E.g. `make tune-workers N=4 TUNE_TRIALS=20 TUNE_WORKERS_ARGS="--n-folds 5 --max-epochs 40"`.
+N ?= 4
+TUNE_TRIALS ?= 20
+TUNE_DATASET ?= data/processed
+TUNE_WORKERS_ARGS ?=
+OPTUNA_STORAGE ?=
+.PHONY: tune-workers
+tune-workers: prep tracking-check
+	$(PY) -m pixel_cnn.tune_workers launch --n-workers $(N) --n-trials $(TUNE_TRIALS) \
+	  --dataset $(TUNE_DATASET) --storage "$(OPTUNA_STORAGE)" --state-dir $(SERVICES_DIR) $(TUNE_WORKERS_ARGS)

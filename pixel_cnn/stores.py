@@ -129,6 +129,35 @@ def _shown(key: str) -> str:
     return value if key == "MLFLOW_S3_ENDPOINT_URL" else "set"
 
 
+#: URI schemes :func:`local_dataset` downloads through MLflow.
+REMOTE_SCHEMES = ("runs", "models", "mlflow-artifacts", "s3", "http", "https")
+
+
+def local_dataset(uri: str, dst: str | None = None) -> str:
+    """A local folder for a prep output: ``uri`` itself, or a download of an artifact URI.
+
+    ``runs:/<prep_run_id>/dataset`` (what prep logs), ``mlflow-artifacts:/...``
+    or ``s3://...`` are fetched with ``mlflow.artifacts.download_artifacts``
+    into ``dst`` (default: a new temporary folder), so a job on another
+    machine needs no shared disk. Raises :class:`StoreError` naming the URI
+    when the download fails.
+    """
+    scheme = urllib.parse.urlparse(str(uri)).scheme
+    if scheme not in REMOTE_SCHEMES:
+        return str(uri)
+    import tempfile
+
+    import mlflow
+
+    if scheme in ("runs", "models", "mlflow-artifacts"):
+        check_tracking()
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=str(uri),
+                                                   dst_path=dst or tempfile.mkdtemp(prefix="pixel-cnn-dataset-"))
+    except Exception as exc:  # noqa: BLE001 - MLflow, boto3 and requests raise their own types
+        raise StoreError(f"dataset {uri}: download failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
 def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
     """End the active run with ``status``, retrying while the tracking server is unreachable.
 

@@ -113,7 +113,9 @@ def remote_e2e(stack, tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
     env = client_env(stack, root)
     prep = mlflow_run("prep", {"out_dir": root / "processed"}, env, root)
-    cv = mlflow_run("cv", {"dataset": root / "processed", "register": "true", **CV_PARAMS}, env, root)
+    prep_run_id = prep.stdout.strip().rsplit("(run ", 1)[1].split(")")[0]
+    # cv reads the dataset back from the artifact store (runs:/): no disk shared with prep needed
+    cv = mlflow_run("cv", {"dataset": f"runs:/{prep_run_id}/dataset", "register": "true", **CV_PARAMS}, env, root)
     return {"root": root, "env": env, "prep": prep, "cv": cv}
 
 
@@ -124,6 +126,8 @@ def test_entry_points_log_to_server_and_artifacts_land_in_bucket(stack, remote_e
                 if r.data.tags.get("mlflow.project.entryPoint")}
     prep, cv = by_entry["prep"], by_entry["cv"]
     assert prep.info.status == cv.info.status == "FINISHED"
+    assert cv.data.tags["prep_run_id"] == prep.info.run_id
+    assert cv.data.tags["dataset_digest"] == prep.data.tags["dataset_digest"]
     assert prep.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied through the server
     mv = client.get_model_version_by_alias("pixel-cnn", "champion")
     assert mv.tags["cv_run_id"] == cv.info.run_id and mv.status == "READY"
@@ -281,3 +285,71 @@ def test_server_killed_mid_cv_run_ends_failed_and_nothing_registered(stack, tmp_
     assert after == before
     with pytest.raises(Exception, match="killed"):
         client.get_model_version_by_alias("pixel-cnn", "killed")
+
+
+def _trial_runs(client, parent_id):
+    exp = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
+
+
+def test_tune_workers_share_one_study_and_parent_and_survive_a_killed_worker(stack, tmp_path, prepared_dir):
+    """`make tune-workers N=2`: one worker is killed mid-trial; its trial is failed and retried."""
+    from optuna.storages import RetryFailedTrialCallback
+
+    from pixel_cnn.tune_workers import WORKERS_FILE
+
+    env = {**client_env(stack, tmp_path), "OPTUNA_STORAGE": stack["optuna_storage"],
+           "PIXEL_CNN_OPTUNA_HEARTBEAT_S": "2", "PIXEL_CNN_OPTUNA_GRACE_S": "8",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    state_dir = tmp_path / "state"
+    study_name = "workers-test"
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "tune-workers", "N=2", "TUNE_TRIALS=4",
+         f"TUNE_DATASET={prepared_dir}", f"SERVICES_DIR={state_dir}",
+         f"TUNE_WORKERS_ARGS=--study-name {study_name} --n-folds 2 --max-epochs 2 --pruner none"],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    client = _client(stack)
+    killed_run = None
+    try:
+        # kill worker 1 once it is inside a trial (its trial run exists and is RUNNING)
+        deadline = time.monotonic() + 400
+        while killed_run is None and time.monotonic() < deadline and make.poll() is None:
+            time.sleep(1)
+            if not (state_dir / WORKERS_FILE).exists():
+                continue
+            info = json.loads((state_dir / WORKERS_FILE).read_text())
+            running = [r for r in _trial_runs(client, info["parent_run_id"])
+                       if r.data.tags.get("optuna.worker") == "1" and r.info.status == "RUNNING"]
+            if running:
+                killed_run = running[0]
+                assert services.stop_pid(info["pids"][1], sig=9)
+        assert killed_run is not None, "worker 1 never started a trial"
+        out, _ = make.communicate(timeout=900)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, 9)
+            make.wait()
+    assert make.returncode == 0, out[-3000:]
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=stack["optuna_storage"])
+    trials = study.get_trials(deepcopy=False)
+    killed_number = int(killed_run.data.tags["number"])
+    killed = trials[killed_number]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retries = [t for t in trials if RetryFailedTrialCallback.retried_trial_number(t) == killed_number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state == optuna.trial.TrialState.COMPLETE
+    finished = [t for t in trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    assert len(finished) >= 4
+    # one parent for the whole study; one MLflow run per started trial, each trial number once
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    runs = _trial_runs(client, parent_id)
+    numbers = [int(r.data.tags["number"]) for r in runs]
+    assert sorted(numbers) == sorted(set(numbers)) == sorted(t.number for t in trials if "mlflow_run_id" in t.user_attrs)
+    assert {r.data.tags["optuna.worker"] for r in runs} == {"0", "1"}
+    assert client.get_run(killed_run.info.run_id).info.status == "FAILED"  # closed by the launcher
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and "best_value" in parent.data.metrics
+    assert "1 runs of failed trials closed" in out
