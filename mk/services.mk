@@ -44,6 +44,7 @@ TUNE_DATASET ?= data/processed
 TUNE_WORKERS_ARGS ?=
 OPTUNA_STORAGE ?=
 .PHONY: tune-workers
-tune-workers: prep tracking-check
+# prep only when the default local dataset is used.
+tune-workers: $(if $(filter data/processed,$(TUNE_DATASET)),prep) tracking-check
 	$(PY) -m pixel_cnn.tune_workers launch --n-workers $(N) --n-trials $(TUNE_TRIALS) \
 	  --dataset $(TUNE_DATASET) --storage "$(OPTUNA_STORAGE)" --state-dir $(SERVICES_DIR) $(TUNE_WORKERS_ARGS)
