@@ -30,20 +30,34 @@ pytestmark = pytest.mark.slow
 CV_PARAMS = {"n_folds": 2, "epochs": 2, "lr": "0.00001"}
 
 
+def make(*args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT, env=env or dict(os.environ),
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def stack():
-    """A running stack in a fresh folder under /tmp (world-searchable: PostgreSQL runs unprivileged)."""
+    """`make server` on free loopback ports, data in a fresh folder under /tmp; `make server-stop` after.
+
+    /tmp, not pytest's tmp dir: PostgreSQL runs unprivileged and must reach its data directory.
+    """
     root = Path(tempfile.mkdtemp(prefix="pixel-cnn-stack-"))
     os.chmod(root, 0o755)
-    cfg = services.Config(root=root, pg_port=0, s3_port=0, mlflow_port=0, weed_ports={"free": True},
-                          bucket="pixel-cnn-test", workers=1, timeout=240)
+    where = f"SERVICES_DIR={root}"
     try:
-        state = services.start(cfg)
+        up = make("server", where, "PG_PORT=0", "S3_PORT=0", "MLFLOW_PORT=0", "WEED_PORTS=free",
+                  "S3_BUCKET=pixel-cnn-test", "SERVER_WORKERS=1")
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        state = services.read_state(root)
+        state["make_stdout"] = up.stdout
         yield state
     finally:
-        stopped = services.stop(root)
+        recorded = (services.read_state(root) or {}).get("pids", {})
+        down = make("server-stop", where)
         shutil.rmtree(root, ignore_errors=True)
-    assert stopped and all(stopped.values())
+    assert down.returncode == 0 and "mlflow (was running), seaweedfs (was running), postgres (was running)" \
+        in down.stdout, down.stdout + down.stderr
+    assert recorded and not any(services._alive(pid) for pid in recorded.values())
 
 
 def client_env(state: dict, cwd: Path, s3: bool = False) -> dict:
@@ -89,6 +103,9 @@ def test_stack_is_up_on_loopback_and_env_file_points_at_it(stack):
     assert stack["tracking_uri"].startswith("http://127.0.0.1:")
     assert stack["backend_store_uri"].startswith("postgresql+psycopg2://pixelcnn:")
     env_file = (Path(stack["root"]) / "env").read_text()
+    assert env_file in stack["make_stdout"]  # `make server` printed the export lines it wrote
+    status = make("server-status", f"SERVICES_DIR={stack['root']}")
+    assert status.returncode == 0 and "postgres: up\nseaweedfs: up\nmlflow: up" in status.stdout
     assert f"export MLFLOW_TRACKING_URI={stack['tracking_uri']}\n" in env_file
     assert f"export OPTUNA_STORAGE={stack['optuna_storage']}\n" in env_file
     # proxied mode: clients need no S3 credentials, the lines are there commented out
