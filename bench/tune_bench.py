@@ -12,9 +12,13 @@ same seed. Prints and writes JSON with::
     tune_best_value_pruned / _unpruned   best mean fold PR-AUC (average precision)
     tune_n_pruned                  trials the pruner stopped
 
-Usage (from the project root, after `make prep`)::
+Usage (from the project root; ``bench/bench.py``, i.e. ``make bench``, calls it too)::
 
-    .venv/bin/python bench/tune_bench.py --dataset data/processed [--n-trials 20] [--threads 1]
+    .venv/bin/python bench/tune_bench.py [--dataset data/processed] [--n-trials 20] [--threads 1]
+    .venv/bin/python bench/tune_bench.py --quick     # 8 trials, 3 folds, max 8 epochs
+
+Without ``--dataset`` the benchmark set is prepared from the shared data folder
+into the temporary folder first (not timed).
 
 Timings depend on the machine and its load: report them with the machine.
 """
@@ -71,7 +75,8 @@ def run_one(dataset: str, pruner: str, args, tmp: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
+    parser.add_argument("--dataset", default="", help="prep output folder ('' = prepare the shared data)")
+    parser.add_argument("--quick", action="store_true", help="small study: 8 trials, 3 folds, max 8 epochs")
     parser.add_argument("--n-trials", type=int, default=20)
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--max-epochs", type=int, default=40)
@@ -81,11 +86,17 @@ def main(argv=None) -> int:
                         help="torch intra-op threads (0 = torch's default); 1 avoids oversubscription on a busy machine")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "tune.json"))
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n_trials, args.n_folds, args.max_epochs = 8, 3, 8
     load = os.getloadavg()[0]
     # Each study in its own spawned process: fresh MLflow client state, no shared torch threads.
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp, \
             ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
+        if not args.dataset:
+            from pixel_cnn.data import prepare_dataset, write_dataset
+
+            args.dataset = str(write_dataset(prepare_dataset(None, "seed"), Path(tmp) / "processed"))
         unpruned = pool.submit(run_one, args.dataset, "none", args, Path(tmp)).result()
         pruned = pool.submit(run_one, args.dataset, "median", args, Path(tmp)).result()
     result = {

@@ -435,7 +435,6 @@ def open_study(config: TuneConfig, dataset: Dataset) -> optuna.Study:
 def _optimize(config: TuneConfig, dataset: Dataset, inputs: np.ndarray, hooks: TuneHooks,
               worker: int, n_trials: int) -> int:
     """One worker: load the study and run ``n_trials`` trials; returns how many it ran."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage),
                               sampler=TrialSeededSampler(config.seed),
                               pruner=make_pruner(config.pruner))

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import PROJECT, VENV_BIN, store_env
+from tests.conftest import PROJECT, VENV_BIN, store_env
 from pixel_cnn.cv import CVError, run_cv
 from pixel_cnn.models import get_preset
 from pixel_cnn.representation import build_inputs
@@ -231,21 +231,21 @@ def test_tune_end_to_end_parent_children_figures_challenger(e2e_study):
 @pytest.mark.slow
 def test_tune_resume_adds_trials_without_duplicates(e2e_study, prepared_dir):
     root, client = e2e_study["root"], e2e_study["client"]
-    cmd = [sys.executable, "-m", "entrypoints.tune", "--dataset", str(prepared_dir), "--n-trials", "2",
+    cmd = [sys.executable, "-m", "entrypoints.tune", "--dataset", str(prepared_dir), "--n-trials", "1",
            "--n-folds", "2", "--max-epochs", "2", "--storage", e2e_study["storage"], "--study-name", "e2e"]
     env = {**_env(root), "PYTHONPATH": str(PROJECT)}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     study = optuna.load_study(study_name="e2e", storage=e2e_study["storage"])
-    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state.is_finished() for t in study.trials)
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
     parents = _tune_parents(client, "e2e")
     assert len(parents) == 2
     numbers = [r.data.tags["number"] for p in parents for r in _children(client, p.info.run_id)
                if r.info.run_name.startswith("trial-")]
-    assert sorted(numbers) == ["0", "1", "2", "3", "4"]
-    assert parents[1].data.metrics["run_trials"] == 2 and parents[1].data.metrics["n_trials"] == 5
+    assert sorted(numbers) == ["0", "1", "2", "3"]
+    assert parents[1].data.metrics["run_trials"] == 1 and parents[1].data.metrics["n_trials"] == 4
 
 
 @pytest.mark.slow
@@ -262,19 +262,19 @@ def test_two_invocations_and_two_workers_share_one_sqlite_storage(prepared_dir, 
                "--max-epochs", "1", "--storage", storage, "--study-name", "par", "--pruner", "none"]
         return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    procs = [launch(4, 2), launch(2, 1)]
+    procs = [launch(2, 2), launch(1, 1)]
     outs = [p.communicate(timeout=900) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err[-4000:]
         assert "database is locked" not in err
     study = optuna.load_study(study_name="par", storage=storage)
-    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert sorted(t.number for t in study.trials) == list(range(3))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
     parents = _tune_parents(client, "par")
     by_size = sorted(len(_children(client, p.info.run_id)) for p in parents)
-    assert by_size == [2, 4]
-    two = next(p for p in parents if len(_children(client, p.info.run_id)) == 4)
+    assert by_size == [1, 2]
+    two = next(p for p in parents if len(_children(client, p.info.run_id)) == 2)
     assert {r.data.tags["optuna.worker"] for r in _children(client, two.info.run_id)} == {"0", "1"}
 
 
