@@ -42,9 +42,11 @@ N ?= 4
 TUNE_TRIALS ?= 20
 TUNE_DATASET ?= data/processed
 TUNE_WORKERS_ARGS ?=
+# Read from the environment by the launcher and its workers (never on a command line: it holds a password).
 OPTUNA_STORAGE ?=
+export OPTUNA_STORAGE
 .PHONY: tune-workers
 # prep only when the default local dataset is used.
 tune-workers: $(if $(filter data/processed,$(TUNE_DATASET)),prep) tracking-check
 	$(PY) -m pixel_cnn.tune_workers launch --n-workers $(N) --n-trials $(TUNE_TRIALS) \
-	  --dataset $(TUNE_DATASET) --storage "$(OPTUNA_STORAGE)" --state-dir $(SERVICES_DIR) $(TUNE_WORKERS_ARGS)
+	  --dataset $(TUNE_DATASET) --state-dir $(SERVICES_DIR) $(TUNE_WORKERS_ARGS)

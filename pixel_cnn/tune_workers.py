@@ -151,7 +151,7 @@ def worker(config: TuneConfig, dataset_uri: str, target: int, worker_index: int)
 
 def _worker_cmd(config: TuneConfig, dataset_uri: str, target: int, index: int) -> list[str]:
     cmd = [sys.executable, "-m", "pixel_cnn.tune_workers", "worker", "--dataset", dataset_uri,
-           "--storage", config.storage, "--study-name", config.study_name, "--preset", config.preset,
+           "--study-name", config.study_name, "--preset", config.preset,
            "--n-folds", str(config.n_folds), "--seed", str(config.seed), "--pruner", config.pruner,
            "--max-epochs", str(config.max_epochs), "--target", str(target), "--worker-index", str(index)]
     if config.timeout:
@@ -202,8 +202,10 @@ def launch(config: TuneConfig, dataset_uri: str, n_workers: int, state_dir: Path
     try:
         for i in range(n_workers):
             with open(log_dir / f"tune-worker-{i}.log", "ab") as log:
+                # The storage URL holds a password: through the environment, not the command line.
                 procs.append(subprocess.Popen(_worker_cmd(config, dataset_uri, target, i), stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
+                                              stderr=subprocess.STDOUT, start_new_session=True,
+                                              env={**os.environ, "OPTUNA_STORAGE": config.storage}))
         (state_dir / WORKERS_FILE).write_text(json.dumps({
             "study_name": config.study_name, "parent_run_id": parent, "target": target,
             "pids": [p.pid for p in procs]}, indent=2))
@@ -244,7 +246,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dataset", default="data/processed", help="prep output folder or runs:/<prep run>/dataset")
-    common.add_argument("--storage", default="", help="SQLAlchemy URL ('' = $OPTUNA_STORAGE)")
+    common.add_argument("--storage", default="", help="SQLAlchemy URL ('' = $OPTUNA_STORAGE, preferred: "
+                        "a URL on the command line shows its password to `ps`)")
     common.add_argument("--study-name", default="pixel-cnn")
     common.add_argument("--preset", default="seed")
     common.add_argument("--n-folds", type=int, default=5)
