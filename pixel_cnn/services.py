@@ -361,10 +361,13 @@ def start_mlflow(cfg: Config, backend_uri: str, s3_env: dict) -> int:
     artifacts = (["--artifacts-destination", dest, "--serve-artifacts"] if cfg.mode == "proxied"
                  else ["--default-artifact-root", dest, "--no-serve-artifacts"])
     # No server-side job runner (GenAI scorers): three fewer processes, nothing here uses it.
-    env = {**os.environ, **s3_env, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # The backend URI holds the database password: through the environment (click envvar of
+    # --backend-store-uri), not the command line, where `ps` would show it.
+    env = {**os.environ, **s3_env, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_BACKEND_STORE_URI": backend_uri}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = cfg.root / "logs" / "mlflow.log"
-    proc = _spawn([str(venv_bin() / "mlflow"), "server", "--backend-store-uri", backend_uri, *artifacts,
+    proc = _spawn([str(venv_bin() / "mlflow"), "server", *artifacts,
                    "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", str(cfg.workers)],
                   log, env=env, cwd=cfg.root)
     url = f"http://{cfg.host}:{cfg.mlflow_port}"
