@@ -10,8 +10,9 @@ does, in order:
    attributes use, :data:`pixel_cnn.tracking_tune.PARENT_ATTR`);
 3. starts N ``worker`` processes (own sessions, PIDs written to
    ``--state-dir/tune-workers.json``) and waits for them;
-4. marks the MLflow runs of trials that Optuna failed (killed workers) FAILED,
-   logs the study summary on the parent and ends it.
+4. when a worker died, fails its stale trials once the heartbeat grace has
+   passed (if the survivors have not already), marks the MLflow runs of
+   failed trials FAILED, logs the study summary on the parent and ends it.
 
 **How a worker finds the parent run**: from the storage, not from its
 command line. A worker needs only ``MLFLOW_TRACKING_URI``, the storage URL and
@@ -159,6 +160,31 @@ def _worker_cmd(config: TuneConfig, dataset_uri: str, target: int, index: int) -
     return cmd
 
 
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """After a worker died: wait out the heartbeat grace, then fail its stale RUNNING trials.
+
+    The surviving workers do this themselves when they start another trial
+    after the grace period; when they all finished first, the launcher does
+    it here with ``optuna.storages.fail_stale_trials``, which also runs the
+    retry callback: the trial's copy waits (WAITING) for the next launch.
+    Waits at most grace + interval seconds; trials of live workers elsewhere
+    keep beating and are left alone. Returns the numbers of the trials failed.
+    """
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    if not running:
+        return []
+    interval, grace = tuning.heartbeat_settings()
+    deadline = time.monotonic() + grace + interval
+    failed: list[int] = []
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False) if t.number in running}
+        failed = sorted(n for n, st in states.items() if st == optuna.trial.TrialState.FAIL)
+        if all(st != optuna.trial.TrialState.RUNNING for st in states.values()) or time.monotonic() > deadline:
+            return failed
+        time.sleep(1.0)
+
+
 def close_failed_trial_runs(study: optuna.Study) -> list[str]:
     """Mark FAILED the MLflow runs of FAIL trials still RUNNING (their worker died); returns their ids."""
     from mlflow.entities import RunTag
@@ -181,8 +207,8 @@ def launch(config: TuneConfig, dataset_uri: str, n_workers: int, state_dir: Path
            log_dir: Path | None = None) -> dict:
     """Init the study, run ``n_workers`` worker processes until ``config.n_trials`` more trials finish.
 
-    Returns ``{"parent_run_id", "target", "worker_returncodes", "closed_runs",
-    "summary"}``. The parent run ends FINISHED when the study reached its
+    Returns ``{"parent_run_id", "target", "worker_returncodes",
+    "stale_trials_failed", "closed_runs", "summary", "reached"}``. The parent run ends FINISHED when the study reached its
     target (even if a worker was killed: the others took over), else FAILED.
 
     Raises
@@ -219,12 +245,13 @@ def launch(config: TuneConfig, dataset_uri: str, n_workers: int, state_dir: Path
         stores.end_run(parent, "FAILED")
         raise
     study = optuna.load_study(study_name=config.study_name, storage=tuning.open_storage(config.storage))
+    stale = fail_stale_trials(study) if any(code != 0 for code in codes) else []
     closed = close_failed_trial_runs(study)
     summary = tracking_tune.log_study_summary(parent, study, time.perf_counter() - start)
     reached = n_finished(study) >= target
     stores.end_run(parent, "FINISHED" if reached else "FAILED")
     return {"parent_run_id": parent, "target": target, "worker_returncodes": codes,
-            "closed_runs": closed, "summary": summary, "reached": reached}
+            "stale_trials_failed": stale, "closed_runs": closed, "summary": summary, "reached": reached}
 
 
 def _config(args) -> TuneConfig:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -355,16 +356,19 @@ def test_tune_workers_share_one_study_and_parent_and_survive_a_killed_worker(sta
     killed_number = int(killed_run.data.tags["number"])
     killed = trials[killed_number]
     assert killed.state == optuna.trial.TrialState.FAIL
-    retries = [t for t in trials if RetryFailedTrialCallback.retried_trial_number(t) == killed_number]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retries = [t for t in trials if RetryFailedTrialCallback.retried_trial_number(t) == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params
-    assert retries[0].state == optuna.trial.TrialState.COMPLETE
+    # run by the surviving worker if it was still busy after the grace period, else queued for the next launch
+    assert retries[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)
     finished = [t for t in trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
     assert len(finished) >= 4
     # one parent for the whole study; one MLflow run per started trial, each trial number once
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     runs = _trial_runs(client, parent_id)
     numbers = [int(r.data.tags["number"]) for r in runs]
-    assert sorted(numbers) == sorted(set(numbers)) == sorted(t.number for t in trials if "mlflow_run_id" in t.user_attrs)
+    assert sorted(numbers) == sorted(set(numbers)) == sorted(t.number for t in trials if t.state != optuna.trial.TrialState.WAITING)
     assert {r.data.tags["optuna.worker"] for r in runs} == {"0", "1"}
     assert client.get_run(killed_run.info.run_id).info.status == "FAILED"  # closed by the launcher
     parent = client.get_run(parent_id)
