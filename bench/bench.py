@@ -49,13 +49,16 @@ def store_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
-    env.pop("MLFLOW_RUN_ID", None)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(key, None)
     return env
 
 
 def use_store(root: Path) -> None:
     import mlflow
 
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(key, None)
     os.environ.update({k: v for k, v in store_env(root).items() if k.startswith("MLFLOW_")})
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     os.chdir(root)

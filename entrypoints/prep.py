@@ -1,32 +1,56 @@
-"""Entry point `prep`: validate the stacks, join labels, write and log the dataset.
+"""Entry point `prep`: validate the stacks (``--source stacks``, the default) or build them from
+Target Pixel Files (``--source tpf``, docs/tpf.md), join labels, write and log the dataset.
 
 Exit status: 0 the dataset was written (skipped files, if any, are listed on
 stdout and in ``skipped.csv``); 1 ``--strict true`` and at least one file was
 skipped (the dataset is still written: the good files go through); 2 nothing
 was written: the folder, the KOI table or the labels file is unusable, or an
 argument is wrong. The real dataset always has 20 placeholder files, so the
-default (``--strict false``) is what ``make cv`` uses.
+default (``--strict false``) is what ``make cv`` uses. With ``--source tpf``:
+2 when no stack could be made; 1 with ``--strict true`` when a target failed
+or a stack was skipped by the dataset step.
 """
 
 import argparse
 import sys
 
+import pandas as pd
+
 from pixel_cnn import jobs
 from pixel_cnn.stores import StoreError
 from pixel_cnn.data import LABEL_SOURCES, DataError
+from pixel_cnn.tpf import TPFError
 
-from entrypoints._args import boolean, raw_params
+from entrypoints._args import boolean, raw_params, whole
+
+
+def _ids(text: str) -> list[int]:
+    """'' -> [], '757450,892772' -> [757450, 892772]."""
+    try:
+        return [int(float(t)) for t in text.replace(";", ",").split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ids") from None
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default="stacks", choices=("stacks", "tpf"))
     parser.add_argument("--data-dir", default="", help="dataset folder ('' = $PIXEL_CNN_DATA, then ../shared/data/kepler-pixdiff)")
     parser.add_argument("--labels", default="seed", choices=LABEL_SOURCES)
     parser.add_argument("--out-dir", default="data/processed")
     parser.add_argument("--strict", type=boolean, default=False,
                         help="exit 1 when any file is skipped (the dataset is still written)")
+    tpf = parser.add_argument_group("source=tpf")
+    tpf.add_argument("--tpf-dir", default="", help="folder searched (recursively) for TPF FITS files")
+    tpf.add_argument("--ephemeris", default="", help="CSV with KOI (kepid, koi_period, koi_time0bk, koi_duration) or TOI columns")
+    tpf.add_argument("--n-jobs", type=whole, default=1, help="worker processes over targets (-1 = all cores)")
+    tpf.add_argument("--download", type=boolean, default=False, help="fetch TPFs from MAST first (network)")
+    tpf.add_argument("--cache-dir", default="", help="download folder ('' = tpf_dir)")
+    tpf.add_argument("--targets", type=_ids, default=[], help="ids to download ('' = every id of the ephemeris)")
     args = parser.parse_args(argv)
+    if args.source == "tpf":
+        return _prep_tpf(args, argv)
     try:
         out = jobs.prep(args.data_dir or None, args.labels, args.out_dir, raw_params(argv))
     except (DataError, StoreError) as exc:
@@ -40,6 +64,43 @@ def main(argv=None) -> int:
           f"digest {out['digest']} -> {args.out_dir} (run {out['run_id']})")
     if args.strict and counts["n_skipped"]:
         print(f"prep: strict: {counts['n_skipped']} file(s) skipped -> exit 1", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _prep_tpf(args, argv) -> int:
+    if not args.ephemeris or not (args.tpf_dir or (args.download and args.cache_dir)):
+        print("prep: source=tpf needs ephemeris=CSV and tpf_dir=DIR (or download=true cache_dir=DIR)",
+              file=sys.stderr)
+        return 2
+    try:
+        out = jobs.prep_tpf(args.tpf_dir, args.ephemeris, args.out_dir, labels=args.labels,
+                            data_dir=args.data_dir or None, n_jobs=args.n_jobs, download=args.download,
+                            cache_dir=args.cache_dir, targets=args.targets, cli_params=raw_params(argv))
+    except (TPFError, DataError, StoreError) as exc:
+        print(f"prep: {exc}", file=sys.stderr)
+        return 2
+    for row in out["report"].itertuples():
+        if row.status != "ok":
+            print(f"failed {row.files if pd.isna(row.target_id) else row.target_id}: {row.reason}")
+    s = out["summary"]
+    print(f"prep: {s['n_targets_ok']} stacks written to {args.out_dir}/stacks, {s['n_targets_failed']} "
+          f"failed (report {args.out_dir}/prep_report.csv); cadences dropped: {s.get('n_dropped_quality', 0)} "
+          f"by quality flags, {s.get('n_dropped_nonfinite_time', 0)} non-finite time, "
+          f"{s.get('n_dropped_nan_flux', 0)} all-NaN flux (run {out['run_id']})")
+    if out["dataset_dir"] is None:
+        print(f"prep: {out['chain_note']}")
+    else:
+        c = out["counts"]
+        for name, reason in out["skipped"]:
+            print(f"skipped {name}: {reason}")
+        print(f"prep: dataset {out['dataset_dir']}: {c['n_targets']} targets ({c['n_confirmed']} CONFIRMED, "
+              f"{c['n_false_positive']} FALSE POSITIVE), digest {out['digest']}; "
+              f"cv with -P dataset={out['dataset_dir']}")
+    if not s["n_targets_ok"]:
+        return 2
+    if args.strict and (s["n_targets_failed"] or out["skipped"]):
+        print("prep: strict: a target failed or a stack was skipped -> exit 1", file=sys.stderr)
         return 1
     return 0
 

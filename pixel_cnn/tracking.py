@@ -63,8 +63,13 @@ def _package_dir() -> str:
 
 
 def set_experiment(name: str) -> str:
-    """Use experiment ``name`` unless ``mlflow run`` already chose one; returns its id."""
-    if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+    """Use experiment ``name`` unless the run or experiment was chosen outside; returns its id.
+
+    ``mlflow run`` chooses both (``MLFLOW_RUN_ID``); a user may choose the experiment with
+    ``MLFLOW_EXPERIMENT_NAME``. (``MLFLOW_EXPERIMENT_ID`` is not a signal: ``mlflow.set_experiment``
+    itself exports it, so a second job in one process would inherit the first one's.)
+    """
+    if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         return ""
     return mlflow.set_experiment(name).experiment_id
 

@@ -58,7 +58,9 @@ def store_env(root: Path) -> dict[str, str]:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
     })
-    env.pop("MLFLOW_RUN_ID", None)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID: never carry one store's ids into another.
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(key, None)
     return env
 
 
@@ -70,7 +72,10 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "store"
     root.mkdir()
     monkeypatch.chdir(root)
-    for key, value in store_env(root).items():
+    env = store_env(root)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
         if key.startswith("MLFLOW_"):
             monkeypatch.setenv(key, value)
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])

@@ -1,0 +1,30 @@
+# prep from raw Target Pixel Files (docs/tpf.md).
+#   make prep-tpf TPF_DIR=tpfs EPHEMERIS=koi.csv [TPF_OUT=data/tpf] [TPF_LABELS=koi] [N_JOBS=2]
+#   make prep-tpf-download EPHEMERIS=koi.csv TARGETS=757450,892772 [TPF_CACHE=data/tpf-cache]   (network)
+#   make cv-tpf      cv on the dataset prep-tpf made (TPF_OUT/dataset)
+TPF_DIR ?=
+EPHEMERIS ?=
+TPF_OUT ?= data/tpf
+TPF_LABELS ?= koi
+TPF_CACHE ?= data/tpf-cache
+TARGETS ?=
+N_JOBS ?= 2
+
+.PHONY: prep-tpf prep-tpf-download cv-tpf test-tpf
+
+prep-tpf: $(STAMP)
+	@test -n "$(TPF_DIR)" -a -n "$(EPHEMERIS)" || { echo "set TPF_DIR=... and EPHEMERIS=..."; exit 2; }
+	$(MLFLOW_RUN) -e prep -P source=tpf -P tpf_dir=$(TPF_DIR) -P ephemeris=$(EPHEMERIS) \
+	  -P out_dir=$(TPF_OUT) -P labels=$(TPF_LABELS) -P n_jobs=$(N_JOBS) $(PREP_ARGS)
+
+prep-tpf-download: $(STAMP)
+	@test -n "$(EPHEMERIS)" || { echo "set EPHEMERIS=... (and TARGETS=id,id,...)"; exit 2; }
+	$(MLFLOW_RUN) -e prep -P source=tpf -P download=true -P cache_dir=$(TPF_CACHE) \
+	  -P ephemeris=$(EPHEMERIS) -P targets=$(TARGETS) -P out_dir=$(TPF_OUT) \
+	  -P labels=$(TPF_LABELS) -P n_jobs=$(N_JOBS) $(PREP_ARGS)
+
+cv-tpf: $(STAMP)
+	$(MLFLOW_RUN) -e cv -P dataset=$(TPF_OUT)/dataset $(CV_ARGS)
+
+test-tpf: $(STAMP)
+	$(PY) -m pytest tests/test_tpf.py
