@@ -5,6 +5,7 @@ import sys
 
 from pixel_cnn import jobs
 from pixel_cnn.cv import CVError
+from pixel_cnn.stores import StoreError
 from pixel_cnn.data import DataError
 from pixel_cnn.models import PRESETS, DEFAULT_PRESET
 
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
         result, info = jobs.cv(args.dataset, args.preset, overrides, n_folds=args.n_folds,
                                seed=args.seed, repeats=args.repeats, register=args.register,
                                alias=args.alias, cli_params=raw_params(argv))
-    except (DataError, CVError, ValueError) as exc:
+    except (DataError, CVError, ValueError, StoreError) as exc:
         print(f"cv: {exc}", file=sys.stderr)
         return 2
     s = result.summary

@@ -17,6 +17,7 @@ import sys
 import pandas as pd
 
 from pixel_cnn import jobs
+from pixel_cnn.stores import StoreError
 from pixel_cnn.data import LABEL_SOURCES, DataError
 from pixel_cnn.tpf import TPFError
 
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         return _prep_tpf(args, argv)
     try:
         out = jobs.prep(args.data_dir or None, args.labels, args.out_dir, raw_params(argv))
-    except DataError as exc:
+    except (DataError, StoreError) as exc:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
     counts = out["counts"]
@@ -76,7 +77,7 @@ def _prep_tpf(args, argv) -> int:
         out = jobs.prep_tpf(args.tpf_dir, args.ephemeris, args.out_dir, labels=args.labels,
                             data_dir=args.data_dir or None, n_jobs=args.n_jobs, download=args.download,
                             cache_dir=args.cache_dir, targets=args.targets, cli_params=raw_params(argv))
-    except (TPFError, DataError) as exc:
+    except (TPFError, DataError, StoreError) as exc:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
     for row in out["report"].itertuples():

@@ -7,6 +7,7 @@ from pixel_cnn import jobs
 from pixel_cnn.cv import CVError
 from pixel_cnn.data import DataError
 from pixel_cnn.models import DEFAULT_PRESET, PRESETS
+from pixel_cnn.stores import StoreError
 from pixel_cnn.tuning import PRUNERS, TuneConfig, TuneError
 
 from entrypoints._args import boolean, optional_float, raw_params, whole
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     )
     try:
         out = jobs.tune(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv))
-    except (DataError, CVError, TuneError, ValueError) as exc:
+    except (DataError, CVError, TuneError, ValueError, StoreError) as exc:
         print(f"tune: {exc}", file=sys.stderr)
         return 2
     c = out["counts"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn import tracking
+from pixel_cnn import stores, tracking
 from pixel_cnn.cv import CVResult, make_folds, run_cv
 from pixel_cnn.data import prepare_dataset, read_dataset, resolve_data_dir, write_dataset
 from pixel_cnn.models import get_preset
@@ -50,12 +50,17 @@ def cv(
     One parent run (this invocation) with a nested child run per fold; the
     repeat-0 fold ensemble logged as ``model`` and, with ``register``, registered
     as ``pixel-cnn`` with ``alias``. Returns ``(result, info)`` with
-    ``run_id``, ``model_uri``, ``version`` and ``wall_s``.
+    ``run_id``, ``model_uri``, ``version`` and ``wall_s``. ``dataset_dir`` may
+    also be an artifact URI such as ``runs:/<prep_run_id>/dataset`` (downloaded
+    with :func:`pixel_cnn.stores.local_dataset`).
 
     Raises
     ------
     DataError
         ``dataset_dir`` is not a prep output.
+    StoreError
+        The tracking server or artifact store is unusable, or the dataset URI
+        cannot be downloaded (before training).
     CVError
         Too few targets for ``n_folds``, or a fold would lack a class (before training).
     ValueError
@@ -63,7 +68,7 @@ def cv(
     """
     start = time.perf_counter()
     preset = get_preset(preset_name, **overrides)
-    dataset, info = read_dataset(dataset_dir)
+    dataset, info = read_dataset(stores.local_dataset(dataset_dir))
     # Refuse before any run is created: too few targets, or a fold lacking a class.
     for r in range(max(repeats, 1)):
         make_folds(dataset.kepids, dataset.labels, n_folds, seed + r)
@@ -121,7 +126,7 @@ def tune(dataset_dir: str, config, register_best: bool = False, cli_params: dict
     start = time.perf_counter()
     config.check()
     config = replace(config, storage=tuning.resolve_storage(config.storage))
-    dataset, info = read_dataset(dataset_dir)
+    dataset, info = read_dataset(stores.local_dataset(dataset_dir))
     with tracking.job_run(tracking_tune.EXPERIMENT_TUNE, f"tune-{config.study_name}", cli_params) as run_id:
         tracking_tune.log_tune_inputs(run_id, tuning.config_dict(config), dataset, info)
         hooks = tracking_tune.TrialLogger(run_id, config.study_name, {

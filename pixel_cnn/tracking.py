@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import pixel_cnn
 from pixel_cnn import ensemble as ens
+from pixel_cnn import stores
 from pixel_cnn.cv import CVCallbacks, CVResult, FoldOutcome
 from pixel_cnn.data import Dataset
 from pixel_cnn.metrics import pr_roc_figure
@@ -251,13 +252,14 @@ def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
     info = {"cv_run_id": run_id, "dataset_digest": dataset_digest,
             "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"]}
     model_info = log_pyfunc(run_id, result.preset, [f.result.state_dict for f in members],
-                            result.summary["threshold"], info,
-                            registered_model_name=MODEL_NAME if register else None,
-                            input_example=input_example)
+                            result.summary["threshold"], info, input_example=input_example)
     version = None
     if register:
+        # Register only a model whose files are all in the artifact store (a remote store can
+        # fail mid-upload): never a version that points at missing artifacts.
+        verify_model_artifacts(model_info)
         client = MlflowClient()
-        version = str(model_info.registered_model_version)
+        version = str(mlflow.register_model(model_info.model_uri, MODEL_NAME).version)
         for key in ("pr_auc_oof", "roc_auc_oof", "threshold"):
             client.set_model_version_tag(MODEL_NAME, version, key, f"{result.summary[key]:.4f}")
         client.set_model_version_tag(MODEL_NAME, version, "preset", result.preset.name)
@@ -265,6 +267,26 @@ def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
         if alias:
             client.set_registered_model_alias(MODEL_NAME, alias, version)
     return model_info, version
+
+
+#: Files every logged pixel-cnn pyfunc model holds (relative to the model's root).
+MODEL_FILES = ("MLmodel", "serving_model.py", "requirements.txt", f"artifacts/{ens.CONFIG_FILE}", f"artifacts/{ens.WEIGHTS_FILE}")
+
+
+def verify_model_artifacts(model_info) -> None:
+    """Raise :class:`~pixel_cnn.stores.StoreError` unless every file of ``MODEL_FILES`` is stored.
+
+    Lists the logged model's artifacts through the tracking server (or the
+    store directly); a missing file means a partial upload.
+    """
+    client = MlflowClient()
+    found = set()
+    for sub in ("", "artifacts"):
+        found |= {a.path for a in client.list_logged_model_artifacts(model_info.model_id, sub or None)}
+    missing = [f for f in MODEL_FILES if f not in found]
+    if missing:
+        raise stores.StoreError(f"model {model_info.model_uri}: {missing} missing from the artifact store; "
+                                "not registered")
 
 
 # ---------------------------------------------------------------- runs
@@ -290,11 +312,23 @@ class job_run:
             self.run = mlflow.start_run(run_name=self.run_name, nested=True,
                                         experiment_id=parent.info.experiment_id)
         else:
+            # Fail before any work when the server or the artifact store is unusable (stores.StoreError).
+            stores.check_tracking()
             set_experiment(self.experiment)
             self.run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else self.run_name)
-        log_params_once(self.run.info.run_id, self.cli_params)
+        try:
+            log_params_once(self.run.info.run_id, self.cli_params)
+            if parent is None:
+                stores.check_artifacts(self.run.info.run_id)
+        except BaseException:
+            stores.end_run(self.run.info.run_id, "FAILED")
+            raise
         return self.run.info.run_id
 
     def __exit__(self, exc_type, exc, tb):
-        mlflow.end_run("FAILED" if exc_type else "FINISHED")
+        # Keeps trying while the tracking server is down (stores.end_run), so the run ends FAILED.
+        ok = stores.end_run(self.run.info.run_id, "FAILED" if exc_type else "FINISHED")
+        if not ok and exc_type is None:
+            raise stores.StoreError(f"run {self.run.info.run_id}: the tracking server {stores.tracking_uri()} "
+                                    "did not record the end of the run")
         return False

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import multiprocessing
+import os
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -208,6 +209,20 @@ def _init_lock(url: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """``(interval, grace)`` in seconds of the RDBStorage heartbeat.
+
+    ``PIXEL_CNN_OPTUNA_HEARTBEAT_S`` / ``PIXEL_CNN_OPTUNA_GRACE_S`` when set (read
+    at each call, so worker processes started with them inherit them), else
+    :data:`HEARTBEAT_INTERVAL_S` / :data:`HEARTBEAT_GRACE_S`.
+    """
+    interval = int(os.environ.get("PIXEL_CNN_OPTUNA_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
+    grace = int(os.environ.get("PIXEL_CNN_OPTUNA_GRACE_S", HEARTBEAT_GRACE_S))
+    if interval < 1 or grace <= interval:
+        raise TuneError(f"heartbeat interval {interval} s / grace {grace} s: need 1 <= interval < grace")
+    return interval, grace
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna ``RDBStorage`` for ``url`` that several processes can share.
 
@@ -224,6 +239,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         Bad URL, or the database cannot be reached (message names the URL, password hidden).
     """
     url = resolve_storage(url)
+    heartbeat_interval, grace_period = heartbeat_settings()
     engine_kwargs = {}
     path = _sqlite_path(url)
     if path is not None:
@@ -234,7 +250,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
         except ImportError as exc:
