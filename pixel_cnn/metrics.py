@@ -112,7 +112,7 @@ def thresholded_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: np.ndar
 
 
 def bootstrap_pr_auc(
-    y_true: np.ndarray, prob: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    y_true: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of PR-AUC (average precision), resampling targets.
 
