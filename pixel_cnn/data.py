@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.representation import StackError, validate_stack
+from pixel_cnn.representation import StackError, check_dtype, check_shape, validate_stack
 
 DATA_ENV_VAR = "PIXEL_CNN_DATA"
 #: Fallback data folder: the shared dataset beside the project checkout.
@@ -84,33 +84,92 @@ def parse_kepid(filename: str) -> int:
     return int(match.group(1))
 
 
+#: First bytes of a Python pickle (protocol 2+): such a file is refused unread.
+PICKLE_OPCODE = b"\x80"
+
+
+def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an ``.npy`` header, without reading the data.
+
+    Uses numpy's own header reader (``numpy.lib.format``), so a 500 x 500
+    stack or a huge file is refused before its bytes are loaded.
+
+    Raises
+    ------
+    DataError
+        Not an ``.npy`` file (a pickle is named as such), a malformed header,
+        or fewer data bytes than the header declares (a truncated file).
+    """
+    name = path.name
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        head = f.read(len(fmt.MAGIC_PREFIX))
+        if not head.startswith(fmt.MAGIC_PREFIX):
+            if head[:1] == PICKLE_OPCODE:
+                raise DataError(f"{name}: a Python pickle, not an .npy array; refused (not loaded)")
+            if head[:2] == b"PK":
+                raise DataError(f"{name}: an .npz archive, expected a single .npy array")
+            kind = "empty file" if not head else "no .npy magic bytes"
+            raise DataError(f"{name}: not an .npy file ({kind})")
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+            raise DataError(f"{name}: corrupt .npy header ({exc})") from None
+        offset = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{name}: holds pickled Python objects (object array); refused (not loaded)")
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    have = path.stat().st_size - offset
+    if have < declared:
+        raise DataError(
+            f"{name}: truncated .npy: header declares shape {tuple(shape)} {dtype} "
+            f"({declared} data bytes), the file holds {have}"
+        )
+    return tuple(shape), dtype
+
+
 def load_stack(path: str | os.PathLike) -> np.ndarray:
     """Read one ``.npy`` stack without unpickling and validate it.
+
+    The header is checked first (:func:`_read_npy_header`): dtype, shape and
+    size are refused before any data is read. Files must hold floating-point
+    numbers: stacks are fractional flux changes (float32 from the pipeline);
+    an int, bool, complex or string file is not a stack.
 
     Returns float32 ``(32, H, W)`` (see :func:`~pixel_cnn.representation.validate_stack`).
 
     Raises
     ------
     DataError
-        Unreadable, truncated, pickled/object array, or a :class:`StackError`
-        from validation; the message starts with the file name.
+        Not an ``.npy`` file, a pickle, truncated, pickled/object array, a
+        non-float dtype, or a :class:`StackError` from validation; the message
+        starts with the file name.
     """
-    name = Path(path).name
+    path = Path(path)
+    name = path.name
     try:
+        shape, dtype = _read_npy_header(path)
+        check_dtype(dtype)
+        if dtype.kind != "f":
+            raise StackError(
+                f"dtype {dtype} is not floating point; a stack holds fractional flux changes (float32)"
+            )
+        check_shape(shape)
         raw = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise DataError(f"{name}: holds pickled Python objects; refused (not loaded)") from None
-        raise DataError(f"{name}: not a readable .npy array ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{name}: not a readable .npy file ({exc})") from None
-    if not isinstance(raw, np.ndarray):  # an .npz archive
-        raw.close()
-        raise DataError(f"{name}: an .npz archive, expected a single .npy array")
-    try:
         return validate_stack(raw)
     except StackError as exc:
         raise DataError(f"{name}: {exc}") from None
+    except (OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        if "pickle" in str(exc).lower():
+            raise DataError(f"{name}: holds pickled Python objects; refused (not loaded)") from None
+        raise DataError(f"{name}: not a readable .npy file ({exc})") from None
 
 
 def load_koi_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -313,20 +372,24 @@ def prepare_dataset(data_dir: str | os.PathLike | None = None, labels: str = "se
 
     stacks, rows = {}, []
     for kepid, path in parsed:
+        # Every problem of a file is reported, not only the first.
+        problems = []
         if len(seen[kepid]) > 1:
             others = [n for n in seen[kepid] if n != path.name]
-            skipped.append((path.name, kepid, f"duplicate kepid {kepid}, also in {others}"))
-            continue
-        if kepid > MAX_KEPID:
-            skipped.append((path.name, kepid, f"kepid {kepid} is outside the KIC id range (placeholder file)"))
-            continue
-        if kepid not in star.index:
-            skipped.append((path.name, kepid, f"kepid {kepid} is not in the KOI table"))
-            continue
+            problems.append(f"duplicate kepid {kepid}, also in {others}")
+        stack = None
         try:
             stack = load_stack(path)
         except DataError as exc:
-            skipped.append((path.name, kepid, str(exc).split(": ", 1)[1]))
+            problems.append(str(exc).split(": ", 1)[1])
+        if kepid > MAX_KEPID:
+            problems.append(f"kepid {kepid} is outside the KIC id range")
+        elif kepid not in star.index:
+            problems.append(f"kepid {kepid} is not in the KOI table")
+        if problems:
+            if stack is None and kepid not in star.index:
+                problems.append("placeholder, not an observation")
+            skipped.append((path.name, kepid, "; ".join(problems)))
             continue
         if kepid not in label_of:
             why = (

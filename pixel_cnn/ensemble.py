@@ -24,6 +24,33 @@ from pixel_cnn.representation import StackError, build_inputs
 
 LABELS = {1: "CONFIRMED", 0: "FALSE POSITIVE"}
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
+#: Most numbers one served request may carry: 2**21 values (8 MiB as float32), about 113 stacks
+#: of 24 x 24 pixels (the largest real TPF cut-out). Bigger requests get HTTP 400; split them.
+MAX_REQUEST_VALUES = 2**21
+
+
+class BadRequestError(MlflowException):
+    """A served request that cannot be scored: HTTP 400 with a short, fixed message.
+
+    MLflow's scoring server (``mlflow/pyfunc/scoring_server/__init__.py``,
+    ``invocations``) rewrites the message of any ``MlflowException`` raised by
+    ``predict`` to ``"Failed to predict data '<repr of the whole input>'. Error: ..."``:
+    kilobytes of numbers before the reason. The message of this exception is
+    fixed when it is raised, so the client gets the reason alone; the error
+    code stays ``INVALID_PARAMETER_VALUE`` (HTTP 400).
+    """
+
+    def __init__(self, message: str):
+        self._fixed_message = str(message)
+        super().__init__(self._fixed_message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._fixed_message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        """Ignore rewrites (the scoring server's input-repr prefix); keep the reason."""
 
 
 def save_members(out_dir: Path, preset: Preset, state_dicts: list[dict], threshold: float, info: dict) -> dict[str, str]:
@@ -88,7 +115,14 @@ class Ensemble:
 
 
 def _as_stack_list(model_input) -> list:
-    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array or a 1-D object array/list."""
+    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array or a 1-D object array/list.
+
+    Raises
+    ------
+    StackError
+        A DataFrame, an array of another rank, or more than
+        :data:`MAX_REQUEST_VALUES` numbers in all.
+    """
     if isinstance(model_input, pd.DataFrame):
         raise StackError(
             "a DataFrame body is not accepted; send {\"inputs\": [STACK, ...]} with each STACK "
@@ -97,8 +131,16 @@ def _as_stack_list(model_input) -> list:
     if isinstance(model_input, np.ndarray) and model_input.dtype != object:
         if model_input.ndim != 4:
             raise StackError(f"input of rank {model_input.ndim}; expected (N, 32, H, W)")
-        return list(model_input)
-    return list(model_input)
+        stacks = list(model_input)
+    else:
+        stacks = list(model_input)
+    n_values = sum(int(np.size(s)) for s in stacks)
+    if n_values > MAX_REQUEST_VALUES:
+        raise StackError(
+            f"request of {len(stacks)} stacks holds {n_values} values, over the limit of "
+            f"{MAX_REQUEST_VALUES} per request; send fewer stacks per request"
+        )
+    return stacks
 
 
 class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
@@ -108,9 +150,12 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
     ``{"inputs": [STACK, ...]}``, stacks of one size per request), or in-process
     a 1-D object array of stacks of mixed sizes. Output: DataFrame
     ``probability`` (float64, of CONFIRMED), ``label`` ("CONFIRMED" /
-    "FALSE POSITIVE"), ``threshold`` (float64), one row per stack. A bad stack
-    raises ``MlflowException(INVALID_PARAMETER_VALUE)``, which the scoring
-    server answers with HTTP 400 and the message.
+    "FALSE POSITIVE"), ``threshold`` (float64), one row per stack.
+
+    A bad request raises :class:`BadRequestError`, which the scoring server
+    answers with HTTP 400 and the short reason. Rule for batches: one bad
+    stack rejects the whole request, and the message names its index
+    (``bad request: stack 3: contains 1 NaN value(s)``); nothing is scored partially.
     """
 
     def load_context(self, context):
@@ -120,4 +165,4 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
         try:
             return self.ensemble.predict_stacks(_as_stack_list(model_input))
         except StackError as exc:
-            raise MlflowException(f"bad input stack: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
+            raise BadRequestError(f"bad request: {exc}") from None

@@ -32,6 +32,50 @@ class StackError(ValueError):
     """A stack that cannot be turned into a model input; the message names the problem."""
 
 
+_KIND_NAMES = {"b": "bool", "c": "complex", "U": "string", "S": "bytes", "O": "object", "V": "void"}
+
+
+def check_dtype(dtype: np.dtype) -> None:
+    """Refuse a dtype that is not a real number type (int, uint or float).
+
+    Raises
+    ------
+    StackError
+        bool, complex, strings, bytes, objects or structured dtypes.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.kind not in "iuf":
+        raise StackError(
+            f"dtype {_KIND_NAMES.get(dtype.kind, dtype.name)} is not a real number type"
+        )
+
+
+def check_shape(shape: tuple[int, ...]) -> None:
+    """Refuse a shape that is not ``(32, H, W)`` with ``3 <= H, W <= 64``.
+
+    Works on a shape alone, so a file header can be checked before its data
+    is read (a 500 x 500 stack is refused without loading 32 MB).
+
+    Raises
+    ------
+    StackError
+        Wrong rank, zero size, not 32 phase bins, fewer than 3 or more than
+        64 pixels a side.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3:
+        raise StackError(f"rank {len(shape)} (shape {shape}); expected (32, H, W)")
+    n_bins, height, width = shape
+    if 0 in shape:
+        raise StackError(f"empty array (shape {shape})")
+    if n_bins != N_PHASE_BINS:
+        raise StackError(f"{n_bins} phase bins (shape {shape}); expected {N_PHASE_BINS}")
+    if min(height, width) < MIN_PIXELS:
+        raise StackError(f"{height}x{width} pixels is smaller than 3x3")
+    if max(height, width) > MAX_PIXELS:
+        raise StackError(f"{height}x{width} pixels is larger than {MAX_PIXELS} a side")
+
+
 def validate_stack(stack: object, nan: str = "zero") -> np.ndarray:
     """Check one stack and return it as a clean float32 array.
 
@@ -65,24 +109,8 @@ def validate_stack(stack: object, nan: str = "zero") -> np.ndarray:
         arr = np.asarray(stack)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise StackError(f"not a rectangular numeric array ({exc})") from None
-    if arr.dtype == object or arr.dtype.kind not in "iuf":
-        kind = {"b": "bool", "c": "complex", "U": "string", "S": "bytes", "O": "object"}
-        raise StackError(
-            f"dtype {kind.get(arr.dtype.kind, arr.dtype.name)} is not a real number type"
-        )
-    if arr.ndim != 3:
-        raise StackError(f"rank {arr.ndim} (shape {arr.shape}); expected (32, H, W)")
-    n_bins, height, width = arr.shape
-    if arr.size == 0:
-        raise StackError(f"empty array (shape {arr.shape})")
-    if n_bins != N_PHASE_BINS:
-        raise StackError(
-            f"{n_bins} phase bins (shape {arr.shape}); expected {N_PHASE_BINS}"
-        )
-    if min(height, width) < MIN_PIXELS:
-        raise StackError(f"{height}x{width} pixels is smaller than 3x3")
-    if max(height, width) > MAX_PIXELS:
-        raise StackError(f"{height}x{width} pixels is larger than {MAX_PIXELS} a side")
+    check_dtype(arr.dtype)
+    check_shape(arr.shape)
     arr = arr.astype(np.float32)
     if np.isnan(arr).all():
         raise StackError("every value is NaN")

@@ -96,15 +96,15 @@ def _log_df(run_id: str, df: pd.DataFrame, path: str) -> None:
         MlflowClient().log_artifact(run_id, str(local), str(Path(path).parent) if "/" in path else None)
 
 
-def dataset_input(dataset: Dataset, source: str, name: str) -> mlflow.data.pandas_dataset.PandasDataset:
-    """The manifest as an MLflow dataset whose digest is the stack-level digest."""
-    with warnings.catch_warnings():
+def log_dataset_input(run_id: str, dataset: Dataset, source: str, name: str, context: str) -> None:
+    """``mlflow.log_input`` of the manifest, with the stack-level digest as the dataset digest."""
+    with warnings.catch_warnings(), mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
+        # kepid/label are whole numbers by construction; the path source is a local folder.
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
-        return mlflow.data.from_pandas(
-            dataset.manifest, source=source or "unknown", targets="label", name=name,
-            digest=dataset.digest,
-        )
+        ds = mlflow.data.from_pandas(dataset.manifest, source=source or "unknown", targets="label",
+                                     name=name, digest=dataset.digest)
+        mlflow.log_input(ds, context=context)
 
 
 # ---------------------------------------------------------------- prep
@@ -119,11 +119,7 @@ def log_prep(run_id: str, dataset: Dataset, out_dir: Path, data_dir: Path, label
         metrics=[Metric(k, v, _now(), 0) for k, v in counts.items()],
         tags=[RunTag("dataset_digest", dataset.digest), RunTag("labels", labels)],
     )
-    with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
-        mlflow.log_input(
-            dataset_input(dataset, str(data_dir / "stacks"), f"kepler-pixdiff-{labels}"),
-            context="prep",
-        )
+    log_dataset_input(run_id, dataset, str(data_dir / "stacks"), f"kepler-pixdiff-{labels}", "prep")
     client.log_artifacts(run_id, str(out_dir), "dataset")
 
 
@@ -257,8 +253,7 @@ def log_cv_inputs(run_id: str, dataset: Dataset, info: dict, preset: Preset) -> 
         tags["prep_run_id"] = info["prep_run_id"]
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
     log_params_once(run_id, model_params(preset))
-    with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
-        mlflow.log_input(dataset_input(dataset, info.get("source", ""), "kepler-pixdiff"), context="training")
+    log_dataset_input(run_id, dataset, info.get("source", ""), "kepler-pixdiff", "training")
 
 
 def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,

@@ -1,0 +1,297 @@
+"""`make bench`: speed and cost, measured side by side as ratios in one run.
+
+Writes ``bench/results/<date>.json`` and ``bench/results/<date>.md`` and prints the table.
+These machines are noisy, so the headline figures are ratios of two things
+measured in the same run; every absolute figure comes with the core count
+and library versions. Nothing here asserts a time.
+
+Usage: ``python bench/bench.py [--quick] [--skip serve,tune,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import torch  # noqa: E402
+
+from pixel_cnn.data import prepare_dataset, write_dataset  # noqa: E402
+from pixel_cnn.models import DEFAULT_PRESET, build_model, get_preset  # noqa: E402
+from pixel_cnn.representation import build_inputs  # noqa: E402
+from pixel_cnn.training import train_fold  # noqa: E402
+
+
+def versions() -> dict[str, str]:
+    import mlflow
+    import optuna
+    import sklearn
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "mlflow": mlflow.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "optuna": optuna.__version__}
+
+
+def store_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def use_store(root: Path) -> None:
+    import mlflow
+
+    os.environ.update({k: v for k, v in store_env(root).items() if k.startswith("MLFLOW_")})
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    os.chdir(root)
+
+
+# ------------------------------------------------------------------ tracking overhead
+
+
+def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -> dict:
+    """cv wall time with full tracking (jobs.cv, registered) / the same cv with tracking off."""
+    from pixel_cnn import jobs
+    from pixel_cnn.cv import run_cv
+    from pixel_cnn.data import read_dataset
+
+    use_store(root)
+    t0 = time.perf_counter()
+    dataset, _ = read_dataset(prepared)
+    run_cv(dataset, get_preset(preset_name), n_folds=n_folds, seed=42)
+    untracked = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jobs.cv(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True, alias="bench")
+    tracked = time.perf_counter() - t0
+    return {"cv_untracked_s": untracked, "cv_tracked_s": tracked,
+            "tracking_overhead_ratio": tracked / untracked}
+
+
+# ------------------------------------------------------------------ start-up
+
+
+def bench_startup(prepared: Path, root: Path) -> dict:
+    """`mlflow run . -e cv` launch -> start of the first fold's training (fold run's start_time).
+
+    Split: python + library imports (a bare `import` of the entry point), MLflow project set-up
+    (launch -> the cv run's start_time, which `mlflow run` creates before the command starts;
+    the entry point's own imports are counted there too), and data loading + input building.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from pixel_cnn.data import read_dataset
+
+    env = store_env(root)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import entrypoints.cv"], cwd=PROJECT, env=env, check=True)
+    imports = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dataset, _ = read_dataset(prepared)
+    preset = get_preset(DEFAULT_PRESET)
+    build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+    data_s = time.perf_counter() - t0
+
+    launch_ms = time.time() * 1000
+    proc = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT), "-e", "cv",
+                           "--env-manager", "local", "-P", f"dataset={prepared}", "-P", "epochs=1",
+                           "-P", "n_folds=2"], cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"mlflow run failed: {proc.stderr[-2000:]}")
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exps = [e.experiment_id for e in client.search_experiments()]
+    parent = client.search_runs(exps, "tags.`mlflow.project.entryPoint` = 'cv'", order_by=["attributes.start_time DESC"])[0]
+    first_fold = client.search_runs(exps, f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                                    order_by=["attributes.start_time ASC"])[0]
+    return {
+        "startup_s": (first_fold.info.start_time - launch_ms) / 1000,
+        "startup_imports_s": imports,
+        "startup_mlflow_project_s": (parent.info.start_time - launch_ms) / 1000,
+        "startup_data_s": data_s,
+    }
+
+
+# ------------------------------------------------------------------ training throughput
+
+
+def bench_training(dataset, preset_name: str, epochs: int) -> dict:
+    """Images/s of train_fold (sampling, augmentation, schedule) vs a bare torch loop, same tensors."""
+    preset = get_preset(preset_name, epochs=epochs)
+    x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+    y = dataset.labels
+    t0 = time.perf_counter()
+    train_fold(x, y, preset, seed=0)
+    ours = epochs * len(x) / (time.perf_counter() - t0)
+
+    torch.manual_seed(0)
+    model = build_model(preset)
+    opt = torch.optim.AdamW(model.parameters(), lr=preset.lr)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float32)
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for i in range(0, len(xt), preset.batch_size):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt[i:i + preset.batch_size]), yt[i:i + preset.batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    bare = epochs * len(x) / (time.perf_counter() - t0)
+    return {"train_images_per_s": ours, "train_images_per_s_bare_torch": bare, "train_throughput_ratio": ours / bare}
+
+
+# ------------------------------------------------------------------ batch scoring
+
+
+def bench_scoring(dataset, model_uri: str, n: int) -> dict:
+    """pyfunc predict on n raw stacks of mixed sizes vs raw torch forward on prepared tensors."""
+    import mlflow
+
+    rng = np.random.default_rng(0)
+    stacks = dataset.stack_list()
+    batch = [stacks[i] for i in rng.integers(0, len(stacks), n)]
+    obj = np.empty(n, dtype=object)
+    obj[:] = batch
+    model = mlflow.pyfunc.load_model(model_uri)
+    model.predict(obj[:4])  # warm-up
+    t0 = time.perf_counter()
+    out = model.predict(obj)
+    pyfunc_s = time.perf_counter() - t0
+    assert len(out) == n
+
+    ens = model.unwrap_python_model().ensemble
+    x = torch.as_tensor(build_inputs(batch, ens.preset.representation, ens.preset.image_size))
+    with torch.no_grad():
+        [m(x[:4]) for m in ens.members]
+        t0 = time.perf_counter()
+        [torch.sigmoid(m(x)) for m in ens.members]
+        raw_s = time.perf_counter() - t0
+    return {"batch_scoring_images_per_s": n / pyfunc_s, "batch_scoring_raw_torch_images_per_s": n / raw_s,
+            "batch_scoring_ratio": raw_s / pyfunc_s, "batch_scoring_members": len(ens.members)}
+
+
+# ------------------------------------------------------------------ serving
+
+
+def bench_serving(dataset, model_uri: str, root: Path, n_requests: int) -> dict:
+    """`mlflow models serve`, one stack per request: p50/p99 latency and throughput at c=1 and c=8."""
+    from pixel_cnn.loadtest import run_load, stack_bodies
+    from tests.conftest import served_model
+
+    bodies = stack_bodies(dataset.stack_list(), per_request=1)  # the real stacks, cycled
+    out = {}
+    with served_model(model_uri, store_env(root), root) as url:
+        run_load(url, bodies, n_requests=50, concurrency=2)  # warm-up
+        for c in (1, 8):
+            stats = run_load(url, bodies, n_requests=n_requests, concurrency=c)
+            out.update({f"serve_p50_ms_c{c}": stats.p50_ms, f"serve_p99_ms_c{c}": stats.p99_ms,
+                        f"serve_rps_c{c}": stats.throughput_rps, f"serve_errors_c{c}": stats.n_errors})
+    out["serve_server"] = "mlflow models serve (uvicorn, MLflow's default worker count)"
+    return out
+
+
+# ------------------------------------------------------------------ tuning
+
+
+def bench_tune(root: Path, quick: bool) -> dict:
+    script = PROJECT / "bench" / "tune_bench.py"
+    if not script.exists():
+        return {}
+    out_json = root / "tune.json"
+    cmd = [sys.executable, str(script), "--out", str(out_json)] + (["--quick"] if quick else [])
+    subprocess.run(cmd, cwd=PROJECT, env=store_env(root), check=True)
+    return json.loads(out_json.read_text())
+
+
+# ------------------------------------------------------------------ report
+
+
+ROWS = [
+    ("tracking_overhead_ratio", "cv wall time, full MLflow tracking / tracking off", "≤ 1.2"),
+    ("startup_s", "`mlflow run . -e cv` launch → first training step (s)", ""),
+    ("train_throughput_ratio", "train_fold images/s / bare torch loop", "≥ 0.8"),
+    ("batch_scoring_ratio", "pyfunc predict (raw stacks) / raw torch forward", "≥ 0.5"),
+    ("batch_scoring_images_per_s", "pyfunc predict, images/s (1,000 mixed-size stacks)", ""),
+    ("serve_p50_ms_c1", "served p50 latency, concurrency 1 (ms)", "≤ 10"),
+    ("serve_p99_ms_c1", "served p99 latency, concurrency 1 (ms)", ""),
+    ("serve_rps_c1", "served requests/s, concurrency 1", ""),
+    ("serve_p50_ms_c8", "served p50 latency, concurrency 8 (ms)", ""),
+    ("serve_p99_ms_c8", "served p99 latency, concurrency 8 (ms)", ""),
+    ("serve_rps_c8", "served requests/s, concurrency 8", ""),
+    ("tune_trials_per_min_pruned", "tuning trials/min, with pruning", ""),
+    ("tune_trials_per_min_unpruned", "tuning trials/min, without pruning", ""),
+]
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Bench {results['date']} · {results['cores']} cores · preset `{results['preset']}` · "
+             + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), "",
+             "| measure | value | target |", "|---|---|---|"]
+    for key, text, target in ROWS:
+        value = results.get(key)
+        shown = "not measured" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+        lines.append(f"| {text} | {shown} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the machine")
+    parser.add_argument("--skip", default="", help="comma-separated: tracking,startup,training,scoring,serve,tune")
+    parser.add_argument("--out-dir", default=str(PROJECT / "bench" / "results"))
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    quick = args.quick
+
+    root = Path(tempfile.mkdtemp(prefix="pixel-cnn-bench-"))
+    dataset = prepare_dataset(None, "seed")
+    prepared = write_dataset(dataset, root / "processed")
+    preset = DEFAULT_PRESET
+    results: dict = {"date": dt.date.today().isoformat(), "cores": os.cpu_count(), "versions": versions(),
+                     "preset": preset, "quick": quick}
+    steps = [
+        ("tracking", lambda: bench_tracking(prepared, preset, root / "tracking", 2 if quick else 5)),
+        ("startup", lambda: bench_startup(prepared, root / "startup")),
+        ("training", lambda: bench_training(dataset, preset, 2 if quick else 10)),
+        ("scoring", lambda: bench_scoring(dataset, "models:/pixel-cnn@bench", 100 if quick else 1000)),
+        ("serve", lambda: bench_serving(dataset, "models:/pixel-cnn@bench", root / "tracking", 100 if quick else 2000)),
+        ("tune", lambda: bench_tune(root / "tune", quick)),
+    ]
+    for name, step in steps:
+        if name in skip:
+            continue
+        for sub in ("tracking", "startup", "tune"):
+            (root / sub).mkdir(exist_ok=True)
+        if name in ("scoring", "serve"):
+            use_store(root / "tracking")
+        t0 = time.perf_counter()
+        print(f"bench: {name} ...", flush=True)
+        results.update(step())
+        print(f"bench: {name} done in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = results["date"] + ("-quick" if quick else "")
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (out_dir / f"{stem}.md").write_text(table)
+    print(table)
+    print(f"bench: wrote {out_dir / (stem + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+# Benchmarks (issue: speed and cost as ratios). Asserts nothing about time.
+.PHONY: bench bench-quick
+bench: $(STAMP)
+	$(PY) bench/bench.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/bench.py --quick

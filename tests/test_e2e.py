@@ -1,0 +1,210 @@
+"""End to end on the real data: mlflow run prep + cv, registry, load elsewhere, serve over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import PROJECT, VENV_BIN, served_model, store_env
+
+pytestmark = pytest.mark.slow
+
+
+def mlflow_run(entry: str, params: dict, env: dict, cwd) -> subprocess.CompletedProcess:
+    cmd = [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", entry, "--env-manager", "local"]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """prep + a short registered cv (2 epochs) in a fresh store, through `mlflow run`."""
+    root = tmp_path_factory.mktemp("e2e")
+    env = store_env(root)
+    prep = mlflow_run("prep", {"out_dir": root / "processed"}, env, root)
+    cv = mlflow_run("cv", {"dataset": root / "processed", "register": "true", "epochs": 2,
+                           "lr": "0.00001", "dropout": 0}, env, root)
+    return {"root": root, "env": env, "prep": prep, "cv": cv}
+
+
+@pytest.fixture(scope="module")
+def client(e2e):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=e2e["env"]["MLFLOW_TRACKING_URI"])
+
+
+def _runs(client, entry):
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`mlflow.project.entryPoint` = '{entry}'",
+    )
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_prep_run_logged_dataset_counts_and_skips(e2e, client):
+    run = _runs(client, "prep")
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    assert (m["n_targets"], m["n_confirmed"], m["n_false_positive"], m["n_skipped"]) == (97, 43, 54, 37)
+    assert len(run.inputs.dataset_inputs) == 1
+    assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["dataset_digest"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "dataset")}
+    assert {"dataset/manifest.csv", "dataset/skipped.csv", "dataset/stacks.npz"} <= artifacts
+    assert "pixdiff_13261401.npy" in e2e["prep"].stdout  # every skipped file reported
+
+
+def test_cv_parent_and_fold_runs(e2e, client):
+    parent = _runs(client, "cv")
+    prep = _runs(client, "prep")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prep_run_id"] == prep.info.run_id
+    assert parent.data.tags["dataset_digest"] == prep.data.tags["dataset_digest"]
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 5
+    for child in children:
+        assert {"pr_auc", "roc_auc", "accuracy", "f1", "brier"} <= set(child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "train_loss")
+        assert [h.step for h in history] == [0, 1]
+        assert len(client.get_metric_history(child.info.run_id, "val_loss")) == 2
+        paths = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
+        assert "figures/pr_roc.png" in paths
+        assert child.data.params["model.lr"] == "1e-05" and child.data.params["model.epochs"] == "2"
+    for name in ("pr_auc", "roc_auc", "accuracy", "f1", "brier"):
+        for suffix in ("_mean", "_std", "_oof"):
+            assert name + suffix in parent.data.metrics
+    assert 0 < parent.data.metrics["threshold"] < 1
+    # parameters given on the command line are logged once, as given
+    assert parent.data.params["lr"] == "0.00001" and parent.data.params["dropout"] == "0"
+    assert parent.data.params["model.lr"] == "1e-05" and parent.data.params["model.dropout"] == "0.0"
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"oof_predictions.csv", "fold_assignment.csv", "config.json", "figures"} <= top
+    oof = client.download_artifacts(parent.info.run_id, "oof_predictions.csv", str(e2e["root"]))
+    import pandas as pd
+
+    oof = pd.read_csv(oof)
+    assert list(oof.columns) == ["kepid", "label", "repeat", "fold", "probability"]
+    assert len(oof) == 97 and oof["kepid"].is_unique
+    folds = oof.groupby("kepid")["fold"].nunique()
+    assert (folds == 1).all()
+
+
+def test_registered_champion_loads_from_another_directory(e2e, tmp_path):
+    script = (
+        "import sys, json, numpy as np, mlflow\n"
+        "m = mlflow.pyfunc.load_model('models:/pixel-cnn@champion')\n"
+        "import pixel_cnn\n"
+        "s = np.load(sys.argv[1]).astype(np.float32)\n"
+        "out = m.predict(s[None])\n"
+        "print(json.dumps({'file': pixel_cnn.__file__, 'p': float(out['probability'][0]), 'label': out['label'][0]}))\n"
+    )
+    from pixel_cnn.data import resolve_data_dir
+
+    stack = resolve_data_dir() / "stacks" / "pixdiff_9967771.npy"
+    proc = subprocess.run([sys.executable, "-c", script, str(stack)], cwd=tmp_path, env=e2e["env"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert str(PROJECT) not in out["file"]  # the package shipped inside the model was used
+    assert 0 <= out["p"] <= 1 and out["label"] in ("CONFIRMED", "FALSE POSITIVE")
+
+
+def test_predict_cli(e2e, data_dir):
+    files = [data_dir / "stacks" / "pixdiff_9967771.npy", data_dir / "stacks" / "pixdiff_13261401.npy"]
+    proc = subprocess.run([sys.executable, "-m", "pixel_cnn.predict", *map(str, files)], cwd=PROJECT,
+                          env=e2e["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1  # one file could not be scored
+    assert re.fullmatch(r"pixdiff_9967771\.npy -> p=0\.\d\d (CONFIRMED|FALSE POSITIVE)", proc.stdout.strip())
+    assert "pixdiff_13261401.npy: 1 phase bins" in proc.stderr
+    bad = subprocess.run([sys.executable, "-m", "pixel_cnn.predict", "--model-uri", "models:/pixel-cnn@nope",
+                          str(files[0])], cwd=PROJECT, env=e2e["env"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def server(e2e):
+    with served_model("models:/pixel-cnn@champion", e2e["env"], e2e["root"]) as url:
+        yield url
+
+
+def test_served_model_answers_every_real_stack(server, real_dataset):
+    by_shape = {}
+    for kepid, stack in real_dataset.stacks.items():
+        by_shape.setdefault(stack.shape, []).append(stack)
+    for shape, stacks in by_shape.items():
+        body = json.dumps({"inputs": [s.astype(np.float64).tolist() for s in stacks]})
+        r = httpx.post(f"{server}/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code == 200, (shape, r.text[:500])
+        preds = r.json()["predictions"]
+        assert len(preds) == len(stacks)
+        for p in preds:
+            assert set(p) == {"probability", "label", "threshold"}
+            assert p["label"] == ("CONFIRMED" if p["probability"] >= p["threshold"] else "FALSE POSITIVE")
+
+
+def test_served_probabilities_match_in_process(server, e2e, real_dataset):
+    import mlflow
+
+    mlflow.set_tracking_uri(e2e["env"]["MLFLOW_TRACKING_URI"])
+    try:
+        model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    stack = real_dataset.stacks[9967771]
+    local = model.predict(stack[None])["probability"][0]
+    r = httpx.post(f"{server}/invocations", json={"inputs": [stack.tolist()]}, timeout=60)
+    assert abs(r.json()["predictions"][0]["probability"] - local) < 1e-6
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"inputs": [np.ones((5, 4, 4)).tolist()]}, "(1, 5, 4, 4)"),          # wrong number of phase bins
+    ({"inputs": np.ones((32, 4, 4)).tolist()}, "(32, 4, 4)"),              # rank 3 (not wrapped in a list)
+    ({"inputs": [np.ones((32, 2, 2)).tolist()]}, "smaller than 3x3"),
+    ({"inputs": [np.zeros((32, 4, 4)).tolist()]}, "every value is zero"),
+    ({"inputs": [[[["a", "b", "c"]] * 3] * 32]}, "could not convert string"),
+    ({"inputs": []}, ""),
+])
+def test_bad_bodies_get_400_and_server_keeps_serving(server, body, needle, real_dataset):
+    r = httpx.post(f"{server}/invocations", json=body, timeout=60)
+    assert r.status_code == 400, r.text[:300]
+    assert needle in r.json()["message"]
+    ok = httpx.post(f"{server}/invocations", json={"inputs": [real_dataset.stacks[9967771].tolist()]}, timeout=60)
+    assert ok.status_code == 200
+
+
+def test_all_nan_body_gets_400(server):
+    body = '{"inputs": [' + json.dumps(np.zeros((32, 4, 4)).tolist()).replace("0.0", "NaN") + "]}"
+    r = httpx.post(f"{server}/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 400 and "NaN" in r.json()["message"]
+
+
+def test_readme_curl_example_against_real_server(server):
+    readme = (PROJECT / "README.md").read_text()
+    block = re.search(r"<!-- serve-example:start -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+    port = server.rsplit(":", 1)[1]
+    assert "127.0.0.1:5001" in block
+    proc = subprocess.run(["bash", "-c", block.replace("127.0.0.1:5001", f"127.0.0.1:{port}")],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pred = json.loads(proc.stdout)["predictions"]
+    assert len(pred) == 1 and pred[0]["label"] in ("CONFIRMED", "FALSE POSITIVE")
+
+
+def test_every_mlproject_parameter_is_used():
+    spec = yaml.safe_load((PROJECT / "MLproject").read_text())
+    assert spec["conda_env"] == "conda.yaml"
+    for name, entry in spec["entry_points"].items():
+        for param in entry.get("parameters", {}):
+            assert "{" + param + "}" in entry["command"], f"{name}: {param} not passed"
