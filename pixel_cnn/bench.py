@@ -120,6 +120,28 @@ def bench_quality(
     return out
 
 
+def merge_benches(benches: list[dict]) -> dict:
+    """One table from several :func:`bench_quality` results of the same protocol and folds.
+
+    Lets presets run as separate processes (e.g. in parallel on a busy machine)
+    and still be compared on the same folds.
+
+    Raises
+    ------
+    ValueError
+        Protocols, datasets or fold assignments differ (the message says which).
+    """
+    first = benches[0]
+    for other in benches[1:]:
+        for key in ("protocol", "dataset_digest", "fold_digest"):
+            if other[key] != first[key]:
+                raise ValueError(f"cannot merge benchmarks: {key} differs ({first[key]} vs {other[key]})")
+    merged = {k: v for k, v in first.items() if k not in ("presets", "run_id")}
+    merged["presets"] = {name: e for b in benches for name, e in b["presets"].items()}
+    merged["run_ids"] = [b.get("run_id") for b in benches]
+    return merged
+
+
 def format_table(bench: dict) -> str:
     """The benchmark as a Markdown table: mean +/- std over repeats, 95 % CI of PR-AUC."""
     p = bench["protocol"]

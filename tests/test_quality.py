@@ -311,3 +311,15 @@ def test_bench_quality_same_folds_table_and_json(tracking_store, prepared_dir, m
         assert len(entry["pr_auc"]["per_repeat"]) == 2
         assert entry["pr_auc"]["mean"] == pytest.approx(np.mean(entry["pr_auc"]["per_repeat"]))
         assert f"| {name} | {entry['pr_auc']['mean']:.3f}" in table
+
+
+def test_merge_benches_requires_same_folds():
+    from pixel_cnn.bench import merge_benches
+
+    base = {"protocol": {"seed": 42}, "dataset_digest": "d", "fold_digest": "f", "n_targets": 97}
+    a = {**base, "presets": {"seed": {"x": 1}}, "run_id": "r1"}
+    b = {**base, "presets": {"phase": {"x": 2}}, "run_id": "r2"}
+    merged = merge_benches([a, b])
+    assert list(merged["presets"]) == ["seed", "phase"] and merged["run_ids"] == ["r1", "r2"]
+    with pytest.raises(ValueError, match="fold_digest"):
+        merge_benches([a, {**b, "fold_digest": "other"}])
