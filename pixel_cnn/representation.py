@@ -260,8 +260,9 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scalars : numpy.ndarray
         float32 ``(6,)``, in the order of :data:`PHASE_SCALARS`: the lowest
         in-transit and secondary SNR (channels 0 and 1 at their minimum, same
-        arcsinh units), their ratio ``secondary / max(transit, 1)`` clipped to
-        [-2, 2] (magnitude is sign-folded: dimmings are negative), the offset of
+        arcsinh units), the ratio ``secondary_min / max(-transit_min, 1)``
+        clipped to [-2, 2] (near -1 for two equal eclipses, near 0 without a
+        secondary, positive if phase 0.5 brightens), the offset of
         the deepest in-transit pixel from the stamp centre and from the
         brightest pixel (in pixels, divided by the stamp's half diagonal, in
         [0, 2]) and ``arcsinh(depth / 1000 ppm)`` of that deepest pixel. These
