@@ -67,7 +67,12 @@ def set_experiment(name: str) -> str:
     """Use experiment ``name`` unless ``mlflow run`` already chose one; returns its id."""
     if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         return ""
-    return mlflow.set_experiment(name).experiment_id
+    experiment_id = mlflow.set_experiment(name).experiment_id
+    # mlflow.set_experiment also exports MLFLOW_EXPERIMENT_ID; left there, a second job in
+    # the same process (another store) would take it for `mlflow run`'s choice and skip
+    # this function ("No Experiment with id=1 exists"). The fluent active experiment stays set.
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    return experiment_id
 
 
 def log_params_once(run_id: str, params: dict) -> None:

@@ -323,3 +323,24 @@ def test_merge_benches_requires_same_folds():
     assert list(merged["presets"]) == ["seed", "phase"] and merged["run_ids"] == ["r1", "r2"]
     with pytest.raises(ValueError, match="fold_digest"):
         merge_benches([a, {**b, "fold_digest": "other"}])
+
+
+def test_regression_experiment_id_does_not_leak_between_stores(tmp_path, monkeypatch):
+    """Two jobs in one process, two stores: the second must not reuse the first's experiment id."""
+    import mlflow
+
+    from pixel_cnn import tracking
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    ids = []
+    for name in ("a", "b"):
+        uri = f"sqlite:///{tmp_path / name}.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.create_experiment(f"other-{name}") if name == "b" else None  # shift ids in store b
+        with tracking.job_run("pixel-cnn-test", "job") as run_id:
+            ids.append(mlflow.get_run(run_id).info.experiment_id)
+        assert mlflow.get_experiment(ids[-1]).name == "pixel-cnn-test"
+    mlflow.set_tracking_uri(None)
+    assert ids[0] != ids[1]
