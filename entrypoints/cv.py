@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from pixel_cnn import jobs
-from pixel_cnn.cv import CVError
+from pixel_cnn.cv import INNER_FOLDS, CVError
 from pixel_cnn.stores import StoreError
 from pixel_cnn.data import DataError
 from pixel_cnn.models import PRESETS, DEFAULT_PRESET
@@ -20,6 +20,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-folds", type=whole, default=5)
     parser.add_argument("--seed", type=whole, default=42)
     parser.add_argument("--repeats", type=whole, default=1)
+    parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS,
+                        help="inner grouped folds that choose each fold's threshold (0: fixed 0.5)")
     parser.add_argument("--register", type=boolean, default=False)
     parser.add_argument("--alias", default="champion")
     # Overrides of the preset ('' keeps the preset's value).
@@ -36,7 +38,8 @@ def main(argv=None) -> int:
                  "base_channels": args.base_channels}
     try:
         result, info = jobs.cv(args.dataset, args.preset, overrides, n_folds=args.n_folds,
-                               seed=args.seed, repeats=args.repeats, register=args.register,
+                               seed=args.seed, repeats=args.repeats, inner_folds=args.inner_folds,
+                               register=args.register,
                                alias=args.alias, cli_params=raw_params(argv))
     except (DataError, CVError, ValueError, StoreError) as exc:
         print(f"cv: {exc}", file=sys.stderr)
@@ -44,7 +47,9 @@ def main(argv=None) -> int:
     s = result.summary
     print(f"cv {result.preset.name}: PR-AUC (average precision) {s['pr_auc_mean']:.3f} +/- {s['pr_auc_std']:.3f} "
           f"(fold mean +/- std), {s['pr_auc_oof']:.3f} pooled OOF; ROC-AUC {s['roc_auc_mean']:.3f} +/- "
-          f"{s['roc_auc_std']:.3f}, {s['roc_auc_oof']:.3f} OOF; threshold {s['threshold']:.3f}")
+          f"{s['roc_auc_std']:.3f}, {s['roc_auc_oof']:.3f} OOF; PR-AUC 95% bootstrap interval "
+          f"{s['pr_auc_oof_ci_low']:.3f}-{s['pr_auc_oof_ci_high']:.3f}; F1 {s['f1_oof']:.3f} and Brier "
+          f"{s['brier_oof']:.3f} OOF; threshold {s['threshold']:.3f} (from training folds)")
     where = f"registered pixel-cnn version {info['version']}" + (f" @{args.alias}" if args.alias else "") \
         if info["version"] else "not registered (register=false)"
     print(f"cv: run {info['run_id']}, model {info['model_uri']}, {where}; {info['wall_s']:.1f} s")

@@ -12,14 +12,18 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pixel_cnn.data import Dataset
-from pixel_cnn.metrics import binary_metrics, f1_optimal_threshold
+from pixel_cnn.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
 from pixel_cnn.models import Preset
 from pixel_cnn.representation import build_inputs
 from pixel_cnn.training import FoldResult, train_fold
 
-#: Threshold for the per-fold accuracy and F1: fixed before seeing any data
-#: (class-weighted sampling trains the network on balanced classes).
+#: Threshold for the per-fold accuracy and F1 when no inner split chooses one
+#: (``inner_folds=0``): fixed before seeing any data (class-weighted sampling
+#: trains the network on balanced classes).
 FOLD_THRESHOLD = 0.5
+#: Default inner folds: the decision threshold of each outer fold is F1-optimal on
+#: the out-of-fold predictions of an inner grouped k-fold of its training targets.
+INNER_FOLDS = 3
 
 
 class CVError(ValueError):
@@ -94,6 +98,8 @@ class FoldOutcome:
     metrics: dict[str, float]
     val_kepids: np.ndarray
     val_labels: np.ndarray
+    threshold: float = FOLD_THRESHOLD
+    val_inputs: np.ndarray | None = None
 
     @property
     def positive_rate(self) -> float:
@@ -112,8 +118,11 @@ class CVResult:
     summary : dict[str, float]
         ``<metric>_mean`` / ``<metric>_std`` over all folds of all repeats and
         ``<metric>_oof`` on pooled out-of-fold predictions (mean over repeats;
-        ``<metric>_oof_std`` across repeats when ``repeats > 1``), plus
-        ``threshold``: the F1-optimal threshold on repeat 0's OOF predictions.
+        ``<metric>_oof_std`` across repeats when ``repeats > 1``; accuracy and
+        F1 with each fold's own threshold), ``pr_auc_oof_ci_low/high`` (95 %
+        bootstrap interval over targets, :func:`~pixel_cnn.metrics.bootstrap_pr_auc`)
+        and ``threshold``: the mean of repeat 0's fold thresholds, each chosen
+        on that fold's training targets only (the served ensemble's threshold).
     """
 
     preset: Preset
@@ -126,27 +135,67 @@ class CVResult:
         return [f for f in self.folds if f.repeat == 0]
 
 
-def summarize(folds: list[FoldOutcome], oof: pd.DataFrame) -> dict[str, float]:
-    """Fold mean/std, pooled-OOF scores and the OOF F1-optimal threshold (see CVResult)."""
+def summarize(folds: list[FoldOutcome], oof: pd.DataFrame, seed: int = 0) -> dict[str, float]:
+    """Fold mean/std, pooled-OOF scores, bootstrap interval and threshold (see CVResult).
+
+    ``oof`` needs ``kepid, label, repeat, probability, threshold``. Nothing here
+    is chosen on the out-of-fold predictions: accuracy and F1 use the threshold
+    that came with each prediction from its fold's training side.
+    """
     summary: dict[str, float] = {}
     names = list(folds[0].metrics)
     for name in names:
         values = np.array([f.metrics[name] for f in folds])
         summary[f"{name}_mean"] = float(values.mean())
         summary[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    per_repeat = [
-        binary_metrics(g["label"], g["probability"], FOLD_THRESHOLD) for _, g in oof.groupby("repeat")
-    ]
+    per_repeat = []
+    for _, g in oof.groupby("repeat"):
+        scores = binary_metrics(g["label"], g["probability"], FOLD_THRESHOLD)
+        scores.update(thresholded_metrics(g["label"], g["probability"], g["threshold"]))
+        per_repeat.append(scores)
     for name in names:
         values = np.array([m[name] for m in per_repeat])
         summary[f"{name}_oof"] = float(values.mean())
         if len(values) > 1:
             summary[f"{name}_oof_std"] = float(values.std(ddof=1))
-    first = oof[oof["repeat"] == 0]
-    threshold = f1_optimal_threshold(first["label"], first["probability"])
-    summary["threshold"] = threshold
-    summary["f1_oof_at_threshold"] = binary_metrics(first["label"], first["probability"], threshold)["f1"]
+    wide = oof.pivot(index="kepid", columns="repeat", values="probability")
+    labels = oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
+    low, high = bootstrap_pr_auc(labels.to_numpy(), wide.to_numpy().T, seed=seed)
+    summary["pr_auc_oof_ci_low"], summary["pr_auc_oof_ci_high"] = low, high
+    summary["threshold"] = float(np.mean([f.threshold for f in folds if f.repeat == 0]))
     return summary
+
+
+def inner_threshold(
+    x: np.ndarray, labels: np.ndarray, kepids: np.ndarray, preset: Preset, inner_folds: int, seed: int
+) -> float:
+    """Decision threshold from training targets only: F1-optimal on inner out-of-fold predictions.
+
+    Parameters
+    ----------
+    x, labels, kepids : the training side of one outer fold, ``(N, C, S, S)``
+        float32 inputs, int 0/1 labels ``(N,)``, int kepids ``(N,)``.
+    preset : Preset
+        Trained with its fixed schedule, as the outer fold is.
+    inner_folds : int
+        0: return :data:`FOLD_THRESHOLD`. Otherwise the targets are split into
+        ``inner_folds`` grouped, stratified folds (:func:`make_folds` with
+        ``seed``), a network per inner fold (seed ``seed + 100 * (j + 1)``)
+        scores its held-out part, and the F1-optimal threshold of those
+        predictions is returned (:func:`~pixel_cnn.metrics.f1_optimal_threshold`).
+
+    Raises
+    ------
+    CVError
+        The training side is too small for ``inner_folds`` (see :func:`make_folds`).
+    """
+    if inner_folds == 0:
+        return FOLD_THRESHOLD
+    prob = np.empty(len(labels))
+    for j, (tr, va) in enumerate(make_folds(kepids, labels, inner_folds, seed)):
+        prob[va] = train_fold(x[tr], labels[tr], preset, seed=seed + 100 * (j + 1),
+                              x_val=x[va], y_val=labels[va]).val_prob
+    return f1_optimal_threshold(labels, prob)
 
 
 def run_cv(
@@ -156,13 +205,19 @@ def run_cv(
     seed: int = 42,
     repeats: int = 1,
     callbacks: CVCallbacks | None = None,
+    inner_folds: int = INNER_FOLDS,
     inputs: np.ndarray | None = None,
 ) -> CVResult:
-    """Grouped, stratified k-fold cross-validation, optionally repeated.
+    """Grouped, stratified k-fold cross-validation, optionally repeated; nothing chosen on validation.
 
     Repeat ``r`` splits with seed ``seed + r``; fold ``k`` of repeat ``r``
-    trains with seed ``seed + 1000 * r + k``. Same seed and data give the same
-    result on the same machine.
+    trains with seed ``seed + 1000 * r + k`` for the preset's fixed number of
+    epochs (the last epoch is kept). Its decision threshold comes from its
+    training targets alone (:func:`inner_threshold` with ``inner_folds``,
+    inner split seeded by the fold seed). The validation targets are only
+    scored. The folds depend on ``(kepids, labels, n_folds, seed + r)`` only,
+    so two presets run with the same seed see the same folds. Same seed and
+    data give the same result on the same machine.
 
     ``inputs`` (optional): the model inputs already built, float32
     ``(N, C, S, S)`` equal to ``build_inputs(dataset.stack_list(),
@@ -174,14 +229,24 @@ def run_cv(
     Raises
     ------
     CVError
-        See :func:`make_folds`; raised for every repeat's split before any
-        training starts. Also when ``inputs`` does not hold one row per target.
+        See :func:`make_folds`; raised for every repeat's split (and inner
+        split) before any training starts, or ``repeats < 1``, ``inner_folds``
+        of 1 or negative, or ``inputs`` not holding one row per target.
     """
     if repeats < 1:
         raise CVError(f"repeats={repeats}; need at least 1")
+    if inner_folds == 1 or inner_folds < 0:
+        raise CVError(f"inner_folds={inner_folds}; use 0 (fixed threshold {FOLD_THRESHOLD}) or >= 2")
     callbacks = callbacks or CVCallbacks()
     kepids, labels = dataset.kepids, dataset.labels
     splits = {r: make_folds(kepids, labels, n_folds, seed + r) for r in range(repeats)}
+    if inner_folds:
+        for r in range(repeats):
+            for k, (train_idx, _) in enumerate(splits[r]):
+                try:
+                    make_folds(kepids[train_idx], labels[train_idx], inner_folds, seed + 1000 * r + k)
+                except CVError as exc:
+                    raise CVError(f"repeat {r} fold {k}, inner split: {exc}") from None
     if inputs is None:
         x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
     else:
@@ -193,26 +258,31 @@ def run_cv(
     outcomes, oof_rows = [], []
     for r in range(repeats):
         for k, (train_idx, val_idx) in enumerate(splits[r]):
+            fold_seed = seed + 1000 * r + k
             callbacks.fold_start(r, k, {
                 "n_train": len(train_idx), "n_val": len(val_idx),
                 "val_positive_rate": float(labels[val_idx].mean()),
                 "train_positive_rate": float(labels[train_idx].mean()),
+                "inner_folds": inner_folds,
             })
+            threshold = inner_threshold(x[train_idx], labels[train_idx], kepids[train_idx], preset,
+                                        inner_folds, fold_seed)
             result = train_fold(
-                x[train_idx], labels[train_idx], preset, seed=seed + 1000 * r + k,
+                x[train_idx], labels[train_idx], preset, seed=fold_seed,
                 x_val=x[val_idx], y_val=labels[val_idx],
                 on_epoch=lambda e, losses, r=r, k=k: callbacks.epoch_end(r, k, e, losses),
             )
             outcome = FoldOutcome(
                 repeat=r, fold=k, train_idx=train_idx, val_idx=val_idx, result=result,
-                metrics=binary_metrics(labels[val_idx], result.val_prob, FOLD_THRESHOLD),
+                metrics=binary_metrics(labels[val_idx], result.val_prob, threshold),
                 val_kepids=kepids[val_idx], val_labels=labels[val_idx],
+                threshold=threshold, val_inputs=x[val_idx],
             )
             callbacks.fold_end(r, k, outcome)
             outcomes.append(outcome)
             oof_rows.append(pd.DataFrame({
                 "kepid": kepids[val_idx], "label": labels[val_idx], "repeat": r, "fold": k,
-                "probability": result.val_prob,
+                "probability": result.val_prob, "threshold": threshold,
             }))
     oof = pd.concat(oof_rows, ignore_index=True).sort_values(["repeat", "kepid"], ignore_index=True)
-    return CVResult(preset=preset, folds=outcomes, oof=oof, summary=summarize(outcomes, oof))
+    return CVResult(preset=preset, folds=outcomes, oof=oof, summary=summarize(outcomes, oof, seed))

@@ -41,6 +41,7 @@ def cv(
     n_folds: int = 5,
     seed: int = 42,
     repeats: int = 1,
+    inner_folds: int = 3,
     register: bool = False,
     alias: str = "champion",
     cli_params: dict | None = None,
@@ -76,7 +77,7 @@ def cv(
         tracking.log_cv_inputs(run_id, dataset, info, preset)
         # A real stack (the smallest) as input example: saved with every model.
         example = min(dataset.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
-        result = run_cv(dataset, preset, n_folds=n_folds, seed=seed, repeats=repeats,
+        result = run_cv(dataset, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
                         callbacks=tracking.MlflowCVCallbacks(run_id, preset, input_example=example))
         tracking.log_cv_summary(run_id, result)
         model_info, version = tracking.log_ensemble(
@@ -233,3 +234,33 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
         result.update(dataset_dir=dataset_dir, counts=dataset.counts(), digest=dataset.digest,
                       skipped=list(dataset.skipped[["source_file", "reason"]].itertuples(index=False, name=None)))
     return result
+
+
+def bench_quality(dataset_dir: str, presets: tuple[str, ...], n_folds: int = 5, seed: int = 42,
+                  repeats: int = 5, inner_folds: int = 3, out: str = "bench/results/quality.json",
+                  cli_params: dict | None = None) -> tuple[dict, str]:
+    """Run :func:`pixel_cnn.bench.bench_quality`, write the JSON to ``out``, log one MLflow run.
+
+    Returns ``(bench dict with "run_id", Markdown table)``. Raises as
+    :func:`pixel_cnn.bench.bench_quality` and :class:`~pixel_cnn.data.DataError`
+    when ``dataset_dir`` is not a prep output. The JSON is written atomically
+    (temporary file, then rename).
+    """
+    import json
+    import os
+
+    from pixel_cnn.bench import bench_quality as run_bench, format_table
+
+    dataset, _ = read_dataset(dataset_dir)
+    with tracking.job_run(tracking.EXPERIMENT_BENCH, "bench-quality", cli_params) as run_id:
+        bench = run_bench(dataset, presets, n_folds=n_folds, seed=seed, repeats=repeats,
+                          inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True))
+        bench["run_id"] = run_id
+        table = format_table(bench)
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(bench, indent=2) + "\n")
+        os.replace(tmp, path)
+        tracking.log_bench(run_id, bench, table)
+    return bench, table

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (
     PrecisionRecallDisplay,
     RocCurveDisplay,
@@ -92,5 +93,80 @@ def pr_roc_figure(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str =
         ax.legend(fontsize=7, loc="lower left" if ax is ax_pr else "lower right")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def thresholded_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: np.ndarray | float) -> dict[str, float]:
+    """Accuracy and F1 when each prediction has its own threshold.
+
+    Pooled out-of-fold predictions come from several folds, each with the
+    threshold chosen on its own training folds; ``threshold`` is then an array
+    ``(N,)`` aligned with ``prob`` (a float applies to all). Returns
+    ``{"accuracy", "f1"}``; positive = CONFIRMED, ``prob >= threshold``.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    pred = (np.asarray(prob, dtype=float) >= np.asarray(threshold, dtype=float)).astype(int)
+    return {"accuracy": float(accuracy_score(y_true, pred)),
+            "f1": float(f1_score(y_true, pred, zero_division=0))}
+
+
+def bootstrap_pr_auc(
+    y_true: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of PR-AUC (average precision), resampling targets.
+
+    Parameters
+    ----------
+    y_true : int array ``(N,)``, one entry per target (0/1).
+    prob : float array ``(R, N)`` or ``(N,)``: out-of-fold probabilities of
+        each target in each of ``R`` cv repeats (columns aligned with ``y_true``).
+    n_boot : int
+        Bootstrap resamples; each draws ``N`` targets with replacement (the
+        same draw for every repeat) and scores the mean AP over repeats.
+        Draws with a single class are redrawn.
+    seed : int
+        Seeds ``numpy.random.default_rng``.
+    level : float
+        Coverage; the interval is the ``(1-level)/2`` and ``(1+level)/2``
+        percentiles (Efron & Tibshirani 1993, "An Introduction to the
+        Bootstrap", ch. 13).
+
+    Returns
+    -------
+    (low, high) : floats in [0, 1].
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.atleast_2d(np.asarray(prob, dtype=float))
+    if prob.shape[1] != len(y_true):
+        raise ValueError(f"{len(y_true)} labels but probabilities of shape {prob.shape}")
+    rng = np.random.default_rng(seed)
+    scores = []
+    while len(scores) < n_boot:
+        idx = rng.integers(0, len(y_true), len(y_true))
+        if y_true[idx].min() == y_true[idx].max():
+            continue
+        scores.append(np.mean([average_precision_score(y_true[idx], p[idx]) for p in prob]))
+    low, high = np.percentile(scores, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def reliability_figure(curves: list[tuple[str, np.ndarray, np.ndarray]], n_bins: int = 5,
+                       title: str = "") -> plt.Figure:
+    """Reliability diagram (scikit-learn ``CalibrationDisplay``), one line per ``(name, y_true, prob)``.
+
+    Bins are quantiles of the predicted probability (``strategy="quantile"``)
+    so that each of the ``n_bins`` holds about the same number of targets; the
+    legend gives each curve's Brier score.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, y_true, prob in curves:
+        brier = brier_score_loss(np.asarray(y_true).astype(int), prob)
+        CalibrationDisplay.from_predictions(y_true, prob, n_bins=n_bins, strategy="quantile",
+                                            name=f"{name} (Brier {brier:.3f})", ax=ax)
+    ax.set_xlabel("mean predicted probability of CONFIRMED")
+    ax.set_ylabel("fraction CONFIRMED")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title or "Reliability (out-of-fold)")
     fig.tight_layout()
     return fig

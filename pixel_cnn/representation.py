@@ -174,12 +174,157 @@ def median_image(stack: np.ndarray, size: int = 24) -> np.ndarray:
     return _standardize(image)[None].astype(np.float32)
 
 
+# ---------------------------------------------------------------- phase-aware input
+
+#: Bins next to the transit bins (phases 1/32-2/32 and 30/32-31/32): the "shoulders". A
+#: transit lasts a small fraction of the period, (R*/a)/pi (Seager & Mallen-Ornelas 2003,
+#: ApJ 585, 1038, eq. 3), so a planet dims bins 0/31 only; a wide eclipse (large star,
+#: short period) dims the shoulders too.
+SHOULDER_BINS = (1, N_PHASE_BINS - 2)
+#: 1.4826 * MAD estimates a Gaussian standard deviation (Rousseeuw & Croux 1993, JASA 88, 1273).
+MAD_TO_SIGMA = 1.4826
+#: Noise floor relative to the stamp's median scatter, so a pixel with (almost) no scatter
+#: cannot blow up its signal-to-noise: 1 % of the median.
+SIGMA_FLOOR = 1e-2
+#: Unit of the fractional-depth scalar: 1000 ppm.
+DEPTH_UNIT = 1e-3
+#: Image channels of ``phase``: in-transit, secondary, shoulder SNR maps and the brightness proxy.
+PHASE_IMAGE_CHANNELS = ("transit_snr", "secondary_snr", "shoulder_snr", "brightness")
+#: Scalar features of ``phase``, each broadcast to a constant plane after the image channels.
+PHASE_SCALARS = (
+    "transit_snr_min", "secondary_snr_min", "secondary_to_transit", "offset_centre",
+    "offset_brightest", "transit_depth",
+)
+
+
+def oot_sigma(stack: np.ndarray) -> np.ndarray:
+    """Per-pixel out-of-transit scatter of one stack, robust to a stray bin.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        Validated ``(32, H, W)`` float32, fractional flux change.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(H, W)``: ``1.4826 * MAD`` over the 16 out-of-transit bins
+        (:data:`OUT_OF_TRANSIT_BINS`), fractional flux per phase bin, floored at
+        :data:`SIGMA_FLOOR` times the median over pixels with data. Pixels that
+        are zero in every bin (NaN in the TPF, set to 0) get ``inf``: their
+        signal-to-noise is 0, never a division by zero.
+    """
+    stack = np.asarray(stack, dtype=np.float64)
+    oot = stack[list(OUT_OF_TRANSIT_BINS)]
+    sigma = MAD_TO_SIGMA * np.median(np.abs(oot - np.median(oot, axis=0)), axis=0)
+    dead = ~stack.any(axis=0)
+    alive = sigma[~dead]
+    scale = np.median(alive[alive > 0]) if (alive > 0).any() else 0.0
+    if scale <= 0:  # no scatter anywhere: fall back on the spread of all values
+        scale = float(np.std(stack[:, ~dead])) or 1.0
+    sigma = np.maximum(sigma, SIGMA_FLOOR * scale)
+    sigma[dead] = np.inf
+    return sigma
+
+
+def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Native-resolution maps and scalar features of the ``phase`` representation.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        Validated ``(32, H, W)`` float32 (see :func:`validate_stack`),
+        fractional flux change per phase bin.
+
+    Returns
+    -------
+    maps : numpy.ndarray
+        float32 ``(4, H, W)``, in the order of :data:`PHASE_IMAGE_CHANNELS`:
+
+        0. ``arcsinh(mean(bins 0, 31) / sigma)``: in-transit signal-to-noise
+           per pixel, negative where the pixel dims. ``sigma`` is the per-pixel
+           out-of-transit scatter (:func:`oot_sigma`). Dividing by it keeps
+           depth as significance and tames the faint edge pixels whose
+           fractional values reach 10-20 (relative noise grows as flux falls).
+           ``arcsinh`` is linear near 0 and logarithmic beyond (a signed log
+           that keeps the sign), so a 5-sigma planet and a 5000-sigma eclipsing
+           binary both fit one input range (as for magnitudes of faint sources,
+           Lupton, Gunn & Szalay 1999, AJ 118, 1406).
+        1. the same for the secondary-eclipse bins 15-16 (phase 0.5).
+        2. the same for the shoulder bins 1 and 30 (:data:`SHOULDER_BINS`).
+        3. ``-log10(sigma / median sigma)``, a brightness proxy: photon noise
+           makes the fractional scatter fall as ``flux**-0.5``, so the target
+           star sits where it is smallest. The stacks hold no flux image; this
+           is the only stand-in for one (dead pixels: the stamp minimum).
+
+    scalars : numpy.ndarray
+        float32 ``(6,)``, in the order of :data:`PHASE_SCALARS`: the lowest
+        in-transit and secondary SNR (channels 0 and 1 at their minimum, same
+        arcsinh units), the ratio ``secondary_min / max(-transit_min, 1)``
+        clipped to [-2, 2] (near -1 for two equal eclipses, near 0 without a
+        secondary, positive if phase 0.5 brightens), the offset of
+        the deepest in-transit pixel from the stamp centre and from the
+        brightest pixel (in pixels, divided by the stamp's half diagonal, in
+        [0, 2]) and ``arcsinh(depth / 1000 ppm)`` of that deepest pixel. These
+        are the hand-made vetting statistics of the Kepler pipeline in spirit
+        (depth, secondary eclipse, centroid offset; Thompson et al. 2018, ApJS
+        235, 38, section 3): a scalar head reads them directly.
+    """
+    stack = np.asarray(stack, dtype=np.float64)
+    height, width = stack.shape[1:]
+    sigma = oot_sigma(stack)
+
+    def snr(bins) -> np.ndarray:
+        return np.arcsinh(stack[list(bins)].mean(axis=0) / sigma)
+
+    transit, secondary, shoulder = snr(IN_TRANSIT_BINS), snr(SECONDARY_BINS), snr(SHOULDER_BINS)
+    finite = np.isfinite(sigma)
+    log_sigma = np.log10(np.where(finite, sigma, 1.0))
+    brightness = -(log_sigma - np.median(log_sigma[finite]))
+    brightness[~finite] = brightness[finite].min()
+
+    deepest = np.unravel_index(np.argmin(transit), transit.shape)
+    brightest = np.unravel_index(np.argmax(brightness), brightness.shape)
+    half_diagonal = 0.5 * np.hypot(height - 1, width - 1)
+    centre = ((height - 1) / 2, (width - 1) / 2)
+    t_min, s_min = float(transit.min()), float(secondary.min())
+    depth = stack[list(IN_TRANSIT_BINS)].mean(axis=0)[deepest]
+    scalars = np.array([
+        t_min,
+        s_min,
+        np.clip(s_min / max(-t_min, 1.0), -2.0, 2.0),
+        np.hypot(deepest[0] - centre[0], deepest[1] - centre[1]) / half_diagonal,
+        np.hypot(deepest[0] - brightest[0], deepest[1] - brightest[1]) / half_diagonal,
+        np.arcsinh(depth / DEPTH_UNIT),
+    ])
+    maps = np.stack([transit, secondary, shoulder, brightness])
+    return maps.astype(np.float32), scalars.astype(np.float32)
+
+
+def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
+    """The phase-aware input: SNR maps resized, scalar features as constant planes.
+
+    stack: validated ``(32, H, W)`` float32 -> ``(10, size, size)`` float32:
+    the 4 maps of :func:`phase_maps` resized bilinearly (:func:`resize`), then
+    its 6 scalars each broadcast over a ``size x size`` plane (a network reads
+    them at any pixel; see ``pixel_cnn.models.PhaseCNN``). Any ``H, W`` from 3
+    up works; pixels that are NaN/zero in every bin read as "no signal" (0 in
+    the SNR maps). Nothing is standardized per image: depth and SNR survive.
+    """
+    maps, scalars = phase_maps(stack)
+    planes = np.broadcast_to(scalars[:, None, None], (len(scalars), size, size))
+    return np.concatenate([resize(maps, size), planes]).astype(np.float32)
+
+
 #: Representation name -> function ``(validated stack, size) -> (C, size, size)``.
 REPRESENTATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "median": median_image,
+    "phase": phase_image,
 }
 #: Channels each representation produces.
-REPRESENTATION_CHANNELS = {"median": 1}
+REPRESENTATION_CHANNELS = {"median": 1, "phase": len(PHASE_IMAGE_CHANNELS) + len(PHASE_SCALARS)}
+#: Of those, the trailing constant planes that carry scalar features.
+REPRESENTATION_SCALARS = {"median": 0, "phase": len(PHASE_SCALARS)}
 
 
 def build_inputs(

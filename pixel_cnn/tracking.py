@@ -30,12 +30,14 @@ from pixel_cnn import ensemble as ens
 from pixel_cnn import stores
 from pixel_cnn.cv import CVCallbacks, CVResult, FoldOutcome
 from pixel_cnn.data import Dataset
-from pixel_cnn.metrics import pr_roc_figure
+from pixel_cnn import explain
+from pixel_cnn.metrics import pr_roc_figure, reliability_figure
 from pixel_cnn.models import Preset
 
 MODEL_NAME = "pixel-cnn"
 EXPERIMENT_CV = "pixel-cnn-cv"
 EXPERIMENT_PREP = "pixel-cnn-prep"
+EXPERIMENT_BENCH = "pixel-cnn-bench"
 #: Input of the served model: any number of stacks of 32 phase bins, any H x W.
 SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
@@ -66,12 +68,15 @@ def set_experiment(name: str) -> str:
     """Use experiment ``name`` unless the run or experiment was chosen outside; returns its id.
 
     ``mlflow run`` chooses both (``MLFLOW_RUN_ID``); a user may choose the experiment with
-    ``MLFLOW_EXPERIMENT_NAME``. (``MLFLOW_EXPERIMENT_ID`` is not a signal: ``mlflow.set_experiment``
-    itself exports it, so a second job in one process would inherit the first one's.)
+    ``MLFLOW_EXPERIMENT_NAME``. ``mlflow.set_experiment`` also exports ``MLFLOW_EXPERIMENT_ID``;
+    it is removed again, so that a second job in the same process (perhaps on another store)
+    does not inherit this one's id ("No Experiment with id=1 exists").
     """
     if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         return ""
-    return mlflow.set_experiment(name).experiment_id
+    experiment_id = mlflow.set_experiment(name).experiment_id
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    return experiment_id
 
 
 def log_params_once(run_id: str, params: dict) -> None:
@@ -141,13 +146,15 @@ class MlflowCVCallbacks(CVCallbacks):
 
     Per child: params (``repeat``, ``fold``, ``model.*``, fold sizes), per-epoch
     ``train_loss``/``val_loss`` (step = epoch), final metrics, PR/ROC figure,
-    the validation predictions and the fold model (an ``mlflow.pyfunc`` that
-    takes raw stacks, like the ensemble).
+    the validation predictions, the fold model (an ``mlflow.pyfunc`` that
+    takes raw stacks, like the ensemble) and, with ``explain``, the attribution
+    figure ``figures/attributions.png`` (:func:`log_attributions`).
     """
 
     def __init__(self, parent_run_id: str, preset: Preset, log_models: bool = True,
-                 input_example: np.ndarray | None = None):
+                 input_example: np.ndarray | None = None, explain: bool = True):
         self.input_example = input_example
+        self.explain = explain
         self.client = MlflowClient()
         self.parent = self.client.get_run(parent_run_id)
         self.preset = preset
@@ -181,11 +188,25 @@ class MlflowCVCallbacks(CVCallbacks):
                     "figures/pr_roc.png")
         _log_df(run_id, pd.DataFrame({"kepid": outcome.val_kepids, "label": outcome.val_labels,
                                       "probability": outcome.result.val_prob}), "val_predictions.csv")
+        self.client.log_metric(run_id, "threshold", outcome.threshold)
+        if self.explain and outcome.val_inputs is not None:
+            log_attributions(run_id, self.preset, outcome, name)
         if self.log_models:
             log_pyfunc(run_id, self.preset, [outcome.result.state_dict], 0.5,
                        {"member_of": self.parent.info.run_id, "repeat": repeat, "fold": fold},
                        input_example=self.input_example)
         self.client.set_terminated(run_id)
+
+
+def log_attributions(run_id: str, preset: Preset, outcome: FoldOutcome, name: str) -> None:
+    """Log ``figures/attributions.png``: each validation target's in-transit input beside its
+    Integrated-Gradients map (:mod:`pixel_cnn.explain`), on run ``run_id``."""
+    attr = explain.integrated_gradients(preset, outcome.result.state_dict, outcome.val_inputs)
+    fig = explain.attribution_figure(
+        outcome.val_inputs, attr, outcome.val_kepids, outcome.val_labels, outcome.result.val_prob,
+        n_maps=preset.in_channels - preset.n_scalars,
+        title=f"{name}: input channel 0 | Integrated Gradients (red: toward CONFIRMED)")
+    _log_figure(run_id, fig, "figures/attributions.png")
 
 
 def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: float, info: dict,
@@ -226,6 +247,10 @@ def log_cv_summary(run_id: str, result: CVResult) -> None:
     curves.insert(0, ("pooled OOF", first["label"].to_numpy(), first["probability"].to_numpy()))
     _log_figure(run_id, pr_roc_figure(curves, f"{result.preset.name}: out-of-fold, repeat 0"),
                 "figures/pr_roc_folds.png")
+    oof = result.oof
+    _log_figure(run_id, reliability_figure(
+        [(f"pooled OOF, {oof['repeat'].nunique()} repeat(s)", oof["label"].to_numpy(), oof["probability"].to_numpy())],
+        title=f"{result.preset.name}: reliability, out-of-fold"), "figures/reliability.png")
     client.log_dict(run_id, result.preset.to_dict(), "config.json")
 
 
@@ -287,6 +312,24 @@ def verify_model_artifacts(model_info) -> None:
     if missing:
         raise stores.StoreError(f"model {model_info.model_uri}: {missing} missing from the artifact store; "
                                 "not registered")
+
+
+def log_bench(run_id: str, bench: dict, table: str) -> None:
+    """Log a quality benchmark: ``<preset>.<metric>_mean/_std`` metrics, ``bench/quality.json``
+    and ``bench/quality.md`` (the table)."""
+    client = MlflowClient()
+    ts = _now()
+    metrics = []
+    for name, entry in bench["presets"].items():
+        for metric in ("pr_auc", "roc_auc", "f1", "brier"):
+            metrics += [Metric(f"{name}.{metric}_mean", entry[metric]["mean"], ts, 0),
+                        Metric(f"{name}.{metric}_std", entry[metric]["std"], ts, 0)]
+        metrics += [Metric(f"{name}.pr_auc_ci_low", entry["pr_auc_ci95"][0], ts, 0),
+                    Metric(f"{name}.pr_auc_ci_high", entry["pr_auc_ci95"][1], ts, 0)]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag("fold_digest", bench["fold_digest"]),
+                                                   RunTag("dataset_digest", bench["dataset_digest"])])
+    client.log_dict(run_id, bench, "bench/quality.json")
+    client.log_text(run_id, table + "\n", "bench/quality.md")
 
 
 # ---------------------------------------------------------------- runs

@@ -385,8 +385,10 @@ class Objective:
         preset = get_preset(self.config.preset, **params)
         self.hooks.trial_start(trial, params, preset, self.worker)
         try:
+            # The objective (fold-mean PR-AUC) needs no threshold: no inner split (inner_folds=0).
             result = run_cv(self.dataset, preset, n_folds=self.config.n_folds, seed=self.config.seed,
-                            callbacks=_PruningCallbacks(trial, self.hooks), inputs=self.inputs)
+                            callbacks=_PruningCallbacks(trial, self.hooks), inputs=self.inputs,
+                            inner_folds=0)
         except optuna.TrialPruned:
             raise
         except BaseException as exc:

@@ -95,7 +95,7 @@ def test_cv_parent_and_fold_runs(e2e, client):
     import pandas as pd
 
     oof = pd.read_csv(oof)
-    assert list(oof.columns) == ["kepid", "label", "repeat", "fold", "probability"]
+    assert list(oof.columns) == ["kepid", "label", "repeat", "fold", "probability", "threshold"]
     assert len(oof) == 97 and oof["kepid"].is_unique
     folds = oof.groupby("kepid")["fold"].nunique()
     assert (folds == 1).all()

@@ -1,0 +1,45 @@
+"""Entry point `bench_quality`: the seed and default presets on the same folds, honest protocol.
+
+Prints the table and writes it as JSON (``--out``); logs one MLflow run with
+the table's metrics and the JSON.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pixel_cnn import jobs
+from pixel_cnn.cv import INNER_FOLDS, CVError
+from pixel_cnn.data import DataError
+from pixel_cnn.models import DEFAULT_PRESET
+
+from entrypoints._args import raw_params, whole
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
+    parser.add_argument("--presets", default=f"seed,{DEFAULT_PRESET}", help="comma-separated preset names")
+    parser.add_argument("--n-folds", type=whole, default=5)
+    parser.add_argument("--seed", type=whole, default=42)
+    parser.add_argument("--repeats", type=whole, default=5)
+    parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS)
+    parser.add_argument("--out", default="bench/results/quality.json", help="JSON output file")
+    args = parser.parse_args(argv)
+    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
+    try:
+        bench, table = jobs.bench_quality(args.dataset, presets, n_folds=args.n_folds, seed=args.seed,
+                                          repeats=args.repeats, inner_folds=args.inner_folds,
+                                          out=args.out, cli_params=raw_params(argv))
+    except (DataError, CVError, ValueError) as exc:
+        print(f"bench_quality: {exc}", file=sys.stderr)
+        return 2
+    print(table)
+    print(f"bench_quality: wrote {Path(args.out)}; MLflow run {bench['run_id']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+# Issue 3: quality benchmark of the seed and default presets (same folds, honest protocol).
+BENCH_QUALITY_ARGS ?=
+.PHONY: bench-quality
+bench-quality: prep
+	$(MLFLOW_RUN) -e bench_quality $(BENCH_QUALITY_ARGS)
