@@ -416,6 +416,18 @@ STACKS_FILE, MANIFEST_FILE, SKIPPED_FILE, INFO_FILE = (
 )
 
 
+def replace_dir(new: Path, dest: Path) -> None:
+    """Put folder ``new`` in place of ``dest`` by renames: ``dest`` is whole before and after."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        new.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(dest)
+
+
 def write_dataset(dataset: Dataset, out_dir: str | os.PathLike, info: dict | None = None) -> Path:
     """Write a prepared dataset atomically: all files appear together or not at all.
 
@@ -432,14 +444,7 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike, info: dict | Non
         dataset.skipped.to_csv(tmp / SKIPPED_FILE, index=False)
         meta = {"digest": dataset.digest, **dataset.counts(), **(info or {})}
         (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

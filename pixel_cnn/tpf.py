@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from pixel_cnn.representation import N_PHASE_BINS, StackError, validate_stack
+from pixel_cnn.data import replace_dir
 
 #: Out-of-transit phase windows of the reference image O (dataset README).
 REFERENCE_WINDOWS = ((0.2, 0.3), (0.7, 0.8))
@@ -608,18 +609,6 @@ def find_tpfs(tpf_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(TPF_SUFFIXES))
 
 
-def _swap_dir(new: Path, dest: Path) -> None:
-    """Replace folder ``dest`` by ``new`` (renames: ``dest`` is whole before and after)."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-        new.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(dest)
-
-
 def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_dir: str | os.PathLike,
                  n_jobs: int = 1, quality_bitmask: str | int = "default", progress: bool = True,
                  min_in_transit: int = MIN_IN_TRANSIT, min_reference: int = MIN_REFERENCE,
@@ -679,7 +668,7 @@ def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_d
                 np.save(stacks_dir / name, result.stack, allow_pickle=False)
                 result.report["stack_file"] = f"stacks/{name}"
             rows.append(result.report)
-        _swap_dir(stacks_dir, out / "stacks")
+        replace_dir(stacks_dir, out / "stacks")
     except BaseException:
         shutil.rmtree(stacks_dir, ignore_errors=True)
         raise
