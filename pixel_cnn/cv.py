@@ -198,6 +198,35 @@ def inner_threshold(
     return f1_optimal_threshold(labels, prob)
 
 
+def plan_splits(kepids: np.ndarray, labels: np.ndarray, n_folds: int, seed: int, repeats: int,
+                inner_folds: int) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """Every repeat's outer folds (``{repeat: folds}``), with their inner splits checked too.
+
+    Repeat ``r`` splits with seed ``seed + r``; the inner split of fold ``k`` with
+    ``seed + 1000 * r + k``. Cheap (no training): call it to refuse a cv before anything starts.
+
+    Raises
+    ------
+    CVError
+        ``repeats < 1``, ``inner_folds`` of 1 or negative, or a split that
+        :func:`make_folds` refuses (the message names the repeat and fold).
+    """
+    if repeats < 1:
+        raise CVError(f"repeats={repeats}; need at least 1")
+    if inner_folds == 1 or inner_folds < 0:
+        raise CVError(f"inner_folds={inner_folds}; use 0 (fixed threshold {FOLD_THRESHOLD}) or >= 2")
+    splits = {r: make_folds(kepids, labels, n_folds, seed + r) for r in range(repeats)}
+    if inner_folds:
+        for r in range(repeats):
+            for k, (train_idx, _) in enumerate(splits[r]):
+                try:
+                    make_folds(kepids[train_idx], labels[train_idx], inner_folds, seed + 1000 * r + k)
+                except CVError as exc:
+                    raise CVError(f"repeat {r} fold {k}, inner split: {exc}; "
+                                  "lower inner_folds (0 = fixed threshold 0.5)") from None
+    return splits
+
+
 def run_cv(
     dataset: Dataset,
     preset: Preset,
@@ -233,20 +262,9 @@ def run_cv(
         split) before any training starts, or ``repeats < 1``, ``inner_folds``
         of 1 or negative, or ``inputs`` not holding one row per target.
     """
-    if repeats < 1:
-        raise CVError(f"repeats={repeats}; need at least 1")
-    if inner_folds == 1 or inner_folds < 0:
-        raise CVError(f"inner_folds={inner_folds}; use 0 (fixed threshold {FOLD_THRESHOLD}) or >= 2")
     callbacks = callbacks or CVCallbacks()
     kepids, labels = dataset.kepids, dataset.labels
-    splits = {r: make_folds(kepids, labels, n_folds, seed + r) for r in range(repeats)}
-    if inner_folds:
-        for r in range(repeats):
-            for k, (train_idx, _) in enumerate(splits[r]):
-                try:
-                    make_folds(kepids[train_idx], labels[train_idx], inner_folds, seed + 1000 * r + k)
-                except CVError as exc:
-                    raise CVError(f"repeat {r} fold {k}, inner split: {exc}") from None
+    splits = plan_splits(kepids, labels, n_folds, seed, repeats, inner_folds)
     if inputs is None:
         x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
     else:

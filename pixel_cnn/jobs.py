@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pixel_cnn import stores, tracking
-from pixel_cnn.cv import CVResult, make_folds, run_cv
+from pixel_cnn.cv import CVResult, plan_splits, run_cv
 from pixel_cnn.data import prepare_dataset, read_dataset, resolve_data_dir, write_dataset
 from pixel_cnn.models import get_preset
 
@@ -70,9 +70,8 @@ def cv(
     start = time.perf_counter()
     preset = get_preset(preset_name, **overrides)
     dataset, info = read_dataset(stores.local_dataset(dataset_dir))
-    # Refuse before any run is created: too few targets, or a fold lacking a class.
-    for r in range(max(repeats, 1)):
-        make_folds(dataset.kepids, dataset.labels, n_folds, seed + r)
+    # Refuse before any run is created: too few targets, or a fold (or inner split) lacking a class.
+    plan_splits(dataset.kepids, dataset.labels, n_folds, seed, repeats, inner_folds)
     with tracking.job_run(tracking.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
         tracking.log_cv_inputs(run_id, dataset, info, preset)
         # A real stack (the smallest) as input example: saved with every model.

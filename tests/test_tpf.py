@@ -409,7 +409,8 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"failed {tpf_case['ids']['truncated']}: trunc.fits: unreadable or truncated" in proc.stdout
     assert "prep: 4 stacks written" in proc.stdout
-    result, info = jobs.cv(str(out / "dataset"), "seed", {"epochs": 1}, n_folds=2, seed=0)
+    # 4 synthetic targets: too few for an inner threshold split (inner_folds=0: fixed 0.5).
+    result, info = jobs.cv(str(out / "dataset"), "seed", {"epochs": 1}, n_folds=2, seed=0, inner_folds=0)
     assert np.isfinite(result.summary["pr_auc_oof"])
 
     stacks = [_stack(out, tpf_case["ids"][k]) for k in GOOD]
