@@ -13,6 +13,9 @@ export MLFLOW_TRACKING_URI
 export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONUNBUFFERED := 1
+# Small networks: one BLAS/OpenMP thread is faster, and two jobs sharing the 2 cores do not
+# oversubscribe them (with the default thread count a cv slowed ~60x next to another job).
+export OMP_NUM_THREADS ?= 1
 # `mlflow run --env-manager local` runs `python` from PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
@@ -33,6 +36,8 @@ help:
 	@echo "make test    run the whole test suite (what CI runs)"
 	@echo "make ui      mlflow ui on http://$(HOST):$(UI_PORT)"
 	@echo "make serve   serve $(MODEL_URI) on http://$(HOST):$(SERVE_PORT)/invocations"
+	@echo "make tune, promote, bench, bench-quality, prep-tpf, server, server-stop, tune-workers N=4,"
+	@echo "     test-fast, load, check-model: see README.md and docs/"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
@@ -42,10 +47,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 prep: $(STAMP)
-	$(MLFLOW_RUN) -e prep $(PREP_ARGS)
+	$(MLFLOW_RUN) -e prep --experiment-name pixel-cnn-prep $(PREP_ARGS)
 
 cv: prep
-	$(MLFLOW_RUN) -e cv -P register=true $(CV_ARGS)
+	$(MLFLOW_RUN) -e cv --experiment-name pixel-cnn-cv -P register=true $(CV_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -7,7 +7,7 @@ BENCH_TUNE_ARGS ?=
 .PHONY: tune promote bench-tune
 
 tune: prep
-	$(MLFLOW_RUN) -e tune $(TUNE_ARGS)
+	$(MLFLOW_RUN) -e tune --experiment-name pixel-cnn-tune $(TUNE_ARGS)
 
 promote: $(STAMP)
 	$(PY) -m entrypoints.promote

@@ -333,6 +333,7 @@ def test_regression_experiment_id_does_not_leak_between_stores(tmp_path, monkeyp
 
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # ./mlruns of these stores lands here, not in the checkout
     ids = []
     for name in ("a", "b"):
         uri = f"sqlite:///{tmp_path / name}.db"

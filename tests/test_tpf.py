@@ -405,7 +405,7 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
         [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", "prep", "--env-manager", "local",
          "-P", "source=tpf", "-P", f"tpf_dir={tpf_case['tpfs']}", "-P", f"ephemeris={tpf_case['eph']}",
          "-P", f"out_dir={out}", "-P", "labels=koi", "-P", "n_jobs=1"],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=tracking_store, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"failed {tpf_case['ids']['truncated']}: trunc.fits: unreadable or truncated" in proc.stdout
     assert "prep: 4 stacks written" in proc.stdout

@@ -256,7 +256,7 @@ def test_two_invocations_and_two_workers_share_one_sqlite_storage(prepared_dir, 
     storage = f"sqlite:///{root / 'optuna.db'}"  # fresh: both processes create it at once
     env = {**_env(root), "PYTHONPATH": str(PROJECT)}
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    client.create_experiment("pixel-cnn-tune")  # MLflow's own first-time creation is not race-free
+    client.create_experiment("pixel-cnn-tune", artifact_location=(root / "mlruns").as_uri())  # MLflow's own first-time creation is not race-free
 
     def launch(n_trials, n_workers):
         cmd = [sys.executable, "-m", "entrypoints.tune", "--dataset", str(prepared_dir),
