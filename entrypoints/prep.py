@@ -57,15 +57,20 @@ def main(argv=None) -> int:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
     counts = out["counts"]
-    for name, reason in out["skipped"]:
-        print(f"skipped {name}: {reason}")
-    print(f"prep: {counts['n_targets']} targets ({counts['n_confirmed']} CONFIRMED, "
-          f"{counts['n_false_positive']} FALSE POSITIVE), {counts['n_skipped']} files skipped; "
-          f"digest {out['digest']} -> {args.out_dir} (run {out['run_id']})")
+    _print_dataset(out["skipped"], counts, f"{counts['n_skipped']} files skipped; digest {out['digest']} "
+                   f"-> {args.out_dir} (run {out['run_id']})")
     if args.strict and counts["n_skipped"]:
         print(f"prep: strict: {counts['n_skipped']} file(s) skipped -> exit 1", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_dataset(skipped, counts: dict, tail: str, prefix: str = "") -> None:
+    """One line per skipped file, then the dataset's class counts and ``tail``."""
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}")
+    print(f"prep: {prefix}{counts['n_targets']} targets ({counts['n_confirmed']} CONFIRMED, "
+          f"{counts['n_false_positive']} FALSE POSITIVE), {tail}")
 
 
 def _prep_tpf(args, argv) -> int:
@@ -91,12 +96,8 @@ def _prep_tpf(args, argv) -> int:
     if out["dataset_dir"] is None:
         print(f"prep: {out['chain_note']}")
     else:
-        c = out["counts"]
-        for name, reason in out["skipped"]:
-            print(f"skipped {name}: {reason}")
-        print(f"prep: dataset {out['dataset_dir']}: {c['n_targets']} targets ({c['n_confirmed']} CONFIRMED, "
-              f"{c['n_false_positive']} FALSE POSITIVE), digest {out['digest']}; "
-              f"cv with -P dataset={out['dataset_dir']}")
+        _print_dataset(out["skipped"], out["counts"], f"digest {out['digest']}; cv with "
+                       f"-P dataset={out['dataset_dir']}", prefix=f"dataset {out['dataset_dir']}: ")
     if not s["n_targets_ok"]:
         return 2
     if args.strict and (s["n_targets_failed"] or out["skipped"]):

@@ -83,6 +83,16 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     mlflow.set_tracking_uri(None)
 
 
+def mlflow_run(entry: str, params: dict, env: dict, cwd) -> subprocess.CompletedProcess:
+    """``mlflow run PROJECT -e entry --env-manager local -P k=v ...`` in ``cwd``; asserts exit 0."""
+    cmd = [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", entry, "--env-manager", "local"]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,18 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, VENV_BIN, served_model, store_env
+from tests.conftest import PROJECT, VENV_BIN, mlflow_run, served_model, store_env
 
 pytestmark = pytest.mark.slow
-
-
-def mlflow_run(entry: str, params: dict, env: dict, cwd) -> subprocess.CompletedProcess:
-    cmd = [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", entry, "--env-manager", "local"]
-    for key, value in params.items():
-        cmd += ["-P", f"{key}={value}"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from pixel_cnn import services
-from tests.conftest import PROJECT, VENV_BIN, free_port, served_model
+from tests.conftest import PROJECT, VENV_BIN, free_port, mlflow_run, served_model
 
 pytestmark = pytest.mark.slow
 
@@ -82,15 +82,6 @@ def bucket_keys(state: dict, prefix: str = "") -> list[str]:
     s3 = services.s3_client(state["s3_endpoint"], state["s3_access_key"], state["s3_secret_key"])
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=state["bucket"], Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-
-def mlflow_run(entry: str, params: dict, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [str(VENV_BIN / "mlflow"), "run", str(PROJECT), "-e", entry, "--env-manager", "local"]
-    for key, value in params.items():
-        cmd += ["-P", f"{key}={value}"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def _client(state):
