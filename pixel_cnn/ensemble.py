@@ -19,7 +19,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from pixel_cnn.models import Preset, build_model
+from pixel_cnn.models import FusedPhaseEnsemble, Preset, build_model
 from pixel_cnn.representation import StackError, build_inputs
 
 LABELS = {1: "CONFIRMED", 0: "FALSE POSITIVE"}
@@ -82,6 +82,8 @@ class Ensemble:
             net.load_state_dict(sd)
             net.eval()
             self.members.append(net)
+        # the members as one grouped network: same probabilities (to ~1e-7), a third of the time
+        self.fused = FusedPhaseEnsemble(self.members) if preset.arch == "phase" else None
 
     @classmethod
     def from_files(cls, config_path: str | Path, weights_path: str | Path) -> "Ensemble":
@@ -93,6 +95,8 @@ class Ensemble:
     def predict_inputs(self, x: np.ndarray) -> np.ndarray:
         """Model inputs ``(N, C, S, S)`` float32 -> mean probability float64 ``(N,)``."""
         xt = torch.as_tensor(x, dtype=torch.float32)
+        if self.fused is not None:
+            return self.fused(xt).double().numpy()
         probs = [torch.sigmoid(net(xt)) for net in self.members]
         return torch.stack(probs).mean(0).double().numpy()
 

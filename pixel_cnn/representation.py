@@ -13,6 +13,7 @@ stack is turned into a model input in exactly one way.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -111,21 +112,24 @@ def validate_stack(stack: object, nan: str = "zero") -> np.ndarray:
         raise StackError(f"not a rectangular numeric array ({exc})") from None
     check_dtype(arr.dtype)
     check_shape(arr.shape)
-    arr = arr.astype(np.float32)
-    if np.isnan(arr).all():
-        raise StackError("every value is NaN")
-    if nan == "reject" and np.isnan(arr).any():
-        raise StackError(f"contains {int(np.isnan(arr).sum())} NaN value(s)")
-    if np.isinf(arr).any():
-        raise StackError("contains +/-Inf")
-    arr = np.nan_to_num(arr, nan=0.0)
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():  # the slow checks only for the rare stack that needs them
+        missing = np.isnan(arr)
+        if missing.all():
+            raise StackError("every value is NaN")
+        if nan == "reject" and missing.any():
+            raise StackError(f"contains {int(missing.sum())} NaN value(s)")
+        if np.isinf(arr).any():
+            raise StackError("contains +/-Inf")
+        arr = np.where(missing, np.float32(0.0), arr)  # a new array: the caller's is untouched
     if not arr.any():
         raise StackError("every value is zero (no signal)")
     return arr
 
 
+@functools.lru_cache(maxsize=256)
 def _linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Weights ``(n_out, n_in)`` of 1-D linear interpolation, half-pixel centres.
+    """Weights ``(n_out, n_in)`` of 1-D linear interpolation, half-pixel centres (cached, read-only).
 
     Same convention as ``torch.nn.functional.interpolate(mode="bilinear",
     align_corners=False)``: source coordinate ``(i + 0.5) * n_in / n_out - 0.5``,
@@ -139,17 +143,19 @@ def _linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     weights = np.zeros((n_out, n_in))
     np.add.at(weights, (np.arange(n_out), lo), 1.0 - frac)
     np.add.at(weights, (np.arange(n_out), hi), frac)
+    weights.flags.writeable = False
     return weights
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of the last two axes to ``size x size``.
 
-    images: ``(..., H, W)`` float -> ``(..., size, size)`` float32.
+    images: ``(..., H, W)`` float -> ``(..., size, size)`` float32, computed as
+    ``rows @ image @ cols.T`` with the 1-D weights of :func:`_linear_resize_matrix`.
     """
     rows = _linear_resize_matrix(images.shape[-2], size)
     cols = _linear_resize_matrix(images.shape[-1], size)
-    return np.einsum("ih,...hw,jw->...ij", rows, images, cols).astype(np.float32)
+    return (rows @ np.asarray(images, dtype=np.float64) @ cols.T).astype(np.float32)
 
 
 #: Below this spread (fractional flux) an image counts as constant: float32 rounding only.
@@ -197,34 +203,56 @@ PHASE_SCALARS = (
 )
 
 
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median over the last two axes of ``values`` where ``mask`` holds; NaN if none does.
+
+    values, mask: ``(N, H, W)`` -> float64 ``(N,)``. The same value as
+    ``np.median`` of the selected entries (the middle one, or the mean of the
+    two middle ones), for all ``N`` rows in one sort.
+    """
+    n = len(values)
+    ordered = np.sort(np.where(mask, values, np.inf).reshape(n, -1), axis=1)  # masked-out last
+    count = mask.reshape(n, -1).sum(axis=1)
+    rows, safe = np.arange(n), np.maximum(count, 1)
+    out = (ordered[rows, (safe - 1) // 2] + ordered[rows, safe // 2]) / 2
+    return np.where(count > 0, out, np.nan)
+
+
+def _as_batch(stack: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(32, H, W)`` or ``(N, 32, H, W)`` -> float64 ``(N, 32, H, W)``, and whether it was one stack."""
+    stack = np.asarray(stack, dtype=np.float64)
+    return (stack[None], True) if stack.ndim == 3 else (stack, False)
+
+
 def oot_sigma(stack: np.ndarray) -> np.ndarray:
-    """Per-pixel out-of-transit scatter of one stack, robust to a stray bin.
+    """Per-pixel out-of-transit scatter of one stack (or a batch), robust to a stray bin.
 
     Parameters
     ----------
     stack : numpy.ndarray
-        Validated ``(32, H, W)`` float32, fractional flux change.
+        Validated ``(32, H, W)`` float32, fractional flux change; or a batch
+        ``(N, 32, H, W)`` of stacks of one size (each treated on its own).
 
     Returns
     -------
     numpy.ndarray
-        float64 ``(H, W)``: ``1.4826 * MAD`` over the 16 out-of-transit bins
-        (:data:`OUT_OF_TRANSIT_BINS`), fractional flux per phase bin, floored at
-        :data:`SIGMA_FLOOR` times the median over pixels with data. Pixels that
-        are zero in every bin (NaN in the TPF, set to 0) get ``inf``: their
-        signal-to-noise is 0, never a division by zero.
+        float64 ``(H, W)`` (``(N, H, W)`` for a batch): ``1.4826 * MAD`` over
+        the 16 out-of-transit bins (:data:`OUT_OF_TRANSIT_BINS`), fractional
+        flux per phase bin, floored at :data:`SIGMA_FLOOR` times the median
+        over pixels with data. Pixels that are zero in every bin (NaN in the
+        TPF, set to 0) get ``inf``: their signal-to-noise is 0, never a
+        division by zero.
     """
-    stack = np.asarray(stack, dtype=np.float64)
-    oot = stack[list(OUT_OF_TRANSIT_BINS)]
-    sigma = MAD_TO_SIGMA * np.median(np.abs(oot - np.median(oot, axis=0)), axis=0)
-    dead = ~stack.any(axis=0)
-    alive = sigma[~dead]
-    scale = np.median(alive[alive > 0]) if (alive > 0).any() else 0.0
-    if scale <= 0:  # no scatter anywhere: fall back on the spread of all values
-        scale = float(np.std(stack[:, ~dead])) or 1.0
-    sigma = np.maximum(sigma, SIGMA_FLOOR * scale)
+    batch, single = _as_batch(stack)
+    oot = batch[:, list(OUT_OF_TRANSIT_BINS)]
+    sigma = MAD_TO_SIGMA * np.median(np.abs(oot - np.median(oot, axis=1, keepdims=True)), axis=1)
+    dead = ~batch.any(axis=1)
+    scale = _masked_median(sigma, ~dead & (sigma > 0))
+    for i in np.flatnonzero(~(scale > 0)):  # no scatter anywhere: the spread of all values
+        scale[i] = float(np.std(batch[i][:, ~dead[i]])) or 1.0
+    sigma = np.maximum(sigma, SIGMA_FLOOR * scale[:, None, None])
     sigma[dead] = np.inf
-    return sigma
+    return sigma[0] if single else sigma
 
 
 def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,12 +262,15 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ----------
     stack : numpy.ndarray
         Validated ``(32, H, W)`` float32 (see :func:`validate_stack`),
-        fractional flux change per phase bin.
+        fractional flux change per phase bin; or a batch ``(N, 32, H, W)`` of
+        stacks of one size, each treated on its own (same values as one at a
+        time, much faster: the served model and ``build_inputs`` batch by size).
 
     Returns
     -------
     maps : numpy.ndarray
-        float32 ``(4, H, W)``, in the order of :data:`PHASE_IMAGE_CHANNELS`:
+        float32 ``(4, H, W)`` (``(N, 4, H, W)`` for a batch), in the order of
+        :data:`PHASE_IMAGE_CHANNELS`:
 
         0. ``arcsinh(mean(bins 0, 31) / sigma)``: in-transit signal-to-noise
            per pixel, negative where the pixel dims. ``sigma`` is the per-pixel
@@ -258,7 +289,8 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
            is the only stand-in for one (dead pixels: the stamp minimum).
 
     scalars : numpy.ndarray
-        float32 ``(6,)``, in the order of :data:`PHASE_SCALARS`: the lowest
+        float32 ``(6,)`` (``(N, 6)`` for a batch), in the order of
+        :data:`PHASE_SCALARS`: the lowest
         in-transit and secondary SNR (channels 0 and 1 at their minimum, same
         arcsinh units), the ratio ``secondary_min / max(-transit_min, 1)``
         clipped to [-2, 2] (near -1 for two equal eclipses, near 0 without a
@@ -270,41 +302,44 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (depth, secondary eclipse, centroid offset; Thompson et al. 2018, ApJS
         235, 38, section 3): a scalar head reads them directly.
     """
-    stack = np.asarray(stack, dtype=np.float64)
-    height, width = stack.shape[1:]
-    sigma = oot_sigma(stack)
+    batch, single = _as_batch(stack)
+    n, _, height, width = batch.shape
+    sigma = oot_sigma(batch)
 
     def snr(bins) -> np.ndarray:
-        return np.arcsinh(stack[list(bins)].mean(axis=0) / sigma)
+        return np.arcsinh(batch[:, list(bins)].mean(axis=1) / sigma)
 
     transit, secondary, shoulder = snr(IN_TRANSIT_BINS), snr(SECONDARY_BINS), snr(SHOULDER_BINS)
     finite = np.isfinite(sigma)
     log_sigma = np.log10(np.where(finite, sigma, 1.0))
-    brightness = -(log_sigma - np.median(log_sigma[finite]))
-    brightness[~finite] = brightness[finite].min()
+    brightness = -(log_sigma - _masked_median(log_sigma, finite)[:, None, None])
+    brightness = np.where(finite, brightness, np.where(finite, brightness, np.inf).min(axis=(1, 2), keepdims=True))
 
-    deepest = np.unravel_index(np.argmin(transit), transit.shape)
-    brightest = np.unravel_index(np.argmax(brightness), brightness.shape)
+    rows = np.arange(n)
+    deepest = np.unravel_index(transit.reshape(n, -1).argmin(axis=1), (height, width))
+    brightest = np.unravel_index(brightness.reshape(n, -1).argmax(axis=1), (height, width))
     half_diagonal = 0.5 * np.hypot(height - 1, width - 1)
     centre = ((height - 1) / 2, (width - 1) / 2)
-    t_min, s_min = float(transit.min()), float(secondary.min())
-    depth = stack[list(IN_TRANSIT_BINS)].mean(axis=0)[deepest]
-    scalars = np.array([
+    t_min, s_min = transit.min(axis=(1, 2)), secondary.min(axis=(1, 2))
+    depth = batch[:, list(IN_TRANSIT_BINS)].mean(axis=1)[rows, deepest[0], deepest[1]]
+    scalars = np.stack([
         t_min,
         s_min,
-        np.clip(s_min / max(-t_min, 1.0), -2.0, 2.0),
+        np.clip(s_min / np.maximum(-t_min, 1.0), -2.0, 2.0),
         np.hypot(deepest[0] - centre[0], deepest[1] - centre[1]) / half_diagonal,
         np.hypot(deepest[0] - brightest[0], deepest[1] - brightest[1]) / half_diagonal,
         np.arcsinh(depth / DEPTH_UNIT),
-    ])
-    maps = np.stack([transit, secondary, shoulder, brightness])
-    return maps.astype(np.float32), scalars.astype(np.float32)
+    ], axis=1)
+    maps = np.stack([transit, secondary, shoulder, brightness], axis=1)
+    maps, scalars = maps.astype(np.float32), scalars.astype(np.float32)
+    return (maps[0], scalars[0]) if single else (maps, scalars)
 
 
 def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     """The phase-aware input: SNR maps resized, scalar features as constant planes.
 
-    stack: validated ``(32, H, W)`` float32 -> ``(10, size, size)`` float32:
+    stack: validated ``(32, H, W)`` float32 -> ``(10, size, size)`` float32;
+    a batch ``(N, 32, H, W)`` of one size -> ``(N, 10, size, size)``:
     the 4 maps of :func:`phase_maps` resized bilinearly (:func:`resize`), then
     its 6 scalars each broadcast over a ``size x size`` plane (a network reads
     them at any pixel; see ``pixel_cnn.models.PhaseCNN``). Any ``H, W`` from 3
@@ -312,8 +347,8 @@ def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     the SNR maps). Nothing is standardized per image: depth and SNR survive.
     """
     maps, scalars = phase_maps(stack)
-    planes = np.broadcast_to(scalars[:, None, None], (len(scalars), size, size))
-    return np.concatenate([resize(maps, size), planes]).astype(np.float32)
+    planes = np.broadcast_to(scalars[..., None, None], scalars.shape + (size, size))
+    return np.concatenate([resize(maps, size), planes], axis=-3).astype(np.float32)
 
 
 #: Representation name -> function ``(validated stack, size) -> (C, size, size)``.
@@ -325,6 +360,10 @@ REPRESENTATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
 REPRESENTATION_CHANNELS = {"median": 1, "phase": len(PHASE_IMAGE_CHANNELS) + len(PHASE_SCALARS)}
 #: Of those, the trailing constant planes that carry scalar features.
 REPRESENTATION_SCALARS = {"median": 0, "phase": len(PHASE_SCALARS)}
+#: Representations whose function also takes a batch ``(N, 32, H, W)`` of one size.
+BATCHED_REPRESENTATIONS = frozenset({"phase"})
+#: Stacks per batched call (bounds memory: 256 stacks of 64 x 64 are 268 MB in float64).
+BATCH_CHUNK = 256
 
 
 def build_inputs(
@@ -359,12 +398,22 @@ def build_inputs(
             f"unknown representation {representation!r}; known: {sorted(REPRESENTATIONS)}"
         )
     fn = REPRESENTATIONS[representation]
-    out = []
+    clean, by_shape = [], {}
     for i, stack in enumerate(stacks):
         try:
-            out.append(fn(validate_stack(stack, nan=nan), size))
+            clean.append(validate_stack(stack, nan=nan))
         except StackError as exc:
             raise StackError(f"stack {i}: {exc}") from None
-    if not out:
+        by_shape.setdefault(clean[-1].shape, []).append(i)
+    if not clean:
         raise StackError("no stacks given")
-    return np.stack(out).astype(np.float32)
+    out = np.empty((len(clean), REPRESENTATION_CHANNELS[representation], size, size), np.float32)
+    for idx in by_shape.values():
+        if representation in BATCHED_REPRESENTATIONS:  # one call per size, in chunks
+            for j in range(0, len(idx), BATCH_CHUNK):
+                part = idx[j:j + BATCH_CHUNK]
+                out[part] = fn(np.stack([clean[k] for k in part]), size)
+        else:
+            for k in idx:
+                out[k] = fn(clean[k], size)
+    return out

@@ -57,9 +57,12 @@ def _augment(x: torch.Tensor, jitter: int, noise_sigma: float, gen: torch.Genera
         size = x.shape[-1]
         padded = F.pad(x, (jitter,) * 4, mode="replicate")
         offsets = torch.randint(0, 2 * jitter + 1, (x.shape[0], 2), generator=gen)
-        x = torch.stack([
-            padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets.tolist())
-        ])
+        window = torch.arange(size)
+        rows = (offsets[:, 0, None] + window)[:, None, :, None]        # (B, 1, S, 1)
+        cols = (offsets[:, 1, None] + window)[:, None, None, :]        # (B, 1, 1, S)
+        batch = torch.arange(x.shape[0])[:, None, None, None]
+        channel = torch.arange(x.shape[1])[None, :, None, None]
+        x = padded[batch, channel, rows, cols]                          # one gather, (B, C, S, S)
     if noise_sigma > 0:
         x = x + noise_sigma * torch.randn(x.shape, generator=gen)
     return x

@@ -82,3 +82,22 @@ def test_build_inputs_mixed_sizes_and_error_names_index():
         build_inputs([stack(), np.ones((4, 4))], "median")
     with pytest.raises(KeyError, match="unknown representation"):
         build_inputs([stack()], "nope")
+
+
+def test_batched_phase_inputs_equal_one_stack_at_a_time(real_dataset):
+    """build_inputs batches stacks by size; every value equals phase_image on one stack."""
+    from pixel_cnn.representation import BATCH_CHUNK, phase_image
+
+    rng = np.random.default_rng(3)
+    synthetic = []
+    for h, w in [(3, 3), (5, 4), (24, 24), (7, 3)] * 2:
+        s = rng.normal(0, 1e-3, (32, h, w)).astype(np.float32)
+        s[:, 0, 0] = np.nan          # a dead pixel (NaN -> 0, SNR 0)
+        s[4:12, 1, 1] = 0.0          # no scatter in half the noise bins
+        synthetic.append(s)
+    stacks = real_dataset.stack_list() + synthetic
+    stacks = stacks * (1 + BATCH_CHUNK // len(stacks))  # one size spans more than one chunk
+    batched = build_inputs(stacks, "phase", 16)
+    single = np.stack([phase_image(validate_stack(s), 16) for s in stacks])
+    assert batched.dtype == np.float32 and batched.shape == (len(stacks), 10, 16, 16)
+    assert np.array_equal(batched, single)
