@@ -45,7 +45,9 @@ class Preset:
         Training augmentation: Gaussian noise std added to the (standardized) input.
     arch : str
         Network family, a key of :data:`ARCHITECTURES`: ``pixel`` (:class:`PixelCNN`,
-        the seed study's) or ``phase`` (:class:`PhaseCNN`, image + scalar head).
+        the seed study's), ``phase`` (:class:`PhaseCNN`, image + scalar head) or
+        ``hybrid`` (:class:`HybridCNN`, PhaseCNN + a linear path from the scalars)
+        or ``linear`` (:class:`ScalarLogit`, the scalars alone).
     """
 
     name: str
@@ -109,7 +111,7 @@ class Preset:
             "image_size": self.image_size >= 8,
             "representation": self.representation in REPRESENTATION_CHANNELS,
             "channels": len(self.channels) == 3 and all(int(c) >= 1 for c in self.channels),
-            "arch": self.arch in ("pixel", "phase"),
+            "arch": self.arch in ARCHITECTURES,
         }
         for name, ok in rules.items():
             if not ok:
@@ -129,8 +131,13 @@ PHASE = Preset(
     noise_sigma=0.05,
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (SEED, PHASE)}
-DEFAULT_PRESET = "phase"
+#: ``phase`` with the 14 aperture / centroid vetting statistics added to the scalar head
+#: (representation ``phase2``, 20 scalars) and a direct linear path from the scalars to the
+#: logit (arch ``hybrid``, :class:`HybridCNN`). Same schedule as ``phase``, not searched.
+PHASE2 = dataclasses.replace(PHASE, name="phase2", representation="phase2", arch="hybrid")
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (SEED, PHASE, PHASE2)}
+DEFAULT_PRESET = "phase2"
 
 
 def channels_from_base(base_channels: int) -> tuple[int, int, int]:
@@ -245,8 +252,58 @@ class PhaseCNN(nn.Module):
         return self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1)  # (B,)
 
 
+class HybridCNN(PhaseCNN):
+    """:class:`PhaseCNN` plus a direct linear path from the normalized scalars to the logit.
+
+    ``logit = head(pooled image features, scalars) + w . scalars`` ("wide & deep",
+    Cheng et al. 2016, arXiv:1606.07792): the wide part is a logistic regression
+    on the batch-normalized scalar features, so when the image adds nothing the
+    network can still fall back on it. With the ``phase2`` preset (4 maps + 20
+    scalars, 16 -> 32 -> 32, hidden 32) it has 17,454 parameters.
+
+    Input ``(B, C, S, S)`` float32, output ``(B,)`` logits.
+    """
+
+    def __init__(self, preset: Preset):
+        super().__init__(preset)
+        self.wide = nn.Linear(self.n_scalars, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_maps = x.shape[1] - self.n_scalars
+        maps, planes = x[:, :n_maps], x[:, n_maps:]                      # (B, M, S, S), (B, K, S, S)
+        f = self.features(maps)                                          # (B, c3, S/4, S/4)
+        pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], dim=1)      # (B, 2 c3)
+        scalars = self.scalar_norm(planes.mean((2, 3)))                  # (B, K)
+        deep = self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1)  # (B,)
+        return deep + self.wide(scalars).squeeze(-1)                     # (B,)
+
+
+class ScalarLogit(nn.Module):
+    """A logistic regression on the scalar planes only (the maps are ignored): the ``linear`` arch.
+
+    ``logit = w . BatchNorm(scalars) + b``, trained by the same loop as the
+    networks, so it runs through cv, the ensemble and serving unchanged. The
+    reference that tells whether the image branch adds anything. With
+    ``phase2`` (20 scalars): 61 parameters (40 of them the BatchNorm affine).
+
+    Input ``(B, C, S, S)`` float32 with ``preset.n_scalars >= 1``, output ``(B,)`` logits.
+    """
+
+    def __init__(self, preset: Preset):
+        super().__init__()
+        if preset.n_scalars < 1:
+            raise ValueError(f"preset {preset.name!r}: arch linear needs a representation with scalars")
+        self.n_scalars = preset.n_scalars
+        self.scalar_norm = nn.BatchNorm1d(self.n_scalars)
+        self.wide = nn.Linear(self.n_scalars, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scalars = self.scalar_norm(x[:, -self.n_scalars:].mean((2, 3)))  # (B, K)
+        return self.wide(scalars).squeeze(-1)                            # (B,)
+
+
 #: Preset ``arch`` -> network class.
-ARCHITECTURES = {"pixel": PixelCNN, "phase": PhaseCNN}
+ARCHITECTURES = {"pixel": PixelCNN, "phase": PhaseCNN, "hybrid": HybridCNN, "linear": ScalarLogit}
 
 
 def build_model(preset: Preset) -> nn.Module:

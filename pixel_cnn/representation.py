@@ -316,15 +316,45 @@ def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     return np.concatenate([resize(maps, size), planes]).astype(np.float32)
 
 
+def phase2_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
+    """``phase`` plus the aperture and centroid vetting statistics as more scalar planes.
+
+    stack: validated ``(32, H, W)`` float32 -> ``(24, size, size)`` float32: the
+    10 channels of :func:`phase_image` (4 resized maps, 6 scalar planes) followed
+    by the 14 scalars of :func:`pixel_cnn.vetting.vetting_features` (order
+    :data:`pixel_cnn.vetting.VETTING_FEATURES`), each a constant plane. So the
+    trailing 20 channels are scalars (:data:`PHASE2_SCALARS`). Any ``H, W`` from
+    3 up; NaN/zero pixels carry no signal and no weight.
+    """
+    from pixel_cnn.vetting import vetting_features  # vetting builds on this module (oot_sigma)
+
+    extra = vetting_features(stack)
+    planes = np.broadcast_to(extra[:, None, None], (len(extra), size, size))
+    return np.concatenate([phase_image(stack, size), planes]).astype(np.float32)
+
+
+#: Scalar features of ``phase2``: the 6 of ``phase`` then the 14 vetting statistics
+#: (names as in :data:`pixel_cnn.vetting.VETTING_FEATURES`, kept in sync by a test).
+PHASE2_SCALARS = PHASE_SCALARS + (
+    "ap_depth", "ap_snr", "ap_secondary_snr", "ap_sec_ratio", "ap_shoulder_ratio", "ap_oot_var",
+    "ap_brightening", "depth_brightest", "depth_deepest", "centroid_offset", "centroid_offset_sigma",
+    "frac_in_3x3", "frac_in_aperture", "n_dimmed",
+)
+
 #: Representation name -> function ``(validated stack, size) -> (C, size, size)``.
 REPRESENTATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "median": median_image,
     "phase": phase_image,
+    "phase2": phase2_image,
 }
 #: Channels each representation produces.
-REPRESENTATION_CHANNELS = {"median": 1, "phase": len(PHASE_IMAGE_CHANNELS) + len(PHASE_SCALARS)}
+REPRESENTATION_CHANNELS = {
+    "median": 1,
+    "phase": len(PHASE_IMAGE_CHANNELS) + len(PHASE_SCALARS),
+    "phase2": len(PHASE_IMAGE_CHANNELS) + len(PHASE2_SCALARS),
+}
 #: Of those, the trailing constant planes that carry scalar features.
-REPRESENTATION_SCALARS = {"median": 0, "phase": len(PHASE_SCALARS)}
+REPRESENTATION_SCALARS = {"median": 0, "phase": len(PHASE_SCALARS), "phase2": len(PHASE2_SCALARS)}
 
 
 def build_inputs(
