@@ -1,4 +1,4 @@
-"""Entry point `bench_quality`: the seed and default presets on the same folds, honest protocol.
+"""Entry point `bench_quality`: the seed, phase and default presets on the same folds, honest protocol.
 
 Prints the table and writes it as JSON (``--out``); logs one MLflow run with
 the table's metrics and the JSON.
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="data/processed", help="prep output folder")
-    parser.add_argument("--presets", default=f"seed,{DEFAULT_PRESET}", help="comma-separated preset names")
+    parser.add_argument("--presets", default=f"seed,phase,{DEFAULT_PRESET}", help="comma-separated preset names")
     parser.add_argument("--n-folds", type=whole, default=5)
     parser.add_argument("--seed", type=whole, default=42)
     parser.add_argument("--repeats", type=whole, default=5)

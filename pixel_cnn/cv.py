@@ -166,8 +166,32 @@ def summarize(folds: list[FoldOutcome], oof: pd.DataFrame, seed: int = 0) -> dic
     return summary
 
 
+def with_extra(x: np.ndarray, y: np.ndarray, x_extra: np.ndarray | None, y_extra: np.ndarray | None):
+    """``(x, y)`` with the extra training-only rows appended (unchanged when there are none)."""
+    if x_extra is None or len(x_extra) == 0:
+        return x, y
+    return np.concatenate([x, x_extra]), np.concatenate([y, np.asarray(y_extra, dtype=y.dtype)])
+
+
+def extra_training_targets(dataset: Dataset, extra: Dataset | None) -> Dataset | None:
+    """The targets of ``extra`` whose kepid is not in ``dataset`` (None if none or no ``extra``).
+
+    Used to train on labelled stacks beyond the benchmark: they join training
+    sides only, so removing every benchmark star from them keeps each star on
+    one side of every split.
+    """
+    if extra is None:
+        return None
+    keep = ~np.isin(extra.kepids, dataset.kepids)
+    if not keep.any():
+        return None
+    manifest = extra.manifest[keep].reset_index(drop=True)
+    return Dataset(stacks={int(k): extra.stacks[int(k)] for k in manifest["kepid"]}, manifest=manifest)
+
+
 def inner_threshold(
-    x: np.ndarray, labels: np.ndarray, kepids: np.ndarray, preset: Preset, inner_folds: int, seed: int
+    x: np.ndarray, labels: np.ndarray, kepids: np.ndarray, preset: Preset, inner_folds: int, seed: int,
+    x_extra: np.ndarray | None = None, y_extra: np.ndarray | None = None,
 ) -> float:
     """Decision threshold from training targets only: F1-optimal on inner out-of-fold predictions.
 
@@ -183,6 +207,9 @@ def inner_threshold(
         ``seed``), a network per inner fold (seed ``seed + 100 * (j + 1)``)
         scores its held-out part, and the F1-optimal threshold of those
         predictions is returned (:func:`~pixel_cnn.metrics.f1_optimal_threshold`).
+    x_extra, y_extra : optional
+        Extra training-only targets ``(E, C, S, S)`` / ``(E,)``: added to every
+        inner network's training side, never scored (see ``run_cv(extra_train=...)``).
 
     Raises
     ------
@@ -193,7 +220,8 @@ def inner_threshold(
         return FOLD_THRESHOLD
     prob = np.empty(len(labels))
     for j, (tr, va) in enumerate(make_folds(kepids, labels, inner_folds, seed)):
-        prob[va] = train_fold(x[tr], labels[tr], preset, seed=seed + 100 * (j + 1),
+        xt, yt = with_extra(x[tr], labels[tr], x_extra, y_extra)
+        prob[va] = train_fold(xt, yt, preset, seed=seed + 100 * (j + 1),
                               x_val=x[va], y_val=labels[va]).val_prob
     return f1_optimal_threshold(labels, prob)
 
@@ -236,6 +264,7 @@ def run_cv(
     callbacks: CVCallbacks | None = None,
     inner_folds: int = INNER_FOLDS,
     inputs: np.ndarray | None = None,
+    extra_train: Dataset | None = None,
 ) -> CVResult:
     """Grouped, stratified k-fold cross-validation, optionally repeated; nothing chosen on validation.
 
@@ -255,6 +284,12 @@ def run_cv(
     An exception raised by a callback (e.g. ``optuna.TrialPruned`` from
     ``fold_end``) stops the cv and propagates.
 
+    ``extra_train`` (optional): more labelled targets (e.g. ``prepare_dataset(labels="koi")``)
+    that join the training side of every fold and inner fold and are never
+    scored; those whose kepid is in ``dataset`` are dropped first
+    (:func:`extra_training_targets`). Folds, seeds and scored targets are the
+    same with or without them.
+
     Raises
     ------
     CVError
@@ -273,6 +308,12 @@ def run_cv(
         if x.shape != expected:
             raise CVError(f"inputs have shape {x.shape}; preset {preset.name!r} on this dataset needs {expected}")
 
+    extra = extra_training_targets(dataset, extra_train)
+    x_extra = y_extra = None
+    if extra is not None:
+        x_extra = build_inputs(extra.stack_list(), preset.representation, preset.image_size)
+        y_extra = extra.labels
+
     outcomes, oof_rows = [], []
     for r in range(repeats):
         for k, (train_idx, val_idx) in enumerate(splits[r]):
@@ -281,12 +322,13 @@ def run_cv(
                 "n_train": len(train_idx), "n_val": len(val_idx),
                 "val_positive_rate": float(labels[val_idx].mean()),
                 "train_positive_rate": float(labels[train_idx].mean()),
-                "inner_folds": inner_folds,
+                "inner_folds": inner_folds, "n_extra_train": 0 if extra is None else len(extra.labels),
             })
             threshold = inner_threshold(x[train_idx], labels[train_idx], kepids[train_idx], preset,
-                                        inner_folds, fold_seed)
+                                        inner_folds, fold_seed, x_extra, y_extra)
+            x_train, y_train = with_extra(x[train_idx], labels[train_idx], x_extra, y_extra)
             result = train_fold(
-                x[train_idx], labels[train_idx], preset, seed=fold_seed,
+                x_train, y_train, preset, seed=fold_seed,
                 x_val=x[val_idx], y_val=labels[val_idx],
                 on_epoch=lambda e, losses, r=r, k=k: callbacks.epoch_end(r, k, e, losses),
             )

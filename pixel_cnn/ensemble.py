@@ -27,6 +27,8 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 #: Most numbers one served request may carry: 2**21 values (8 MiB as float32), about 113 stacks
 #: of 24 x 24 pixels (the largest real TPF cut-out). Bigger requests get HTTP 400; split them.
 MAX_REQUEST_VALUES = 2**21
+#: Preset ``arch`` values whose members run fused (:class:`~pixel_cnn.models.FusedPhaseEnsemble`).
+FUSABLE_ARCHS = ("phase", "hybrid")
 
 
 class BadRequestError(MlflowException):
@@ -83,7 +85,7 @@ class Ensemble:
             net.eval()
             self.members.append(net)
         # the members as one grouped network: same probabilities (to ~1e-7), a third of the time
-        self.fused = FusedPhaseEnsemble(self.members) if preset.arch == "phase" else None
+        self.fused = FusedPhaseEnsemble(self.members) if preset.arch in FUSABLE_ARCHS else None
 
     @classmethod
     def from_files(cls, config_path: str | Path, weights_path: str | Path) -> "Ensemble":

@@ -46,7 +46,9 @@ class Preset:
         Training augmentation: Gaussian noise std added to the (standardized) input.
     arch : str
         Network family, a key of :data:`ARCHITECTURES`: ``pixel`` (:class:`PixelCNN`,
-        the seed study's) or ``phase`` (:class:`PhaseCNN`, image + scalar head).
+        the seed study's), ``phase`` (:class:`PhaseCNN`, image + scalar head) or
+        ``hybrid`` (:class:`HybridCNN`, PhaseCNN + a linear path from the scalars)
+        or ``linear`` (:class:`ScalarLogit`, the scalars alone).
     """
 
     name: str
@@ -110,7 +112,7 @@ class Preset:
             "image_size": self.image_size >= 8,
             "representation": self.representation in REPRESENTATION_CHANNELS,
             "channels": len(self.channels) == 3 and all(int(c) >= 1 for c in self.channels),
-            "arch": self.arch in ("pixel", "phase"),
+            "arch": self.arch in ARCHITECTURES,
         }
         for name, ok in rules.items():
             if not ok:
@@ -130,8 +132,13 @@ PHASE = Preset(
     noise_sigma=0.05,
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (SEED, PHASE)}
-DEFAULT_PRESET = "phase"
+#: ``phase`` with the 14 aperture / centroid vetting statistics added to the scalar head
+#: (representation ``phase2``, 20 scalars) and a direct linear path from the scalars to the
+#: logit (arch ``hybrid``, :class:`HybridCNN`). Same schedule as ``phase``, not searched.
+PHASE2 = dataclasses.replace(PHASE, name="phase2", representation="phase2", arch="hybrid")
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (SEED, PHASE, PHASE2)}
+DEFAULT_PRESET = "phase2"
 
 
 def channels_from_base(base_channels: int) -> tuple[int, int, int]:
@@ -246,8 +253,57 @@ class PhaseCNN(nn.Module):
         return self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1)  # (B,)
 
 
+class HybridCNN(PhaseCNN):
+    """:class:`PhaseCNN` plus a direct linear path from the normalized scalars to the logit.
+
+    ``logit = head(pooled image features, scalars) + w . scalars`` ("wide & deep",
+    Cheng et al. 2016, arXiv:1606.07792): the wide part is a logistic regression
+    on the batch-normalized scalar features, so when the image adds nothing the
+    network can still fall back on it. With the ``phase2`` preset (4 maps + 20
+    scalars, 16 -> 32 -> 32, hidden 32) it has 17,454 parameters.
+
+    Input ``(B, C, S, S)`` float32, output ``(B,)`` logits.
+    """
+
+    def __init__(self, preset: Preset):
+        super().__init__(preset)
+        self.wide = nn.Linear(self.n_scalars, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_maps = x.shape[1] - self.n_scalars
+        maps, planes = x[:, :n_maps], x[:, n_maps:]                      # (B, M, S, S), (B, K, S, S)
+        f = self.features(maps)                                          # (B, c3, S/4, S/4)
+        pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], dim=1)      # (B, 2 c3)
+        scalars = self.scalar_norm(planes.mean((2, 3)))                  # (B, K)
+        deep = self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1)  # (B,)
+        return deep + self.wide(scalars).squeeze(-1)                     # (B,)
+
+
+class ScalarLogit(nn.Module):
+    """A logistic regression on the scalar planes only (the maps are ignored): the ``linear`` arch.
+
+    ``logit = w . BatchNorm(scalars) + b``, trained by the same loop as the
+    networks, so it runs through cv, the ensemble and serving unchanged. The
+    reference that tells whether the image branch adds anything. With
+    ``phase2`` (20 scalars): 61 parameters (40 of them the BatchNorm affine).
+
+    Input ``(B, C, S, S)`` float32 with ``preset.n_scalars >= 1``, output ``(B,)`` logits.
+    """
+
+    def __init__(self, preset: Preset):
+        super().__init__()
+        if preset.n_scalars < 1:
+            raise ValueError(f"preset {preset.name!r}: arch linear needs a representation with scalars")
+        self.n_scalars = preset.n_scalars
+        self.scalar_norm = nn.BatchNorm1d(self.n_scalars)
+        self.wide = nn.Linear(self.n_scalars, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scalars = self.scalar_norm(x[:, -self.n_scalars:].mean((2, 3)))  # (B, K)
+        return self.wide(scalars).squeeze(-1)                            # (B,)
+
 class FusedPhaseEnsemble(nn.Module):
-    """Several trained :class:`PhaseCNN` members run as one grouped network (inference only).
+    """Trained :class:`PhaseCNN` (or :class:`HybridCNN`) members run as one grouped network (inference only).
 
     Scoring a fold ensemble member by member costs about 17 small torch calls
     per member; for one served stack that per-call overhead, not arithmetic,
@@ -257,13 +313,13 @@ class FusedPhaseEnsemble(nn.Module):
     and the members' layers are stacked: the first convolution concatenates
     their filters, the later ones are grouped convolutions with one group per
     member, and the two dense layers of the heads run as one batched matrix
-    product. The result equals the members' mean probability up to float32
-    rounding (about 1e-7; checked in the tests). Dropout is the identity at
-    inference and is left out.
+    product (as does the linear path of :class:`HybridCNN`). The result equals
+    the members' mean probability up to float32 rounding (about 1e-7; checked
+    in the tests). Dropout is the identity at inference and is left out.
 
     Parameters
     ----------
-    members : list of PhaseCNN
+    members : list of PhaseCNN, or list of HybridCNN
         Trained networks of one preset (same shapes), in eval mode. Their
         weights are copied: the fused network does not change when they do.
 
@@ -273,13 +329,16 @@ class FusedPhaseEnsemble(nn.Module):
     Raises
     ------
     ValueError
-        No members, a member that is not a PhaseCNN, or one still in training mode.
+        No members, members not all exactly PhaseCNN or all exactly HybridCNN
+        (a subclass could compute something this class does not), or one still
+        in training mode.
     """
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
-        if not members or not all(isinstance(m, PhaseCNN) for m in members):
-            raise ValueError("FusedPhaseEnsemble needs one or more PhaseCNN members")
+        kinds = {type(m) for m in members}
+        if len(kinds) != 1 or kinds.pop() not in (PhaseCNN, HybridCNN):
+            raise ValueError("FusedPhaseEnsemble needs one or more members, all PhaseCNN or all HybridCNN")
         if any(m.training for m in members):
             raise ValueError("FusedPhaseEnsemble is for inference: put the members in eval mode")
         k, first = len(members), members[0]
@@ -312,6 +371,10 @@ class FusedPhaseEnsemble(nn.Module):
         self.register_buffer("b1", torch.stack([lin[0].bias for lin in linears]).detach())    # (k, H)
         self.register_buffer("w2", torch.stack([lin[1].weight[0] for lin in linears]).detach())  # (k, H)
         self.register_buffer("b2", torch.stack([lin[1].bias[0] for lin in linears]).detach())    # (k,)
+        self.wide = isinstance(first, HybridCNN)
+        if self.wide:
+            self.register_buffer("w_wide", torch.stack([m.wide.weight[0] for m in members]).detach())  # (k, K)
+            self.register_buffer("b_wide", torch.stack([m.wide.bias[0] for m in members]).detach())    # (k,)
         # channels-last: torch's CPU max-pooling is about twice as fast on it (measured, torch 2.13)
         self.to(memory_format=torch.channels_last).eval()
 
@@ -323,14 +386,17 @@ class FusedPhaseEnsemble(nn.Module):
         feats = [f.mean(-1), f.amax(-1)]                                        # (B, k, c3) each
         if self.n_scalars:
             scalars = x[:, n_maps:].mean((2, 3))                                # (B, K)
-            feats.append(scalars[:, None, :] * self.scalar_scale + self.scalar_shift)
+            scalars = scalars[:, None, :] * self.scalar_scale + self.scalar_shift  # (B, k, K)
+            feats.append(scalars)
         h = torch.relu(torch.einsum("bkf,khf->bkh", torch.cat(feats, -1), self.w1) + self.b1)
         logits = torch.einsum("bkh,kh->bk", h, self.w2) + self.b2                # (B, k)
+        if self.wide:
+            logits = logits + torch.einsum("bkf,kf->bk", scalars, self.w_wide) + self.b_wide
         return torch.sigmoid(logits).mean(1)
 
 
 #: Preset ``arch`` -> network class.
-ARCHITECTURES = {"pixel": PixelCNN, "phase": PhaseCNN}
+ARCHITECTURES = {"pixel": PixelCNN, "phase": PhaseCNN, "hybrid": HybridCNN, "linear": ScalarLogit}
 
 
 def build_model(preset: Preset) -> nn.Module:

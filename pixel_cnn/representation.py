@@ -203,7 +203,7 @@ PHASE_SCALARS = (
 )
 
 
-def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Median over the last two axes of ``values`` where ``mask`` holds; NaN if none does.
 
     values, mask: ``(N, H, W)`` -> float64 ``(N,)``. The same value as
@@ -218,7 +218,7 @@ def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(count > 0, out, np.nan)
 
 
-def _as_batch(stack: np.ndarray) -> tuple[np.ndarray, bool]:
+def as_batch(stack: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(32, H, W)`` or ``(N, 32, H, W)`` -> float64 ``(N, 32, H, W)``, and whether it was one stack."""
     stack = np.asarray(stack, dtype=np.float64)
     return (stack[None], True) if stack.ndim == 3 else (stack, False)
@@ -243,11 +243,11 @@ def oot_sigma(stack: np.ndarray) -> np.ndarray:
         TPF, set to 0) get ``inf``: their signal-to-noise is 0, never a
         division by zero.
     """
-    batch, single = _as_batch(stack)
+    batch, single = as_batch(stack)
     oot = batch[:, list(OUT_OF_TRANSIT_BINS)]
     sigma = MAD_TO_SIGMA * np.median(np.abs(oot - np.median(oot, axis=1, keepdims=True)), axis=1)
     dead = ~batch.any(axis=1)
-    scale = _masked_median(sigma, ~dead & (sigma > 0))
+    scale = masked_median(sigma, ~dead & (sigma > 0))
     for i in np.flatnonzero(~(scale > 0)):  # no scatter anywhere: the spread of all values
         scale[i] = float(np.std(batch[i][:, ~dead[i]])) or 1.0
     sigma = np.maximum(sigma, SIGMA_FLOOR * scale[:, None, None])
@@ -302,7 +302,7 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (depth, secondary eclipse, centroid offset; Thompson et al. 2018, ApJS
         235, 38, section 3): a scalar head reads them directly.
     """
-    batch, single = _as_batch(stack)
+    batch, single = as_batch(stack)
     n, _, height, width = batch.shape
     sigma = oot_sigma(batch)
 
@@ -312,7 +312,7 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     transit, secondary, shoulder = snr(IN_TRANSIT_BINS), snr(SECONDARY_BINS), snr(SHOULDER_BINS)
     finite = np.isfinite(sigma)
     log_sigma = np.log10(np.where(finite, sigma, 1.0))
-    brightness = -(log_sigma - _masked_median(log_sigma, finite)[:, None, None])
+    brightness = -(log_sigma - masked_median(log_sigma, finite)[:, None, None])
     brightness = np.where(finite, brightness, np.where(finite, brightness, np.inf).min(axis=(1, 2), keepdims=True))
 
     rows = np.arange(n)
@@ -351,17 +351,48 @@ def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     return np.concatenate([resize(maps, size), planes], axis=-3).astype(np.float32)
 
 
+def phase2_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
+    """``phase`` plus the aperture and centroid vetting statistics as more scalar planes.
+
+    stack: validated ``(32, H, W)`` float32 -> ``(24, size, size)`` float32 (a batch
+    ``(N, 32, H, W)`` of one size -> ``(N, 24, size, size)``): the
+    10 channels of :func:`phase_image` (4 resized maps, 6 scalar planes) followed
+    by the 14 scalars of :func:`pixel_cnn.vetting.vetting_features` (order
+    :data:`pixel_cnn.vetting.VETTING_FEATURES`), each a constant plane. So the
+    trailing 20 channels are scalars (:data:`PHASE2_SCALARS`). Any ``H, W`` from
+    3 up; NaN/zero pixels carry no signal and no weight.
+    """
+    from pixel_cnn.vetting import vetting_features  # vetting builds on this module (oot_sigma)
+
+    extra = vetting_features(stack)
+    planes = np.broadcast_to(extra[..., None, None], extra.shape + (size, size))
+    return np.concatenate([phase_image(stack, size), planes], axis=-3).astype(np.float32)
+
+
+#: Scalar features of ``phase2``: the 6 of ``phase`` then the 14 vetting statistics
+#: (names as in :data:`pixel_cnn.vetting.VETTING_FEATURES`, kept in sync by a test).
+PHASE2_SCALARS = PHASE_SCALARS + (
+    "ap_depth", "ap_snr", "ap_secondary_snr", "ap_sec_ratio", "ap_shoulder_ratio", "ap_oot_var",
+    "ap_brightening", "depth_brightest", "depth_deepest", "centroid_offset", "centroid_offset_sigma",
+    "frac_in_3x3", "frac_in_aperture", "n_dimmed",
+)
+
 #: Representation name -> function ``(validated stack, size) -> (C, size, size)``.
 REPRESENTATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "median": median_image,
     "phase": phase_image,
+    "phase2": phase2_image,
 }
 #: Channels each representation produces.
-REPRESENTATION_CHANNELS = {"median": 1, "phase": len(PHASE_IMAGE_CHANNELS) + len(PHASE_SCALARS)}
+REPRESENTATION_CHANNELS = {
+    "median": 1,
+    "phase": len(PHASE_IMAGE_CHANNELS) + len(PHASE_SCALARS),
+    "phase2": len(PHASE_IMAGE_CHANNELS) + len(PHASE2_SCALARS),
+}
 #: Of those, the trailing constant planes that carry scalar features.
-REPRESENTATION_SCALARS = {"median": 0, "phase": len(PHASE_SCALARS)}
+REPRESENTATION_SCALARS = {"median": 0, "phase": len(PHASE_SCALARS), "phase2": len(PHASE2_SCALARS)}
 #: Representations whose function also takes a batch ``(N, 32, H, W)`` of one size.
-BATCHED_REPRESENTATIONS = frozenset({"phase"})
+BATCHED_REPRESENTATIONS = frozenset({"phase", "phase2"})
 #: Stacks per batched call (bounds memory: 256 stacks of 64 x 64 are 268 MB in float64).
 BATCH_CHUNK = 256
 

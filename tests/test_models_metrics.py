@@ -53,14 +53,15 @@ def test_metrics_need_both_classes():
         binary_metrics(np.ones(3), np.array([0.1, 0.2, 0.3]))
 
 
-def test_fused_ensemble_matches_its_members_on_real_stacks(real_dataset):
+@pytest.mark.parametrize("preset_name", ["phase", "phase2"])
+def test_fused_ensemble_matches_its_members_on_real_stacks(real_dataset, preset_name):
     """The grouped network the served model runs gives the members' mean probability."""
     from pixel_cnn.ensemble import Ensemble
     from pixel_cnn.models import FusedPhaseEnsemble, build_model
     from pixel_cnn.representation import build_inputs
     from pixel_cnn.training import train_fold
 
-    preset = get_preset("phase", epochs=2)
+    preset = get_preset(preset_name, epochs=2)
     x = build_inputs(real_dataset.stack_list(), preset.representation, preset.image_size)
     y = real_dataset.labels
     states = [train_fold(x, y, preset, seed=s).state_dict for s in range(3)]  # trained BN statistics
@@ -79,4 +80,6 @@ def test_fused_ensemble_matches_its_members_on_real_stacks(real_dataset):
         FusedPhaseEnsemble([build_model(preset)])  # a fresh module is in training mode
     with pytest.raises(ValueError, match="PhaseCNN"):
         FusedPhaseEnsemble([build_model(get_preset("seed")).eval()])
+    with pytest.raises(ValueError, match="all PhaseCNN or all HybridCNN"):
+        FusedPhaseEnsemble([build_model(get_preset("phase")).eval(), build_model(get_preset("phase2")).eval()])
     assert Ensemble(get_preset("seed"), [build_model(get_preset("seed")).state_dict()], 0.5).fused is None

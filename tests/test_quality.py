@@ -129,8 +129,12 @@ def test_real_stacks_give_finite_phase_inputs(real_dataset):
 # ---------------------------------------------------------------- presets
 
 
-def test_phase_preset_is_default_shape_and_param_count():
-    preset = models.get_preset(models.DEFAULT_PRESET)
+def test_default_is_phase2():
+    assert models.DEFAULT_PRESET == "phase2" and models.get_preset(models.DEFAULT_PRESET) == models.PHASE2
+
+
+def test_phase_preset_shape_and_param_count_unchanged():
+    preset = models.get_preset("phase")
     assert preset.name == "phase" and preset.arch == "phase" and preset.n_scalars == 6
     net = models.build_model(preset)
     assert isinstance(net, models.PhaseCNN)
@@ -166,7 +170,7 @@ def test_mlproject_defaults_and_every_parameter_used():
     project = yaml.safe_load((PROJECT / "MLproject").read_text())
     entry_points = project["entry_points"]
     assert entry_points["cv"]["parameters"]["preset"]["default"] == models.DEFAULT_PRESET
-    assert entry_points["bench_quality"]["parameters"]["presets"]["default"] == f"seed,{models.DEFAULT_PRESET}"
+    assert entry_points["bench_quality"]["parameters"]["presets"]["default"] == f"seed,phase,{models.DEFAULT_PRESET}"
     for name, entry in entry_points.items():
         for param in entry.get("parameters", {}):
             assert "{" + param + "}" in entry["command"], f"{name}: {param} unused"
@@ -350,3 +354,156 @@ def test_regression_experiment_id_does_not_leak_between_stores(tmp_path, monkeyp
         assert mlflow.get_experiment(ids[-1]).name == "pixel-cnn-test"
     mlflow.set_tracking_uri(None)
     assert ids[0] != ids[1]
+
+
+# ---------------------------------------------------------------- phase2: vetting statistics, hybrid net
+
+
+def star_stack(h=7, w=7, star=(3, 3), seed=0, sigma_bg=1e-3):
+    """Noise whose fractional scatter falls as flux**-0.5 around a star (a Gaussian PSF).
+
+    Returns the stack and the relative flux per pixel (the truth the flux proxy should recover).
+    """
+    rows, cols = np.mgrid[0:h, 0:w]
+    flux = 0.02 + np.exp(-((rows - star[0]) ** 2 + (cols - star[1]) ** 2) / (2 * 0.8 ** 2))
+    sigma = sigma_bg * np.sqrt(0.02 / flux)
+    s = np.random.default_rng(seed).normal(0, 1, (32, h, w)) * sigma
+    return s.astype(np.float32), flux
+
+
+def vet(stack):
+    from pixel_cnn.vetting import VETTING_FEATURES, vetting_features
+
+    values = vetting_features(validate_stack(stack))
+    assert values.shape == (len(VETTING_FEATURES),) and values.dtype == np.float32
+    assert np.isfinite(values).all()
+    return dict(zip(VETTING_FEATURES, values.tolist()))
+
+
+def test_vetting_on_target_transit_hand_checked():
+    s, flux = star_stack()
+    s[[0, 31]] -= 0.002                      # 2000 ppm on every pixel: the star dims as a whole
+    v = vet(s)
+    assert v["ap_depth"] == pytest.approx(np.arcsinh(2.0), abs=0.05)       # aperture depth ~ 2000 ppm
+    assert v["depth_brightest"] == pytest.approx(np.arcsinh(2.0), abs=0.1)
+    assert v["ap_snr"] > np.arcsinh(10)
+    assert v["centroid_offset"] < 0.2 and v["frac_in_aperture"] > 0.8
+    assert abs(v["ap_sec_ratio"]) < 0.2 and abs(v["ap_shoulder_ratio"]) < 0.2
+
+
+def test_vetting_background_binary_is_offset_and_outside_the_aperture():
+    s, _ = star_stack(star=(2, 2))
+    s[[0, 31], 6, 6] -= 0.3                  # a faint corner pixel dims by 30 %
+    v = vet(s)
+    assert v["centroid_offset"] > 3          # about hypot(4, 4) = 5.7 pixels
+    assert v["centroid_offset_sigma"] > np.arcsinh(5)
+    assert v["frac_in_3x3"] < 0.2 and v["frac_in_aperture"] < 0.2
+
+
+def test_vetting_secondary_shoulders_and_variability():
+    s, _ = star_stack(seed=1)
+    s[[0, 31]] -= 0.004
+    s[[15, 16]] -= 0.002                     # secondary half as deep
+    s[[1, 30]] -= 0.002                      # shoulders dimmed: a wide eclipse
+    v = vet(s)
+    assert v["ap_sec_ratio"] == pytest.approx(0.5, abs=0.1)
+    assert v["ap_shoulder_ratio"] == pytest.approx(0.5, abs=0.1)
+    quiet = vet(star_stack(seed=2)[0])["ap_oot_var"]
+    wavy, _ = star_stack(seed=2)
+    wavy += (1e-3 * np.cos(4 * np.pi * (np.arange(32) + 0.5) / 32))[:, None, None].astype(np.float32)
+    assert vet(wavy)["ap_oot_var"] > quiet + 0.3  # ellipsoidal-like variation: scatter >> point-to-point
+    bright, _ = star_stack(seed=3)
+    bright[[7, 8]] += 0.01
+    assert vet(bright)["ap_brightening"] > np.arcsinh(10)
+
+
+def test_vetting_without_signal_has_no_centroid_and_full_fractions():
+    v = vet(star_stack(seed=4)[0])
+    assert v["centroid_offset"] == 0 and v["centroid_offset_sigma"] == 0
+    assert abs(v["ap_snr"]) < np.arcsinh(5)
+
+
+def test_phase2_every_stamp_size_with_nan_and_zero_pixels():
+    from pixel_cnn.representation import PHASE2_SCALARS, phase2_image
+    from pixel_cnn.vetting import VETTING_FEATURES
+
+    assert PHASE2_SCALARS == PHASE_SCALARS + VETTING_FEATURES
+    size = models.PHASE2.image_size
+    for h in range(3, 25):
+        for w in range(3, 25):
+            s = noisy_stack(h, w, seed=h * 29 + w)
+            s[[0, 31], h // 2, w // 2] -= 0.01
+            s[:, 0, 0] = np.nan
+            s[:, h - 1, w - 1] = 0.0
+            clean = validate_stack(s)
+            out = phase2_image(clean, size)
+            assert out.shape == (REPRESENTATION_CHANNELS["phase2"], size, size) == (24, size, size), (h, w)
+            assert out.dtype == np.float32 and np.isfinite(out).all(), (h, w)
+            np.testing.assert_array_equal(out[:10], phase_image(clean, size))  # phase part unchanged
+            assert np.ptp(out[len(PHASE_IMAGE_CHANNELS):], axis=(1, 2)).max() == 0
+
+
+def test_real_stacks_give_finite_phase2_inputs_and_keep_phase(real_dataset):
+    x2 = build_inputs(real_dataset.stack_list(), "phase2", 16)
+    x1 = build_inputs(real_dataset.stack_list(), "phase", 16)
+    assert x2.shape == (97, 24, 16, 16) and np.isfinite(x2).all()
+    np.testing.assert_array_equal(x2[:, :10], x1)
+
+
+def test_phase2_preset_hybrid_net_falls_back_on_the_linear_scalar_path():
+    preset = models.get_preset("phase2")
+    assert (preset.representation, preset.arch, preset.n_scalars) == ("phase2", "hybrid", 20)
+    net = models.build_model(preset)
+    assert isinstance(net, models.HybridCNN) and models.count_parameters(net) == 17_454
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.zero_()
+    net.eval()
+    x = torch.randn(4, 24, 16, 16)
+    scalars = net.scalar_norm(x[:, 4:].mean((2, 3)))
+    torch.testing.assert_close(net(x), net.wide(scalars).squeeze(-1))
+    # the phase preset and its network are untouched by phase2
+    assert models.count_parameters(models.build_model(models.PHASE)) == 16_957
+
+
+def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
+    from pixel_cnn.bench import fold_digest
+    from pixel_cnn.cv import extra_training_targets
+    from pixel_cnn.data import prepare_dataset
+
+    koi = prepare_dataset(None, "koi")
+    extra = extra_training_targets(real_dataset, koi)
+    assert len(extra.labels) == 16 and not set(extra.kepids) & set(real_dataset.kepids)
+    assert extra_training_targets(real_dataset, real_dataset) is None
+
+    class Sizes:
+        def __init__(self):
+            self.seen = []
+
+        def fold_start(self, r, k, info):
+            self.seen.append(info)
+
+        def epoch_end(self, *a): ...
+        def fold_end(self, *a): ...
+
+    preset = models.PHASE.replace(epochs=1)
+    sizes = Sizes()
+    with_extra = run_cv(real_dataset, preset, n_folds=2, seed=5, inner_folds=2, extra_train=koi, callbacks=sizes)
+    without = run_cv(real_dataset, preset, n_folds=2, seed=5, inner_folds=0)
+    assert fold_digest(with_extra) == fold_digest(without)
+    assert len(with_extra.oof) == 97 and set(with_extra.oof["kepid"]) == set(real_dataset.kepids)
+    assert [i["n_extra_train"] for i in sizes.seen] == [16, 16]
+    assert not np.allclose(with_extra.oof["probability"], without.oof["probability"])
+
+
+def test_linear_arch_reads_only_the_scalars_and_needs_them():
+    preset = models.get_preset("phase2", arch="linear")
+    net = models.build_model(preset).eval()
+    assert isinstance(net, models.ScalarLogit) and models.count_parameters(net) == 61
+    x = torch.randn(3, 24, 16, 16)
+    y = x.clone()
+    y[:, :4] = torch.randn(3, 4, 16, 16)          # other maps, same scalars
+    torch.testing.assert_close(net(x), net(y))
+    assert net(x).shape == (3,)
+    with pytest.raises(ValueError, match="needs a representation with scalars"):
+        models.build_model(models.SEED.replace(arch="linear"))

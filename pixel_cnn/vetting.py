@@ -1,0 +1,208 @@
+"""Vetting statistics of one stack: aperture photometry, difference-image centroid, shape.
+
+Pure numpy: no torch, no MLflow, no paths. Everything is measured from the
+stack itself (the pixels); nothing comes from the KOI table.
+
+A stack ``(32, H, W)`` holds, per phase bin and pixel, the fractional flux
+change ``(F_bin - O) / O`` relative to the out-of-transit reference image ``O``
+(dataset README). It holds no flux image, but photon noise makes a pixel's
+fractional scatter fall as ``O**-0.5``, so ``sigma**-2`` (``sigma`` the
+out-of-transit scatter, :func:`pixel_cnn.representation.oot_sigma`) is
+proportional to the pixel's flux where the star dominates: the *flux proxy*
+used below as aperture weight and as the reference for centroids.
+
+The statistics follow the Kepler Data Validation tests in spirit (Twicken et
+al. 2018, PASP 130, 064502; Bryson et al. 2013, PASP 125, 889, for the
+difference-image centroid): depth and signal-to-noise of the aperture light
+curve, secondary eclipse, transit shape, out-of-transit variability, and where
+on the stamp the dimming sits relative to the star.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pixel_cnn.representation import (
+    IN_TRANSIT_BINS,
+    MAD_TO_SIGMA,
+    OUT_OF_TRANSIT_BINS,
+    SECONDARY_BINS,
+    SHOULDER_BINS,
+    as_batch,
+    masked_median,
+    oot_sigma,
+)
+
+#: Names of :func:`vetting_features`, in order. See its docstring for each formula.
+VETTING_FEATURES = (
+    "ap_depth",          # arcsinh(aperture in-transit depth / 1000 ppm)
+    "ap_snr",            # arcsinh(aperture in-transit SNR)
+    "ap_secondary_snr",  # arcsinh(aperture SNR at phase 0.5; > 0 = dimming)
+    "ap_sec_ratio",      # secondary / primary depth of the aperture, clipped to [-1, 2]
+    "ap_shoulder_ratio", # shoulder / core depth of the aperture, clipped to [-1, 2]
+    "ap_oot_var",        # log10(OOT scatter / point-to-point noise) of the aperture
+    "ap_brightening",    # arcsinh(largest out-of-transit brightening of the aperture, in sigma)
+    "depth_brightest",   # arcsinh(in-transit depth at the brightest pixel / 1000 ppm)
+    "depth_deepest",     # arcsinh(in-transit depth at the deepest pixel / 1000 ppm)
+    "centroid_offset",   # dimming centroid - flux centroid, pixels
+    "centroid_offset_sigma",  # the same in units of its uncertainty, arcsinh
+    "frac_in_3x3",       # share of the dimming flux inside the brightest pixel's 3x3
+    "frac_in_aperture",  # share of the dimming flux inside the target aperture
+    "n_dimmed",          # log2(1 + number of pixels dimmed by more than 3 sigma)
+)
+#: Pixel weights: flux proxy ``sigma**-2`` with ``sigma`` floored at this fraction of the
+#: stamp's median scatter, so one pixel with almost no scatter cannot take all the weight
+#: (a star pixel 400 x brighter than the median pixel keeps its full weight).
+WEIGHT_SIGMA_FLOOR = 0.05
+#: Target aperture: pixels whose flux proxy is at least this fraction of the brightest pixel's.
+APERTURE_FRACTION = 0.1
+#: Significance threshold of a dimmed pixel (in-transit depth / its noise).
+DIMMED_SIGMA = 3.0
+#: Unit of the depth features: 1000 ppm (fractional 1e-3).
+DEPTH_UNIT = 1e-3
+#: Bins of phases 0.0625-0.4375 and 0.5625-0.9375 searched for a brightening (reflection,
+#: ellipsoidal maxima, a bad bin): everything but the transit, shoulders and secondary.
+BRIGHTENING_BINS = tuple(range(2, 14)) + tuple(range(18, 30))
+
+
+def flux_proxy(sigma: np.ndarray) -> np.ndarray:
+    """Relative pixel flux from the out-of-transit scatter: ``sigma**-2``, normalized to sum 1.
+
+    sigma: float ``(H, W)`` (or a batch ``(N, H, W)``) from
+    :func:`~pixel_cnn.representation.oot_sigma` (``inf`` for dead pixels) ->
+    float64 of the same shape, >= 0, sum 1 per stamp; dead pixels 0.
+    Photon noise: fractional scatter ``~ F**-0.5``, so ``F ~ sigma**-2``. ``sigma``
+    is floored at :data:`WEIGHT_SIGMA_FLOOR` times its median over live pixels.
+    """
+    sigma = np.asarray(sigma, dtype=np.float64)
+    batch = sigma[None] if sigma.ndim == 2 else sigma
+    finite = np.isfinite(batch)
+    floor = WEIGHT_SIGMA_FLOOR * masked_median(batch, finite)[:, None, None]
+    weight = np.where(finite, 1.0 / np.maximum(np.where(finite, batch, 1.0), floor) ** 2, 0.0)
+    weight = weight / weight.sum(axis=(1, 2), keepdims=True)
+    return weight[0] if sigma.ndim == 2 else weight
+
+
+def _robust_sigma(values: np.ndarray) -> np.ndarray:
+    """1.4826 * MAD along the last axis (Rousseeuw & Croux 1993): ``(..., T)`` -> ``(...)``."""
+    return MAD_TO_SIGMA * np.median(np.abs(values - np.median(values, axis=-1, keepdims=True)), axis=-1)
+
+
+def vetting_features(stack: np.ndarray) -> np.ndarray:
+    """The vetting statistics of one stack, in the order of :data:`VETTING_FEATURES`.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.representation.validate_stack`),
+        fractional flux change per phase bin; any ``H, W >= 3``. Pixels zero in
+        every bin (NaN in the TPF) carry no weight. Or a batch ``(N, 32, H, W)``
+        of stacks of one size, each measured on its own (one pass for all).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(14,)`` (``(N, 14)`` for a batch), all finite. With ``w`` the flux proxy (:func:`flux_proxy`),
+        ``a[b] = sum(w * stack[b])`` is the aperture light curve (the fractional
+        change of the flux-weighted sum, i.e. simple aperture photometry over the
+        stamp) and ``s_a`` its robust scatter over the 16 out-of-transit bins.
+        Depths ``d = -mean(bins)`` (positive = dimming); ``mean of 2 bins`` has
+        noise ``s / sqrt(2)``.
+
+        * ``ap_depth``: ``arcsinh(d_a(0, 31) / 1e-3)``.
+        * ``ap_snr``: ``arcsinh(d_a(0, 31) / (s_a / sqrt 2))``.
+        * ``ap_secondary_snr``: the same for bins 15-16.
+        * ``ap_sec_ratio``: ``d_a(15, 16) / max(d_a(0, 31), 3 s_a / sqrt 2)`` in [-1, 2]
+          (an eclipsing binary: large; a planet: near 0).
+        * ``ap_shoulder_ratio``: ``d_a(1, 30) / max(d_a(0, 31), 3 s_a / sqrt 2)``
+          in [-1, 2]: a V-shaped or long eclipse dims the shoulder bins, a planet's
+          short transit, duration / period ~ (R*/a) / pi (Seager & Mallen-Ornelas
+          2003, ApJ 585, 1038), does not.
+        * ``ap_oot_var``: ``log10(std(a[oot]) / (MAD-sigma of diff(a[oot]) / sqrt 2))``:
+          smooth variability (ellipsoidal, spots) raises the scatter, not the
+          point-to-point noise (von Neumann 1941 successive differences).
+        * ``ap_brightening``: ``arcsinh(max(a[2..13, 18..29]) / s_a)``.
+        * ``depth_brightest`` / ``depth_deepest``: ``arcsinh(d / 1e-3)`` at the pixel of
+          largest flux proxy / of lowest in-transit SNR.
+        * ``centroid_offset``: distance (pixels) between the centroid of the
+          dimming flux ``D = w * d(0, 31)`` and the flux centroid ``sum(w * r)``
+          (Bryson et al. 2013, flux-weighted centroids); 0 when nothing dims.
+        * ``centroid_offset_sigma``: ``arcsinh`` of that offset over its standard
+          error, propagated from the per-pixel noise ``w * sigma / sqrt 2``:
+          ``var(x_c) = sum((x - x_c)**2 var(D)) / (sum D)**2``.
+        * ``frac_in_3x3`` / ``frac_in_aperture``: ``sum(D+)`` inside the 3x3 around
+          the brightest pixel / inside the pixels with ``w >= 0.1 max w``, over
+          ``sum(D+)`` on the stamp (``D+ = max(D, 0)``); 1 when nothing dims.
+        * ``n_dimmed``: ``log2(1 + #pixels with d / (sigma / sqrt 2) > 3)``.
+    """
+    batch, single = as_batch(stack)
+    n, _, height, width = batch.shape
+    sigma = oot_sigma(batch)                                             # (N, H, W)
+    finite = np.isfinite(sigma)
+    w = flux_proxy(sigma)                                                # (N, H, W)
+    rt2 = np.sqrt(2.0)
+
+    def depth(series, bins):  # series (N, 32, ...) -> (N, ...), + = dimming
+        return -series[:, list(bins)].mean(axis=1)
+
+    def spatial_sum(values):  # (N, H, W) -> (N,)
+        return values.sum(axis=(1, 2))
+
+    a = np.einsum("nbhw,nhw->nb", batch, w)                              # (N, 32) aperture light curve
+    oot = a[:, list(OUT_OF_TRANSIT_BINS)]
+    s_a = np.maximum(_robust_sigma(oot), 1e-9)
+    noise2 = s_a / rt2
+    d_core, d_sec, d_sh = depth(a, IN_TRANSIT_BINS), depth(a, SECONDARY_BINS), depth(a, SHOULDER_BINS)
+    ref = np.maximum(d_core, 3 * noise2)
+    p2p = np.maximum(_robust_sigma(np.diff(oot, axis=1)) / rt2, 1e-9)
+    oot_var = np.log10(np.maximum(oot.std(axis=1), 1e-12) / p2p)
+
+    d_pix = depth(batch, IN_TRANSIT_BINS)                                # (N, H, W)
+    snr_pix = d_pix / (np.where(finite, sigma, np.inf) / rt2)
+    stamp = np.arange(n)
+    brightest = np.unravel_index(w.reshape(n, -1).argmax(axis=1), (height, width))
+    deepest = np.unravel_index(snr_pix.reshape(n, -1).argmax(axis=1), (height, width))
+
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    flux_r, flux_c = spatial_sum(w * rows), spatial_sum(w * cols)
+    dim = w * d_pix                                                      # dimming flux per pixel
+    total = spatial_sum(dim)
+    noise_dim2 = np.where(finite, (w * np.where(finite, sigma, 0.0) / rt2) ** 2, 0.0)
+    # a centroid only where the aperture dims significantly; elsewhere offset 0
+    measured = (total > 3 * np.sqrt(spatial_sum(noise_dim2))) & (total > 0)
+    denom = np.where(measured, total, 1.0)
+    dim_r, dim_c = spatial_sum(dim * rows) / denom, spatial_sum(dim * cols) / denom
+    var_r = spatial_sum((rows - dim_r[:, None, None]) ** 2 * noise_dim2) / denom ** 2
+    var_c = spatial_sum((cols - dim_c[:, None, None]) ** 2 * noise_dim2) / denom ** 2
+    offset = np.where(measured, np.hypot(dim_r - flux_r, dim_c - flux_c), 0.0)
+    offset_sigma = np.where(measured, np.hypot((dim_r - flux_r) / np.sqrt(var_r + 1e-12),
+                                               (dim_c - flux_c) / np.sqrt(var_c + 1e-12)), 0.0)
+    dim_pos = np.maximum(dim, 0.0)
+    box = (np.abs(rows - brightest[0][:, None, None]) <= 1) & (np.abs(cols - brightest[1][:, None, None]) <= 1)
+    aperture = w >= APERTURE_FRACTION * w.max(axis=(1, 2), keepdims=True)
+    pos_total = spatial_sum(dim_pos)
+    has_dimming = pos_total > 0
+    pos_denom = np.where(has_dimming, pos_total, 1.0)
+    frac_box = np.where(has_dimming, spatial_sum(np.where(box, dim_pos, 0.0)) / pos_denom, 1.0)
+    frac_ap = np.where(has_dimming, spatial_sum(np.where(aperture, dim_pos, 0.0)) / pos_denom, 1.0)
+    n_dimmed = spatial_sum(snr_pix > DIMMED_SIGMA)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        features = np.stack([
+            np.arcsinh(d_core / DEPTH_UNIT),
+            np.arcsinh(d_core / noise2),
+            np.arcsinh(d_sec / noise2),
+            np.clip(d_sec / ref, -1.0, 2.0),
+            np.clip(d_sh / ref, -1.0, 2.0),
+            oot_var,
+            np.arcsinh(a[:, list(BRIGHTENING_BINS)].max(axis=1) / s_a),
+            np.arcsinh(d_pix[stamp, brightest[0], brightest[1]] / DEPTH_UNIT),
+            np.arcsinh(d_pix[stamp, deepest[0], deepest[1]] / DEPTH_UNIT),
+            offset,
+            np.arcsinh(offset_sigma),
+            frac_box,
+            frac_ap,
+            np.log2(1 + n_dimmed),
+        ], axis=1)
+    features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return features[0] if single else features
