@@ -48,21 +48,26 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _augment(x: torch.Tensor, jitter: int, noise_sigma: float, gen: torch.Generator) -> torch.Tensor:
+def _augment(x: torch.Tensor, jitter: int, noise_sigma: float, gen: torch.Generator,
+             n_constant: int = 0) -> torch.Tensor:
     """Shift each image by up to ``jitter`` pixels (edge-replicated) and add noise.
 
-    x: ``(B, C, S, S)`` -> same shape.
+    x: ``(B, C, S, S)`` -> same shape. The last ``n_constant`` channels are
+    constant planes (scalar features, see ``pixel_cnn.representation.phase_image``):
+    an edge-replicated shift leaves them as they are, so only the others are
+    shifted (same result, less work). Noise goes on every channel.
     """
     if jitter > 0:
-        size = x.shape[-1]
-        padded = F.pad(x, (jitter,) * 4, mode="replicate")
-        offsets = torch.randint(0, 2 * jitter + 1, (x.shape[0], 2), generator=gen)
+        batch, channels, size, _ = x.shape
+        moved = channels - n_constant
+        padded = F.pad(x[:, :moved], (jitter,) * 4, mode="replicate")  # (B, M, S + 2j, S + 2j)
+        offsets = torch.randint(0, 2 * jitter + 1, (batch, 2), generator=gen)
         window = torch.arange(size)
-        rows = (offsets[:, 0, None] + window)[:, None, :, None]        # (B, 1, S, 1)
-        cols = (offsets[:, 1, None] + window)[:, None, None, :]        # (B, 1, 1, S)
-        batch = torch.arange(x.shape[0])[:, None, None, None]
-        channel = torch.arange(x.shape[1])[None, :, None, None]
-        x = padded[batch, channel, rows, cols]                          # one gather, (B, C, S, S)
+        rows = (offsets[:, 0, None] + window)[:, :, None]               # (B, S, 1)
+        cols = (offsets[:, 1, None] + window)[:, None, :]               # (B, 1, S)
+        flat = (rows * padded.shape[-1] + cols).reshape(batch, 1, size * size)
+        shifted = padded.flatten(2).gather(2, flat.expand(batch, moved, size * size))
+        x = torch.cat([shifted.reshape(batch, moved, size, size), x[:, moved:]], dim=1)
     if noise_sigma > 0:
         x = x + noise_sigma * torch.randn(x.shape, generator=gen)
     return x
@@ -150,7 +155,7 @@ def train_fold(
             idx = order[start:start + preset.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            xb = _augment(xt[idx], preset.jitter, preset.noise_sigma, gen)
+            xb = _augment(xt[idx], preset.jitter, preset.noise_sigma, gen, preset.n_scalars)
             loss = F.binary_cross_entropy_with_logits(model(xb), yt[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -101,3 +101,20 @@ def test_batched_phase_inputs_equal_one_stack_at_a_time(real_dataset):
     single = np.stack([phase_image(validate_stack(s), 16) for s in stacks])
     assert batched.dtype == np.float32 and batched.shape == (len(stacks), 10, 16, 16)
     assert np.array_equal(batched, single)
+
+
+def test_jitter_shifts_maps_and_keeps_constant_planes():
+    """_augment: each image moves by its own offset (edge-replicated); constant planes stay put."""
+    from pixel_cnn.training import _augment
+
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    x[:, 2] = torch.tensor([7.0, -3.0])[:, None, None]                 # a scalar plane per image
+    gen = torch.Generator().manual_seed(0)
+    out = _augment(x, jitter=1, noise_sigma=0.0, gen=gen, n_constant=1)
+    offsets = torch.randint(0, 3, (2, 2), generator=torch.Generator().manual_seed(0))
+    padded = F.pad(x, (1,) * 4, mode="replicate")
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(out[i], padded[i, :, dy:dy + 5, dx:dx + 5])
+    assert torch.equal(out[:, 2], x[:, 2])
+    full = _augment(x, jitter=1, noise_sigma=0.0, gen=torch.Generator().manual_seed(0))  # all channels moved
+    assert torch.equal(full, out)
