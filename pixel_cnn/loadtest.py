@@ -1,4 +1,4 @@
-"""A small load generator for the served model: asyncio + httpx, loopback only.
+"""A small load generator for the served model: threads + httpx, loopback only.
 
     python -m pixel_cnn.loadtest http://127.0.0.1:5001 --requests 2000 --concurrency 8 --out load.json
 
@@ -12,9 +12,10 @@ Reused by the benchmark (``serve_p50_ms_c1``, ``serve_p50_ms_c8``, ...).
 from __future__ import annotations
 
 import argparse
-import asyncio
+import itertools
 import json
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,36 +84,50 @@ def _check_loopback(url: str) -> None:
         raise ValueError(f"load target {url!r} is not a loopback address; only {LOOPBACK_HOSTS} are allowed")
 
 
-async def _run(url: str, bodies: list[bytes], n_requests: int, concurrency: int,
-               timeout_s: float, deadline_s: float) -> LoadResult:
+def _run(url: str, bodies: list[bytes], n_requests: int, concurrency: int,
+         timeout_s: float, deadline_s: float) -> LoadResult:
+    """``concurrency`` threads, each with its own keep-alive ``httpx.Client``, share the requests.
+
+    Blocking clients on threads (the GIL is released while a thread waits on its
+    socket) add less of the client's own time to each measured latency than one
+    asyncio client does: side by side against the same server, p50 at
+    concurrency 1 came out 0.8 and 7 ms lower than with ``httpx.AsyncClient``
+    in two runs on a busy machine; the round trip of an empty endpoint (``/ping``)
+    is about 1.3 ms here.
+    """
     import httpx
 
     latencies = np.full(n_requests, np.nan)
     errors: dict[str, int] = {}
-    next_index = 0
+    lock = threading.Lock()
+    counter = itertools.count()
     stop_at = time.perf_counter() + deadline_s
     headers = {"Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        async def worker():
-            nonlocal next_index
-            while next_index < n_requests and time.perf_counter() < stop_at:
-                i = next_index
-                next_index += 1
+    def worker() -> None:
+        with httpx.Client(timeout=timeout_s) as client:
+            while time.perf_counter() < stop_at:
+                i = next(counter)  # itertools.count: one atomic step under the GIL
+                if i >= n_requests:
+                    return
                 start = time.perf_counter()
                 try:
-                    r = await client.post(f"{url}/invocations", content=bodies[i % len(bodies)], headers=headers)
+                    r = client.post(f"{url}/invocations", content=bodies[i % len(bodies)], headers=headers)
                     kind = None if r.status_code == 200 else f"status {r.status_code}"
                 except httpx.HTTPError as exc:
                     kind = type(exc).__name__
                 latencies[i] = (time.perf_counter() - start) * 1000.0
                 if kind:
-                    errors[kind] = errors.get(kind, 0) + 1
+                    with lock:
+                        errors[kind] = errors.get(kind, 0) + 1
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
 
     done = latencies[~np.isnan(latencies)]
     if len(done) < n_requests:
@@ -141,7 +156,7 @@ def run_load(url: str, bodies: list[bytes], n_requests: int = 2000, concurrency:
     _check_loopback(url)
     if not bodies or n_requests < 1 or concurrency < 1:
         raise ValueError("need at least one body, one request and concurrency >= 1")
-    return asyncio.run(_run(url.rstrip("/"), bodies, n_requests, concurrency, timeout_s, deadline_s))
+    return _run(url.rstrip("/"), bodies, n_requests, concurrency, timeout_s, deadline_s)
 
 
 def main(argv: list[str] | None = None) -> int:
