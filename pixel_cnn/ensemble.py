@@ -25,7 +25,8 @@ from pixel_cnn.representation import StackError, build_inputs
 LABELS = {1: "CONFIRMED", 0: "FALSE POSITIVE"}
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 #: Most numbers one served request may carry: 2**21 values (8 MiB as float32), about 113 stacks
-#: of 24 x 24 pixels (the largest real TPF cut-out). Bigger requests get HTTP 400; split them.
+#: of 24 x 24 pixels (the dataset README's largest cut-out; the real files reach 12 x 12, about 455
+#: stacks a request). Bigger requests get HTTP 400; split them.
 MAX_REQUEST_VALUES = 2**21
 #: Preset ``arch`` values whose members run fused (:class:`~pixel_cnn.models.FusedPhaseEnsemble`).
 FUSABLE_ARCHS = ("phase", "hybrid")
