@@ -244,13 +244,17 @@ class PhaseCNN(nn.Module):
             nn.Dropout(preset.dropout), nn.Linear(preset.hidden, 1),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def deep(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's logit ``(B,)`` and the normalized scalars ``(B, K)`` for inputs ``(B, C, S, S)``."""
         n_maps = x.shape[1] - self.n_scalars
         maps, planes = x[:, :n_maps], x[:, n_maps:]                      # (B, M, S, S), (B, K, S, S)
         f = self.features(maps)                                          # (B, c3, S/4, S/4)
         pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], dim=1)      # (B, 2 c3)
         scalars = self.scalar_norm(planes.mean((2, 3)))                  # (B, K)
-        return self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1)  # (B,)
+        return self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1), scalars
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deep(x)[0]                                           # (B,)
 
 
 class HybridCNN(PhaseCNN):
@@ -270,12 +274,7 @@ class HybridCNN(PhaseCNN):
         self.wide = nn.Linear(self.n_scalars, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n_maps = x.shape[1] - self.n_scalars
-        maps, planes = x[:, :n_maps], x[:, n_maps:]                      # (B, M, S, S), (B, K, S, S)
-        f = self.features(maps)                                          # (B, c3, S/4, S/4)
-        pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], dim=1)      # (B, 2 c3)
-        scalars = self.scalar_norm(planes.mean((2, 3)))                  # (B, K)
-        deep = self.head(torch.cat([pooled, scalars], dim=1)).squeeze(-1)  # (B,)
+        deep, scalars = self.deep(x)
         return deep + self.wide(scalars).squeeze(-1)                     # (B,)
 
 

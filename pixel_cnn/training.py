@@ -68,8 +68,9 @@ def _augment(x: torch.Tensor, jitter: int, noise_sigma: float, gen: torch.Genera
         flat = (rows * padded.shape[-1] + cols).reshape(batch, 1, size * size)
         shifted = padded.flatten(2).gather(2, flat.expand(batch, moved, size * size))
         x = torch.cat([shifted.reshape(batch, moved, size, size), x[:, moved:]], dim=1)
-    if noise_sigma > 0:
-        x = x + noise_sigma * torch.randn(x.shape, generator=gen)
+    if noise_sigma > 0:  # in place on a fresh batch (an index copy or the shifted one): same values
+        x = x.clone() if jitter <= 0 else x
+        x += torch.randn(x.shape, generator=gen).mul_(noise_sigma)
     return x
 
 
