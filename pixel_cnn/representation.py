@@ -402,6 +402,10 @@ def build_inputs(
 ) -> np.ndarray:
     """Validate and convert a batch of stacks of any sizes into model inputs.
 
+    Stacks of one size go through the representation together (those in
+    :data:`BATCHED_REPRESENTATIONS`, in chunks of :data:`BATCH_CHUNK`); the
+    values are the same as one stack at a time (tested).
+
     Parameters
     ----------
     stacks : sequence of array-like, each ``(32, H, W)``
