@@ -49,3 +49,17 @@ def raw_params(argv: list[str]) -> dict:
         elif key is not None:
             out[key], key = token, None
     return out
+
+
+def add_cv_arguments(parser: argparse.ArgumentParser, preset: bool = True, seed_help: str | None = None) -> None:
+    """The options every cv-based entry point takes: ``--dataset``, ``--preset``, ``--n-folds``, ``--seed``.
+
+    ``preset=False`` leaves ``--preset`` out (``bench_quality`` takes several).
+    """
+    from pixel_cnn.models import DEFAULT_PRESET, PRESETS
+
+    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
+    if preset:
+        parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
+    parser.add_argument("--n-folds", type=whole, default=5)
+    parser.add_argument("--seed", type=whole, default=42, help=seed_help)

@@ -14,16 +14,14 @@ from pixel_cnn.cv import INNER_FOLDS, CVError
 from pixel_cnn.data import DataError
 from pixel_cnn.models import DEFAULT_PRESET
 
-from entrypoints._args import raw_params, whole
+from entrypoints._args import add_cv_arguments, raw_params, whole
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
+    add_cv_arguments(parser, preset=False)
     parser.add_argument("--presets", default=f"seed,phase,{DEFAULT_PRESET}", help="comma-separated preset names")
-    parser.add_argument("--n-folds", type=whole, default=5)
-    parser.add_argument("--seed", type=whole, default=42)
     parser.add_argument("--repeats", type=whole, default=5)
     parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS)
     parser.add_argument("--out", default="bench/results/quality.json", help="JSON output file")

@@ -7,18 +7,14 @@ from pixel_cnn import jobs
 from pixel_cnn.cv import INNER_FOLDS, CVError
 from pixel_cnn.stores import StoreError
 from pixel_cnn.data import DataError
-from pixel_cnn.models import PRESETS, DEFAULT_PRESET
 
-from entrypoints._args import boolean, optional_float, optional_int, raw_params, whole
+from entrypoints._args import add_cv_arguments, boolean, optional_float, optional_int, raw_params, whole
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
-    parser.add_argument("--n-folds", type=whole, default=5)
-    parser.add_argument("--seed", type=whole, default=42)
+    add_cv_arguments(parser)
     parser.add_argument("--repeats", type=whole, default=1)
     parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS,
                         help="inner grouped folds that choose each fold's threshold (0: fixed 0.5)")

@@ -6,20 +6,16 @@ import sys
 from pixel_cnn import jobs
 from pixel_cnn.cv import CVError
 from pixel_cnn.data import DataError
-from pixel_cnn.models import DEFAULT_PRESET, PRESETS
 from pixel_cnn.stores import StoreError
 from pixel_cnn.tuning import PRUNERS, TuneConfig, TuneError
 
-from entrypoints._args import boolean, optional_float, raw_params, whole
+from entrypoints._args import add_cv_arguments, boolean, optional_float, raw_params, whole
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="data/processed", help="prep output folder")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
-    parser.add_argument("--n-folds", type=whole, default=5)
-    parser.add_argument("--seed", type=whole, default=42, help="cv folds/training and sampler seed")
+    add_cv_arguments(parser, seed_help="cv folds/training and sampler seed")
     parser.add_argument("--n-trials", type=whole, default=20, help="trials this invocation adds")
     parser.add_argument("--timeout", type=optional_float, default=None,
                         help="seconds after which no new trial starts ('' or 0 = none)")

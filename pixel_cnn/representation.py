@@ -255,7 +255,7 @@ def oot_sigma(stack: np.ndarray) -> np.ndarray:
     return sigma[0] if single else sigma
 
 
-def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def phase_maps(stack: np.ndarray, sigma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Native-resolution maps and scalar features of the ``phase`` representation.
 
     Parameters
@@ -265,6 +265,9 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         fractional flux change per phase bin; or a batch ``(N, 32, H, W)`` of
         stacks of one size, each treated on its own (same values as one at a
         time, much faster: the served model and ``build_inputs`` batch by size).
+    sigma : numpy.ndarray, optional
+        :func:`oot_sigma` of ``stack`` when the caller already has it
+        (``phase2`` computes it once for the maps and the vetting statistics).
 
     Returns
     -------
@@ -304,7 +307,7 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     batch, single = as_batch(stack)
     n, _, height, width = batch.shape
-    sigma = oot_sigma(batch)
+    sigma = oot_sigma(batch) if sigma is None else np.asarray(sigma).reshape(batch.shape[:1] + batch.shape[2:])
 
     def snr(bins) -> np.ndarray:
         return np.arcsinh(batch[:, list(bins)].mean(axis=1) / sigma)
@@ -335,7 +338,7 @@ def phase_maps(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (maps[0], scalars[0]) if single else (maps, scalars)
 
 
-def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
+def phase_image(stack: np.ndarray, size: int = 16, sigma: np.ndarray | None = None) -> np.ndarray:
     """The phase-aware input: SNR maps resized, scalar features as constant planes.
 
     stack: validated ``(32, H, W)`` float32 -> ``(10, size, size)`` float32;
@@ -345,8 +348,9 @@ def phase_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     them at any pixel; see ``pixel_cnn.models.PhaseCNN``). Any ``H, W`` from 3
     up works; pixels that are NaN/zero in every bin read as "no signal" (0 in
     the SNR maps). Nothing is standardized per image: depth and SNR survive.
+    ``sigma``: optional :func:`oot_sigma` of ``stack``, see :func:`phase_maps`.
     """
-    maps, scalars = phase_maps(stack)
+    maps, scalars = phase_maps(stack, sigma)
     planes = np.broadcast_to(scalars[..., None, None], scalars.shape + (size, size))
     return np.concatenate([resize(maps, size), planes], axis=-3).astype(np.float32)
 
@@ -364,9 +368,10 @@ def phase2_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     """
     from pixel_cnn.vetting import vetting_features  # vetting builds on this module (oot_sigma)
 
-    extra = vetting_features(stack)
+    sigma = oot_sigma(stack)  # computed once for both parts
+    extra = vetting_features(stack, sigma)
     planes = np.broadcast_to(extra[..., None, None], extra.shape + (size, size))
-    return np.concatenate([phase_image(stack, size), planes], axis=-3).astype(np.float32)
+    return np.concatenate([phase_image(stack, size, sigma), planes], axis=-3).astype(np.float32)
 
 
 #: Scalar features of ``phase2``: the 6 of ``phase`` then the 14 vetting statistics

@@ -88,7 +88,7 @@ def _robust_sigma(values: np.ndarray) -> np.ndarray:
     return MAD_TO_SIGMA * np.median(np.abs(values - np.median(values, axis=-1, keepdims=True)), axis=-1)
 
 
-def vetting_features(stack: np.ndarray) -> np.ndarray:
+def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
     """The vetting statistics of one stack, in the order of :data:`VETTING_FEATURES`.
 
     Parameters
@@ -98,6 +98,9 @@ def vetting_features(stack: np.ndarray) -> np.ndarray:
         fractional flux change per phase bin; any ``H, W >= 3``. Pixels zero in
         every bin (NaN in the TPF) carry no weight. Or a batch ``(N, 32, H, W)``
         of stacks of one size, each measured on its own (one pass for all).
+    sigma : numpy.ndarray, optional
+        :func:`~pixel_cnn.representation.oot_sigma` of ``stack`` when the
+        caller already has it; computed here otherwise.
 
     Returns
     -------
@@ -137,7 +140,7 @@ def vetting_features(stack: np.ndarray) -> np.ndarray:
     """
     batch, single = as_batch(stack)
     n, _, height, width = batch.shape
-    sigma = oot_sigma(batch)                                             # (N, H, W)
+    sigma = oot_sigma(batch) if sigma is None else np.asarray(sigma).reshape(n, height, width)  # (N, H, W)
     finite = np.isfinite(sigma)
     w = flux_proxy(sigma)                                                # (N, H, W)
     rt2 = np.sqrt(2.0)
