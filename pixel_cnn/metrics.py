@@ -112,7 +112,8 @@ def thresholded_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: np.ndar
 
 
 def bootstrap_pr_auc(
-    y_true: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    y_true: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+    score=average_precision_score,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of PR-AUC (average precision), resampling targets.
 
@@ -131,6 +132,9 @@ def bootstrap_pr_auc(
         Coverage; the interval is the ``(1-level)/2`` and ``(1+level)/2``
         percentiles (Efron & Tibshirani 1993, "An Introduction to the
         Bootstrap", ch. 13).
+    score : callable
+        ``score(y, p) -> float``; scikit-learn's ``average_precision_score``
+        unless the caller has an equal, faster one (``bench/feature_study.py``).
 
     Returns
     -------
@@ -146,7 +150,7 @@ def bootstrap_pr_auc(
         idx = rng.integers(0, len(y_true), len(y_true))
         if y_true[idx].min() == y_true[idx].max():
             continue
-        scores.append(np.mean([average_precision_score(y_true[idx], p[idx]) for p in prob]))
+        scores.append(np.mean([score(y_true[idx], p[idx]) for p in prob]))
     low, high = np.percentile(scores, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
 
