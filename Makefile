@@ -62,7 +62,7 @@ ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(UI_PORT)
 
 serve: $(STAMP)
-	@$(PY) -m pixel_cnn.registry $(MODEL_URI)
+	@$(PY) -m entrypoints.check_model $(MODEL_URI)
 	$(VENV)/bin/mlflow models serve -m $(MODEL_URI) --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 clean:

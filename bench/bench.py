@@ -30,10 +30,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import torch  # noqa: E402
 
-from pixel_cnn.data import prepare_dataset, write_dataset  # noqa: E402
-from pixel_cnn.models import DEFAULT_PRESET, build_model, get_preset  # noqa: E402
-from pixel_cnn.representation import build_inputs  # noqa: E402
-from pixel_cnn.training import train_fold  # noqa: E402
+from pixel_cnn.io.dataset import prepare_dataset, write_dataset  # noqa: E402
+from pixel_cnn.core.models import DEFAULT_PRESET, build_model, get_preset  # noqa: E402
+from pixel_cnn.core.representation import build_inputs  # noqa: E402
+from pixel_cnn.core.training import train_fold  # noqa: E402
 
 
 def versions() -> dict[str, str]:
@@ -74,8 +74,8 @@ def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -
     ``mlflow.db`` runs MLflow's schema migrations once, not on every cv.
     """
     from pixel_cnn import jobs
-    from pixel_cnn.cv import run_cv
-    from pixel_cnn.data import read_dataset
+    from pixel_cnn.core.cv import run_cv
+    from pixel_cnn.io.dataset import read_dataset
 
     from mlflow.tracking import MlflowClient
 
@@ -106,7 +106,7 @@ def bench_startup(prepared: Path, root: Path) -> dict:
     """
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn.data import read_dataset
+    from pixel_cnn.io.dataset import read_dataset
 
     env = store_env(root)
     t0 = time.perf_counter()
@@ -223,7 +223,7 @@ def bench_scoring(dataset, model_uri: str, n: int, rounds: int = 3) -> dict:
 
 def bench_serving(dataset, model_uri: str, root: Path, n_requests: int) -> dict:
     """`mlflow models serve`, one stack per request: p50/p99 latency and throughput at c=1 and c=8."""
-    from pixel_cnn.loadtest import run_load, stack_bodies
+    from ops.loadtest import run_load, stack_bodies
     from tests.conftest import served_model
 
     bodies = stack_bodies(dataset.stack_list(), per_request=1)  # the real stacks, cycled

@@ -39,9 +39,9 @@ def main(argv=None) -> int:
     import mlflow
     from mlflow.pyfunc.scoring_server import invocations
 
-    from pixel_cnn.data import prepare_dataset
-    from pixel_cnn.loadtest import stack_bodies
-    from pixel_cnn.representation import build_inputs
+    from pixel_cnn.io.dataset import prepare_dataset
+    from ops.loadtest import stack_bodies
+    from pixel_cnn.core.representation import build_inputs
     from tests.conftest import served_model
 
     uri = (argv or sys.argv[1:] or ["models:/pixel-cnn@champion"])[0]

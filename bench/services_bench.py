@@ -80,7 +80,7 @@ def measure_artifacts(client, exp_id: str, blob: Path, tmp: Path, tag: str) -> d
 def main(argv=None) -> int:
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn import services
+    from ops import services
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=64)

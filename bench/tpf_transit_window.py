@@ -3,7 +3,7 @@
 Synthetic, no FITS: one Kepler quarter of long cadence (4400 cadences, 90 d), one pixel,
 a box transit of 1000 ppm, white noise 100 ppm per cadence. For each period and duration
 the in-transit bins (0 and 31) are read back with the two rules of
-``pixel_cnn.tpf.bin_stack``: window = the transit duration (this project) or no window
+``pixel_cnn.io.tpf.bin_stack``: window = the transit duration (this project) or no window
 (whole-bin median, the benchmark script's). Also times ``process_target`` on a
 Kepler-sized TPF file (4400 cadences x 11 x 11 pixels) built with lightkurve's factory.
 
@@ -49,7 +49,7 @@ def main() -> None:
             a, b = recovered(period, duration)
             print(f"{period:7.1f} {duration:6.1f} {period * 24 / 32:13.1f} {a:14.2f} {b:11.2f}")
 
-    from pixel_cnn.data import load_koi_table, load_seed_labels, resolve_data_dir
+    from pixel_cnn.io.dataset import load_koi_table, load_seed_labels, resolve_data_dir
 
     root = resolve_data_dir()
     koi = load_koi_table(root / "koi_cumulative.csv")

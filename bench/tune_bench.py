@@ -51,7 +51,7 @@ def run_one(dataset: str, pruner: str, args, tmp: Path) -> dict:
         torch.set_num_threads(args.threads)
 
     from pixel_cnn import jobs
-    from pixel_cnn.tuning import TuneConfig
+    from pixel_cnn.core.tuning import TuneConfig
 
     store = tmp / pruner
     store.mkdir()
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp, \
             ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
         if not args.dataset:
-            from pixel_cnn.data import prepare_dataset, write_dataset
+            from pixel_cnn.io.dataset import prepare_dataset, write_dataset
 
             args.dataset = str(write_dataset(prepare_dataset(None, "seed"), Path(tmp) / "processed"))
         unpruned = pool.submit(run_one, args.dataset, "none", args, Path(tmp)).result()

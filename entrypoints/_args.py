@@ -56,7 +56,7 @@ def add_cv_arguments(parser: argparse.ArgumentParser, preset: bool = True, seed_
 
     ``preset=False`` leaves ``--preset`` out (``bench_quality`` takes several).
     """
-    from pixel_cnn.models import DEFAULT_PRESET, PRESETS
+    from pixel_cnn.core.models import DEFAULT_PRESET, PRESETS
 
     parser.add_argument("--dataset", default="data/processed", help="prep output folder")
     if preset:

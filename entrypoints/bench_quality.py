@@ -5,14 +5,13 @@ the table's metrics and the JSON.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from pixel_cnn import jobs
-from pixel_cnn.cv import INNER_FOLDS, CVError
-from pixel_cnn.data import DataError
-from pixel_cnn.models import DEFAULT_PRESET
+from pixel_cnn.core.cv import INNER_FOLDS, CVError
+from pixel_cnn.io.dataset import DataError
+from pixel_cnn.core.models import DEFAULT_PRESET
 
 from entrypoints._args import add_cv_arguments, raw_params, whole
 

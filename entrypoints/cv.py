@@ -4,9 +4,9 @@ import argparse
 import sys
 
 from pixel_cnn import jobs
-from pixel_cnn.cv import INNER_FOLDS, CVError
-from pixel_cnn.stores import StoreError
-from pixel_cnn.data import DataError
+from pixel_cnn.core.cv import INNER_FOLDS, CVError
+from pixel_cnn.tracking.stores import StoreError
+from pixel_cnn.io.dataset import DataError
 
 from entrypoints._args import add_cv_arguments, boolean, optional_float, optional_int, raw_params, whole
 

@@ -17,9 +17,9 @@ import sys
 import pandas as pd
 
 from pixel_cnn import jobs
-from pixel_cnn.stores import StoreError
-from pixel_cnn.data import LABEL_SOURCES, DataError
-from pixel_cnn.tpf import TPFError
+from pixel_cnn.tracking.stores import StoreError
+from pixel_cnn.io.dataset import LABEL_SOURCES, DataError
+from pixel_cnn.io.tpf import TPFError
 
 from entrypoints._args import boolean, raw_params, whole
 

@@ -3,8 +3,7 @@
 import argparse
 import sys
 
-from pixel_cnn.tracking import MODEL_NAME
-from pixel_cnn.tracking_tune import promote
+from pixel_cnn.tracking.registry import MODEL_NAME, promote
 
 
 def main(argv=None) -> int:

@@ -4,10 +4,10 @@ import argparse
 import sys
 
 from pixel_cnn import jobs
-from pixel_cnn.cv import CVError
-from pixel_cnn.data import DataError
-from pixel_cnn.stores import StoreError
-from pixel_cnn.tuning import PRUNERS, TuneConfig, TuneError
+from pixel_cnn.core.cv import CVError
+from pixel_cnn.io.dataset import DataError
+from pixel_cnn.tracking.stores import StoreError
+from pixel_cnn.core.tuning import PRUNERS, TuneConfig, TuneError
 
 from entrypoints._args import add_cv_arguments, boolean, optional_float, raw_params, whole
 

@@ -6,8 +6,8 @@ LOAD_OUT ?= bench/load_c$(LOAD_CONCURRENCY).json
 .PHONY: check-model load
 
 check-model: $(STAMP)   ## one line: the version MODEL_URI resolves to, or what is unknown
-	$(PY) -m pixel_cnn.registry $(MODEL_URI)
+	$(PY) -m entrypoints.check_model $(MODEL_URI)
 
 load: $(STAMP)          ## LOAD_REQUESTS requests at LOAD_CONCURRENCY to a running `make serve`
-	$(PY) -m pixel_cnn.loadtest http://$(HOST):$(SERVE_PORT) --requests $(LOAD_REQUESTS) \
+	$(PY) -m entrypoints.loadtest http://$(HOST):$(SERVE_PORT) --requests $(LOAD_REQUESTS) \
 		--concurrency $(LOAD_CONCURRENCY) --out $(LOAD_OUT)

@@ -10,7 +10,7 @@ ARTIFACTS ?= proxied
 S3_BUCKET ?= pixel-cnn
 SERVER_WORKERS ?= 2
 WEED_PORTS ?=
-SERVICES := $(PY) -m pixel_cnn.services
+SERVICES := $(PY) -m entrypoints.services
 
 .PHONY: server server-stop server-status server-env
 
@@ -33,7 +33,7 @@ server-env:
 prep cv serve tune promote: tracking-check
 .PHONY: tracking-check
 tracking-check: $(STAMP)
-	@$(PY) -m pixel_cnn.stores check
+	@$(PY) -m entrypoints.tracking_check
 
 # Distributed tuning: N worker processes on one Optuna study in $(OPTUNA_STORAGE) (the PostgreSQL
 # of `make server`; `. .services/env` sets it), all trials under one MLflow parent run.
@@ -48,5 +48,5 @@ export OPTUNA_STORAGE
 .PHONY: tune-workers
 # prep only when the default local dataset is used.
 tune-workers: $(if $(filter data/processed,$(TUNE_DATASET)),prep) tracking-check
-	$(PY) -m pixel_cnn.tune_workers launch --n-workers $(N) --n-trials $(TUNE_TRIALS) \
+	$(PY) -m entrypoints.tune_workers launch --n-workers $(N) --n-trials $(TUNE_TRIALS) \
 	  --dataset $(TUNE_DATASET) --state-dir $(SERVICES_DIR) $(TUNE_WORKERS_ARGS)

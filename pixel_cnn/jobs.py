@@ -1,33 +1,51 @@
-"""The work behind each entry point: prep and cv. Entry points only parse arguments."""
+"""The work behind each entry point: prep, prep from TPFs, cv, tune (and its distributed
+workers) and the quality benchmark. Entry points only parse arguments.
+
+Each job joins the science core (:mod:`pixel_cnn.core`), the files
+(:mod:`pixel_cnn.io`) and the MLflow side (:mod:`pixel_cnn.tracking`); it makes
+no MLflow call itself. A prepared dataset is always opened by
+:func:`pixel_cnn.tracking.runs.open_dataset` (a folder or a ``runs:/`` URI), once per job.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pixel_cnn import stores, tracking
-from pixel_cnn.cv import CVResult, plan_splits, run_cv
-from pixel_cnn.data import prepare_dataset, read_dataset, resolve_data_dir, write_dataset
-from pixel_cnn.models import get_preset
+from pixel_cnn.core import tuning
+from pixel_cnn.core.cv import CVResult, plan_splits, run_cv
+from pixel_cnn.core.models import get_preset
+from pixel_cnn.core.quality import bench_quality as run_bench, format_table
+from pixel_cnn.io import tpf
+from pixel_cnn.io.dataset import KOI_REQUIRED_COLUMNS, Dataset, DataError, prepare_dataset, resolve_data_dir, write_dataset
+from pixel_cnn.tracking import cv as tracking_cv
+from pixel_cnn.tracking import prep as tracking_prep
+from pixel_cnn.tracking import quality as tracking_quality
+from pixel_cnn.tracking import runs
+from pixel_cnn.tracking import stores
+from pixel_cnn.tracking import tune as tracking_tune
 
 
 def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | None = None) -> dict:
     """Validate the stacks, join labels, write ``out_dir`` and log a prep run.
 
     Returns ``{"run_id", "digest", "counts", "skipped"}`` (skipped: list of
-    ``(source_file, reason)``). Raises :class:`~pixel_cnn.data.DataError` when
+    ``(source_file, reason)``). Raises :class:`~pixel_cnn.io.dataset.DataError` when
     the folder, KOI table or labels file is unusable.
     """
     root = resolve_data_dir(data_dir)
-    with tracking.job_run(tracking.EXPERIMENT_PREP, "prep", cli_params) as run_id:
+    with runs.job_run(runs.EXPERIMENT_PREP, "prep", cli_params) as run_id:
         dataset = prepare_dataset(root, labels)
         out = write_dataset(dataset, out_dir, {
             "prep_run_id": run_id, "labels": labels, "source": str(root / "stacks"),
         })
-        tracking.log_prep(run_id, dataset, out, root, labels)
+        tracking_prep.log_prep(run_id, dataset, out, root, labels)
     return {
         "run_id": run_id, "digest": dataset.digest, "counts": dataset.counts(),
         "skipped": list(dataset.skipped[["source_file", "reason"]].itertuples(index=False, name=None)),
@@ -35,7 +53,7 @@ def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | Non
 
 
 def cv(
-    dataset_dir: str,
+    dataset: str | tuple[Dataset, dict],
     preset_name: str,
     overrides: dict,
     n_folds: int = 5,
@@ -51,14 +69,15 @@ def cv(
     One parent run (this invocation) with a nested child run per fold; the
     repeat-0 fold ensemble logged as ``model`` and, with ``register``, registered
     as ``pixel-cnn`` with ``alias``. Returns ``(result, info)`` with
-    ``run_id``, ``model_uri``, ``version`` and ``wall_s``. ``dataset_dir`` may
-    also be an artifact URI such as ``runs:/<prep_run_id>/dataset`` (downloaded
-    with :func:`pixel_cnn.stores.local_dataset`).
+    ``run_id``, ``model_uri``, ``version`` and ``wall_s``. ``dataset`` is a
+    prep output folder or an artifact URI such as ``runs:/<prep_run_id>/dataset``
+    (:func:`pixel_cnn.tracking.runs.open_dataset`), or a dataset already opened
+    (``(Dataset, info)``, as tune's ``register_best`` passes it).
 
     Raises
     ------
     DataError
-        ``dataset_dir`` is not a prep output.
+        ``dataset`` is not a prep output.
     StoreError
         The tracking server or artifact store is unusable, or the dataset URI
         cannot be downloaded (before training).
@@ -69,28 +88,30 @@ def cv(
     """
     start = time.perf_counter()
     preset = get_preset(preset_name, **overrides)
-    dataset, info = read_dataset(stores.local_dataset(dataset_dir))
+    data, info = runs.open_dataset(dataset) if isinstance(dataset, str) else dataset
     # Refuse before any run is created: too few targets, or a fold (or inner split) lacking a class.
-    plan_splits(dataset.kepids, dataset.labels, n_folds, seed, repeats, inner_folds)
-    with tracking.job_run(tracking.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
-        tracking.log_cv_inputs(run_id, dataset, info, preset)
+    plan_splits(data.kepids, data.labels, n_folds, seed, repeats, inner_folds)
+    with runs.job_run(runs.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
+        tracking_cv.log_cv_inputs(run_id, data, info, preset)
         # A real stack (the smallest) as input example: saved with every model.
-        example = min(dataset.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
-        result = run_cv(dataset, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
-                        callbacks=tracking.MlflowCVCallbacks(run_id, preset, input_example=example))
-        tracking.log_cv_summary(run_id, result)
-        model_info, version = tracking.log_ensemble(
-            run_id, result, register, alias, input_example=example, dataset_digest=dataset.digest)
+        example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
+        result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
+                        callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example),
+                        attributions=True)
+        tracking_cv.log_cv_summary(run_id, result)
+        model_info, version = tracking_cv.log_ensemble(
+            run_id, result, register, alias, input_example=example, dataset_digest=data.digest)
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
                     "wall_s": time.perf_counter() - start}
 
 
-def tune(dataset_dir: str, config, register_best: bool = False, cli_params: dict | None = None) -> dict:
+def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
+         cli_params: dict | None = None) -> dict:
     """Run an Optuna study of cv on a prepared dataset, tracked in MLflow.
 
     One parent run (this invocation; under ``mlflow run`` the run it created)
     with one nested child run per trial (see
-    :class:`pixel_cnn.tracking_tune.TrialLogger`); the parent gets the best
+    :class:`pixel_cnn.tracking.tune.TrialLogger`); the parent gets the best
     params/value, trial counts, ``trials.csv`` and Optuna's figures. With
     ``register_best`` the best params are cross-validated again by :func:`cv`
     (a nested child run), registered as ``pixel-cnn`` and given the alias
@@ -98,9 +119,10 @@ def tune(dataset_dir: str, config, register_best: bool = False, cli_params: dict
 
     Parameters
     ----------
-    dataset_dir : str
-        A prep output folder; read once for the whole study.
-    config : pixel_cnn.tuning.TuneConfig
+    dataset : str
+        A prep output folder or ``runs:/<prep_run_id>/dataset``; opened once for the
+        whole study and for ``register_best``.
+    config : pixel_cnn.core.tuning.TuneConfig
 
     Returns
     -------
@@ -112,33 +134,26 @@ def tune(dataset_dir: str, config, register_best: bool = False, cli_params: dict
     Raises
     ------
     DataError
-        ``dataset_dir`` is not a prep output.
+        ``dataset`` is not a prep output.
     TuneError
         Bad configuration or storage, a study made with another protocol, or
         ``register_best`` with no completed trial.
     CVError, ValueError
         As :func:`cv`.
     """
-    from dataclasses import replace
-
-    from pixel_cnn import tracking_tune, tuning
-
     start = time.perf_counter()
     config.check()
-    config = replace(config, storage=tuning.resolve_storage(config.storage))
-    dataset, info = read_dataset(stores.local_dataset(dataset_dir))
-    with tracking.job_run(tracking_tune.EXPERIMENT_TUNE, f"tune-{config.study_name}", cli_params) as run_id:
-        tracking_tune.log_tune_inputs(run_id, tuning.config_dict(config), dataset, info)
-        hooks = tracking_tune.TrialLogger(run_id, config.study_name, {
-            "n_folds": config.n_folds, "seed": config.seed, "dataset_digest": dataset.digest})
-        study, _ = tuning.run_study(config, dataset, hooks)
+    data, info = runs.open_dataset(dataset)
+    with runs.job_run(runs.EXPERIMENT_TUNE, f"tune-{config.study_name}", cli_params) as run_id:
+        tracking_tune.log_tune_inputs(run_id, tuning.config_dict(config), data, info)
+        study, _ = tuning.run_study(config, data, tracking_tune.trial_logger(run_id, config, data))
         summary = tracking_tune.log_study_summary(run_id, study, time.perf_counter() - start)
         out = {"run_id": run_id, "study_name": config.study_name, "storage": tuning.redact(config.storage),
                **summary}
         if register_best:
             if summary["best_params"] is None:
                 raise tuning.TuneError(f"study {config.study_name!r} has no completed trial: nothing to register")
-            result, info_cv = cv(dataset_dir, config.preset, dict(summary["best_params"]),
+            result, info_cv = cv((data, info), config.preset, dict(summary["best_params"]),
                                  n_folds=config.n_folds, seed=config.seed, register=True, alias="challenger",
                                  cli_params={"tuned_from_study": config.study_name,
                                              "tuned_from_trial": summary["best_trial"]})
@@ -148,6 +163,69 @@ def tune(dataset_dir: str, config, register_best: bool = False, cli_params: dict
     return out
 
 
+def tune_init(dataset: str, config: tuning.TuneConfig) -> tuple:
+    """Open (or resume) a study shared by tune workers and its MLflow parent run.
+
+    Returns ``(study, parent_run_id)`` (:func:`pixel_cnn.tracking.tune.study_parent_run`).
+
+    Raises
+    ------
+    TuneError
+        Bad configuration or storage, or a study made with another protocol.
+    DataError, StoreError
+        As :func:`pixel_cnn.tracking.runs.open_dataset`.
+    """
+    config.check()
+    stores.check_tracking()
+    data, info = runs.open_dataset(dataset)
+    study = tuning.open_study(config, data)
+    return study, tracking_tune.study_parent_run(study, config, data, info)
+
+
+def tune_worker(dataset: str, config: tuning.TuneConfig, target: int, worker_index: int = 0) -> int:
+    """One tune worker of a shared study: trials until the study holds ``target`` finished ones.
+
+    The MLflow parent run is read from the study (user attribute
+    ``mlflow_parent_run_id``, set by :func:`tune_init`); the worker itself is
+    :func:`pixel_cnn.core.tuning.optimize`, the same function ``tune`` runs.
+    Returns the number of trials started here.
+
+    Raises
+    ------
+    TuneError
+        The study does not exist or names no parent run (run ``tune_init`` first).
+    """
+    import optuna
+
+    stores.check_tracking()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=tuning.open_storage(config.storage))
+    except KeyError:
+        raise tuning.TuneError(f"study {config.study_name!r} not found in {tuning.redact(config.storage)}; "
+                               "start workers with `make tune-workers` (which creates it)") from None
+    parent = study.user_attrs.get(tracking_tune.PARENT_ATTR)
+    if not parent:
+        raise tuning.TuneError(f"study {config.study_name!r} names no MLflow parent run (user attribute "
+                               f"{tracking_tune.PARENT_ATTR!r}); create it with "
+                               "`python -m entrypoints.tune_workers init`")
+    data, _ = runs.open_dataset(dataset)
+    return tuning.optimize(config, data, tuning.study_inputs(config, data),
+                           tracking_tune.trial_logger(parent, config, data), worker_index, target=target)
+
+
+def tune_finish(study, parent_run_id: str, reached: bool, wall_s: float) -> tuple[dict, list[str]]:
+    """Close the runs of trials whose worker died, log the study summary, end the parent run.
+
+    Returns ``(summary, closed run ids)``. The parent ends FINISHED when the
+    study reached its target, else FAILED.
+    """
+    closed = tracking_tune.close_failed_trial_runs(study)
+    summary = tracking_tune.log_study_summary(parent_run_id, study, wall_s)
+    stores.end_run(parent_run_id, "FINISHED" if reached else "FAILED")
+    return summary, closed
+
+
 def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
              data_dir: str | None = None, n_jobs: int = 1, download: bool = False,
              cache_dir: str = "", targets: list[int] | None = None,
@@ -155,8 +233,8 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
     """``prep source=tpf``: stacks from TPFs, then (when labels can be had) the usual dataset.
 
     Writes ``out_dir/stacks/pixdiff_<id>.npy`` and ``out_dir/prep_report.csv``
-    (:func:`pixel_cnn.tpf.build_stacks`). Then it chains into
-    :func:`~pixel_cnn.data.prepare_dataset` on ``out_dir`` (a data folder:
+    (:func:`pixel_cnn.io.tpf.build_stacks`). Then it chains into
+    :func:`~pixel_cnn.io.dataset.prepare_dataset` on ``out_dir`` (a data folder:
     ``stacks/`` + ``koi_cumulative.csv``) and writes the prepared dataset to
     ``out_dir/dataset`` (the folder ``cv -P dataset=...`` takes). The KOI table
     is the ephemeris itself when it has ``kepoi_name``/``koi_disposition``
@@ -177,13 +255,8 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
     TPFError
         ``tpf_dir`` missing or without FITS files, ephemeris CSV unusable.
     """
-    import shutil
-
-    from pixel_cnn import tpf, tracking_tpf
-    from pixel_cnn.data import KOI_REQUIRED_COLUMNS, DataError
-
     out = Path(out_dir)
-    with tracking.job_run(tracking.EXPERIMENT_PREP, "prep-tpf", cli_params) as run_id:
+    with runs.job_run(runs.EXPERIMENT_PREP, "prep-tpf", cli_params) as run_id:
         ephemerides, problems, layout = tpf.load_ephemeris(ephemeris)
         fetch_problems = {}
         if download:
@@ -197,7 +270,7 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
         report = tpf.build_stacks(tpf_dir, ephemeris, out, n_jobs=n_jobs,
                                   known_problems=fetch_problems)
         summary = tpf.stacks_summary(report)
-        tracking_tpf.log_tpf_prep(run_id, report, summary, out, layout)
+        tracking_prep.log_tpf_prep(run_id, report, summary, out, layout)
         result = {"run_id": run_id, "report": report, "summary": summary, "dataset_dir": None,
                   "counts": None, "digest": None, "skipped": [], "chain_note": ""}
         if layout != "koi":
@@ -229,30 +302,26 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
             return result
         dataset_dir = write_dataset(dataset, out / "dataset", {
             "prep_run_id": run_id, "labels": labels, "source": str(out / "stacks"), "prep_source": "tpf"})
-        tracking.log_prep(run_id, dataset, dataset_dir, out, labels)
+        tracking_prep.log_prep(run_id, dataset, dataset_dir, out, labels)
         result.update(dataset_dir=dataset_dir, counts=dataset.counts(), digest=dataset.digest,
                       skipped=list(dataset.skipped[["source_file", "reason"]].itertuples(index=False, name=None)))
     return result
 
 
-def bench_quality(dataset_dir: str, presets: tuple[str, ...], n_folds: int = 5, seed: int = 42,
+def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed: int = 42,
                   repeats: int = 5, inner_folds: int = 3, out: str = "bench/results/quality.json",
                   cli_params: dict | None = None) -> tuple[dict, str]:
-    """Run :func:`pixel_cnn.bench.bench_quality`, write the JSON to ``out``, log one MLflow run.
+    """Run :func:`pixel_cnn.core.quality.bench_quality`, write the JSON to ``out``, log one MLflow run.
 
     Returns ``(bench dict with "run_id", Markdown table)``. Raises as
-    :func:`pixel_cnn.bench.bench_quality` and :class:`~pixel_cnn.data.DataError`
-    when ``dataset_dir`` is not a prep output. The JSON is written atomically
+    :func:`pixel_cnn.core.quality.bench_quality`, and as
+    :func:`pixel_cnn.tracking.runs.open_dataset` when ``dataset`` (a folder or a
+    ``runs:/`` URI) is not a prep output. The JSON is written atomically
     (temporary file, then rename).
     """
-    import json
-    import os
-
-    from pixel_cnn.bench import bench_quality as run_bench, format_table
-
-    dataset, _ = read_dataset(dataset_dir)
-    with tracking.job_run(tracking.EXPERIMENT_BENCH, "bench-quality", cli_params) as run_id:
-        bench = run_bench(dataset, presets, n_folds=n_folds, seed=seed, repeats=repeats,
+    data, _ = runs.open_dataset(dataset)
+    with runs.job_run(runs.EXPERIMENT_BENCH, "bench-quality", cli_params) as run_id:
+        bench = run_bench(data, presets, n_folds=n_folds, seed=seed, repeats=repeats,
                           inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True))
         bench["run_id"] = run_id
         table = format_table(bench)
@@ -261,5 +330,5 @@ def bench_quality(dataset_dir: str, presets: tuple[str, ...], n_folds: int = 5, 
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(bench, indent=2) + "\n")
         os.replace(tmp, path)
-        tracking.log_bench(run_id, bench, table)
+        tracking_quality.log_bench(run_id, bench, table)
     return bench, table

@@ -18,19 +18,6 @@ from pathlib import Path
 DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
 
 
-def load_model(model_uri: str):
-    """Load a pyfunc model; raises SystemExit(2) with a one-line message naming the URI."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        tracking = mlflow.get_tracking_uri()
-        raise SystemExit(f"cannot load model {model_uri!r} (tracking store {tracking}): {first}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixel_cnn.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-uri", default=os.environ.get("PIXEL_CNN_MODEL_URI", DEFAULT_MODEL_URI))
     args = parser.parse_args(argv)
 
-    from pixel_cnn.data import DataError, load_stack
+    from pixel_cnn.io.dataset import DataError, load_stack
+    from pixel_cnn.tracking.pyfunc import ModelLoadError, load
 
     try:
-        model = load_model(args.model_uri)
-    except SystemExit as exc:
+        model = load(args.model_uri)
+    except ModelLoadError as exc:
         print(exc, file=sys.stderr)
         return 2
     ensemble = model.unwrap_python_model().ensemble

@@ -28,7 +28,7 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real shared dataset (``$PIXEL_CNN_DATA`` or ``../shared/data/kepler-pixdiff``)."""
-    from pixel_cnn.data import resolve_data_dir
+    from pixel_cnn.io.dataset import resolve_data_dir
 
     return resolve_data_dir()
 
@@ -36,7 +36,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def real_dataset(data_dir):
     """The benchmark dataset prepared from the real files (no MLflow)."""
-    from pixel_cnn.data import prepare_dataset
+    from pixel_cnn.io.dataset import prepare_dataset
 
     return prepare_dataset(data_dir, "seed")
 
@@ -44,7 +44,7 @@ def real_dataset(data_dir):
 @pytest.fixture(scope="session")
 def prepared_dir(real_dataset, tmp_path_factory) -> Path:
     """A prep output folder (``write_dataset``) of the real benchmark dataset."""
-    from pixel_cnn.data import write_dataset
+    from pixel_cnn.io.dataset import write_dataset
 
     return write_dataset(real_dataset, tmp_path_factory.mktemp("prep") / "processed")
 

@@ -1,12 +1,10 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from pixel_cnn.cv import CVError, make_folds, run_cv
-from pixel_cnn.data import Dataset
-from pixel_cnn.models import get_preset
-from pixel_cnn.training import train_fold
+from pixel_cnn.core.cv import CVError, make_folds, run_cv
+from pixel_cnn.core.models import get_preset
+from pixel_cnn.core.training import train_fold
 
 
 def test_no_kepid_on_both_sides_with_multi_koi_stars():

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixel_cnn.data import (
+from pixel_cnn.io.dataset import (
     DataError, Dataset, koi_star_labels, load_koi_table, parse_kepid, prepare_dataset,
     read_dataset, resolve_data_dir, write_dataset,
 )

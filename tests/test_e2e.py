@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, VENV_BIN, mlflow_run, served_model, store_env
+from tests.conftest import PROJECT, mlflow_run, served_model, store_env
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_registered_champion_loads_from_another_directory(e2e, tmp_path):
         "out = m.predict(s[None])\n"
         "print(json.dumps({'file': pixel_cnn.__file__, 'p': float(out['probability'][0]), 'label': out['label'][0]}))\n"
     )
-    from pixel_cnn.data import resolve_data_dir
+    from pixel_cnn.io.dataset import resolve_data_dir
 
     stack = resolve_data_dir() / "stacks" / "pixdiff_9967771.npy"
     proc = subprocess.run([sys.executable, "-c", script, str(stack)], cwd=tmp_path, env=e2e["env"],

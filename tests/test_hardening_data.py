@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixel_cnn.data import DataError, load_koi_table, load_seed_labels, load_stack, prepare_dataset
+from pixel_cnn.io.dataset import DataError, load_koi_table, load_seed_labels, load_stack, prepare_dataset
 
 
 class _Tripwire:
@@ -245,7 +245,7 @@ def test_labels_file_accepts_0_1_and_refuses_duplicates(tmp_path):
 
 
 def _small_prepared(real_dataset, tmp_path, n_confirmed, n_false):
-    from pixel_cnn.data import Dataset, write_dataset
+    from pixel_cnn.io.dataset import Dataset, write_dataset
 
     m = real_dataset.manifest
     keep = pd.concat([m[m.label == 1].head(n_confirmed), m[m.label == 0].head(n_false)]).sort_values("kepid")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixel_cnn.ensemble import Ensemble, save_members
-from pixel_cnn.models import get_preset
+from pixel_cnn.core.ensemble import Ensemble, save_members
+from pixel_cnn.core.models import get_preset
 from tests.conftest import PROJECT
 
 SERVER_COMMANDS = re.compile(r"mlflow (ui|server|models serve)|uvicorn|gunicorn|http\.server|weed ")
@@ -37,7 +37,7 @@ class _Tripwire:
 
 def test_weights_with_a_pickled_object_are_refused_and_not_run(tmp_path):
     preset = get_preset("seed")
-    from pixel_cnn.models import build_model
+    from pixel_cnn.core.models import build_model
 
     artifacts = save_members(tmp_path, preset, [build_model(preset).state_dict()], 0.5, {})
     assert Ensemble.from_files(artifacts["config"], artifacts["weights"]).members  # the real format loads
@@ -49,14 +49,14 @@ def test_weights_with_a_pickled_object_are_refused_and_not_run(tmp_path):
 
 
 def test_load_generator_refuses_non_loopback_targets():
-    from pixel_cnn.loadtest import run_load
+    from ops.loadtest import run_load
 
     with pytest.raises(ValueError, match="not a loopback address"):
         run_load("http://10.1.2.3:5001", [b"{}"], n_requests=1, concurrency=1)
 
 
 def test_same_seed_same_oof_and_another_seed_differs(real_dataset):
-    from pixel_cnn.cv import run_cv
+    from pixel_cnn.core.cv import run_cv
 
     preset = get_preset("seed", epochs=1)
     a = run_cv(real_dataset, preset, n_folds=2, seed=11).oof

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.ensemble import MAX_REQUEST_VALUES
+from pixel_cnn.tracking.pyfunc import MAX_REQUEST_VALUES
 from tests.conftest import PROJECT, served_model, store_env
 
 pytestmark = pytest.mark.slow
@@ -176,7 +176,7 @@ def test_served_probabilities_match_in_process_predict(server, trained, real_dat
 
 
 def test_load_2000_requests_at_concurrency_8_no_errors(server, real_dataset, tmp_path):
-    from pixel_cnn.loadtest import run_load, stack_bodies
+    from ops.loadtest import run_load, stack_bodies
 
     bodies = stack_bodies(real_dataset.stack_list())
     result = run_load(server, bodies, n_requests=2000, concurrency=8, timeout_s=60, deadline_s=540)
@@ -207,7 +207,7 @@ def test_models_are_logged_from_code_without_pickles(trained):
 
 def test_champion_keeps_answering_and_never_moves_while_new_versions_register(server, trained, real_dataset, capsys):
     from entrypoints.cv import main as cv_main
-    from pixel_cnn import tracking
+    from pixel_cnn.tracking import cv as tracking_cv, runs as tracking
 
     client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("pixel-cnn", "champion").version
@@ -233,7 +233,7 @@ def test_champion_keeps_answering_and_never_moves_while_new_versions_register(se
         assert rc == 0, capsys.readouterr().err[-2000:]
         # Another version registered with another alias.
         run = client.create_run(client.get_experiment_by_name(tracking.EXPERIMENT_CV).experiment_id)
-        tracking.log_ensemble(run.info.run_id, trained["result"], True, "challenger", None, "test")
+        tracking_cv.log_ensemble(run.info.run_id, trained["result"], True, "challenger", None, "test")
         client.set_terminated(run.info.run_id)
     finally:
         time.sleep(0.3)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixel_cnn.metrics import binary_metrics, f1_optimal_threshold
-from pixel_cnn.models import PRESETS, PixelCNN, count_parameters, get_preset
+from pixel_cnn.core.metrics import binary_metrics, f1_optimal_threshold
+from pixel_cnn.core.models import PRESETS, PixelCNN, count_parameters, get_preset
 
 
 def test_seed_preset_is_the_seed_study_model():
@@ -56,10 +56,10 @@ def test_metrics_need_both_classes():
 @pytest.mark.parametrize("preset_name", ["phase", "phase2"])
 def test_fused_ensemble_matches_its_members_on_real_stacks(real_dataset, preset_name):
     """The grouped network the served model runs gives the members' mean probability."""
-    from pixel_cnn.ensemble import Ensemble
-    from pixel_cnn.models import FusedPhaseEnsemble, build_model
-    from pixel_cnn.representation import build_inputs
-    from pixel_cnn.training import train_fold
+    from pixel_cnn.core.ensemble import Ensemble
+    from pixel_cnn.core.models import FusedPhaseEnsemble, build_model
+    from pixel_cnn.core.representation import build_inputs
+    from pixel_cnn.core.training import train_fold
 
     preset = get_preset(preset_name, epochs=2)
     x = build_inputs(real_dataset.stack_list(), preset.representation, preset.image_size)

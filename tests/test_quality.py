@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pixel_cnn import models
-from pixel_cnn.cv import FOLD_THRESHOLD, CVError, inner_threshold, make_folds, run_cv
-from pixel_cnn.metrics import bootstrap_pr_auc, thresholded_metrics
-from pixel_cnn.representation import (
+from pixel_cnn.core import models
+from pixel_cnn.core.cv import FOLD_THRESHOLD, CVError, inner_threshold, make_folds, run_cv
+from pixel_cnn.core.metrics import bootstrap_pr_auc, thresholded_metrics
+from pixel_cnn.core.representation import (
     PHASE_IMAGE_CHANNELS,
     PHASE_SCALARS,
     REPRESENTATION_CHANNELS,
     build_inputs,
     median_image,
-    oot_sigma,
     phase_image,
     phase_maps,
-    validate_stack,
 )
+from pixel_cnn.core.stack import oot_sigma, validate_stack
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCALAR = {name: i for i, name in enumerate(PHASE_SCALARS)}
@@ -256,7 +254,7 @@ def test_short_phase_cv_is_deterministic_and_honest(real_dataset):
 
 
 def test_integrated_gradients_completeness():
-    from pixel_cnn.explain import attribution_figure, integrated_gradients
+    from pixel_cnn.core.explain import attribution_figure, integrated_gradients
 
     torch.manual_seed(0)
     preset = models.PHASE
@@ -323,7 +321,7 @@ def test_bench_quality_same_folds_table_and_json(tracking_store, prepared_dir, m
 
 
 def test_merge_benches_requires_same_folds():
-    from pixel_cnn.bench import merge_benches
+    from pixel_cnn.core.quality import merge_benches
 
     base = {"protocol": {"seed": 42}, "dataset_digest": "d", "fold_digest": "f", "n_targets": 97}
     a = {**base, "presets": {"seed": {"x": 1}}, "run_id": "r1"}
@@ -338,7 +336,7 @@ def test_regression_experiment_id_does_not_leak_between_stores(tmp_path, monkeyp
     """Two jobs in one process, two stores: the second must not reuse the first's experiment id."""
     import mlflow
 
-    from pixel_cnn import tracking
+    from pixel_cnn.tracking import runs as tracking
 
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -372,7 +370,7 @@ def star_stack(h=7, w=7, star=(3, 3), seed=0, sigma_bg=1e-3):
 
 
 def vet(stack):
-    from pixel_cnn.vetting import VETTING_FEATURES, vetting_features
+    from pixel_cnn.core.vetting import VETTING_FEATURES, vetting_features
 
     values = vetting_features(validate_stack(stack))
     assert values.shape == (len(VETTING_FEATURES),) and values.dtype == np.float32
@@ -424,8 +422,8 @@ def test_vetting_without_signal_has_no_centroid_and_full_fractions():
 
 
 def test_phase2_every_stamp_size_with_nan_and_zero_pixels():
-    from pixel_cnn.representation import PHASE2_SCALARS, phase2_image
-    from pixel_cnn.vetting import VETTING_FEATURES
+    from pixel_cnn.core.representation import PHASE2_SCALARS, phase2_image
+    from pixel_cnn.core.vetting import VETTING_FEATURES
 
     assert PHASE2_SCALARS == PHASE_SCALARS + VETTING_FEATURES
     size = models.PHASE2.image_size
@@ -467,9 +465,9 @@ def test_phase2_preset_hybrid_net_falls_back_on_the_linear_scalar_path():
 
 
 def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
-    from pixel_cnn.bench import fold_digest
-    from pixel_cnn.cv import extra_training_targets
-    from pixel_cnn.data import prepare_dataset
+    from pixel_cnn.core.quality import fold_digest
+    from pixel_cnn.core.cv import extra_training_targets
+    from pixel_cnn.io.dataset import prepare_dataset
 
     koi = prepare_dataset(None, "koi")
     extra = extra_training_targets(real_dataset, koi)

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pixel_cnn.representation import StackError, build_inputs, median_image, resize, validate_stack
+from pixel_cnn.core.representation import build_inputs, median_image, resize
+from pixel_cnn.core.stack import StackError, validate_stack
 
 
 def stack(h=4, w=5, seed=0):
@@ -86,7 +87,7 @@ def test_build_inputs_mixed_sizes_and_error_names_index():
 
 def test_batched_phase_inputs_equal_one_stack_at_a_time(real_dataset):
     """build_inputs batches stacks by size; every value equals phase_image on one stack."""
-    from pixel_cnn.representation import BATCH_CHUNK, phase_image
+    from pixel_cnn.core.representation import BATCH_CHUNK, phase_image
 
     rng = np.random.default_rng(3)
     synthetic = []
@@ -105,7 +106,7 @@ def test_batched_phase_inputs_equal_one_stack_at_a_time(real_dataset):
 
 def test_jitter_shifts_maps_and_keeps_constant_planes():
     """_augment: each image moves by its own offset (edge-replicated); constant planes stay put."""
-    from pixel_cnn.training import _augment
+    from pixel_cnn.core.training import _augment
 
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
     x[:, 2] = torch.tensor([7.0, -3.0])[:, None, None]                 # a scalar plane per image

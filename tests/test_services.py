@@ -19,10 +19,9 @@ import warnings
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
-from pixel_cnn import services
+from ops import services
 from tests.conftest import PROJECT, VENV_BIN, free_port, mlflow_run, served_model
 
 pytestmark = pytest.mark.slow
@@ -305,7 +304,7 @@ def test_tune_workers_share_one_study_and_parent_and_survive_a_killed_worker(sta
     """`make tune-workers N=2`: one worker is killed mid-trial; its trial is failed and retried."""
     from optuna.storages import RetryFailedTrialCallback
 
-    from pixel_cnn.tune_workers import WORKERS_FILE
+    from ops.tune_workers import WORKERS_FILE
 
     env = {**client_env(stack, tmp_path), "OPTUNA_STORAGE": stack["optuna_storage"],
            "PIXEL_CNN_OPTUNA_HEARTBEAT_S": "2", "PIXEL_CNN_OPTUNA_GRACE_S": "8",

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixel_cnn import tpf
-from pixel_cnn.representation import N_PHASE_BINS, validate_stack
+from pixel_cnn.io import tpf
+from pixel_cnn.core.stack import N_PHASE_BINS, validate_stack
 from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
 
 # ---------------------------------------------------------------- pure science, hand-checked
@@ -133,7 +133,7 @@ def _times(t_start, n=N1):
 @pytest.fixture(scope="module")
 def kepids(data_dir):
     """Real KIC ids of single-KOI stars: two CONFIRMED and two FALSE POSITIVE first, then others."""
-    from pixel_cnn.data import load_koi_table
+    from pixel_cnn.io.dataset import load_koi_table
 
     koi = load_koi_table(data_dir / "koi_cumulative.csv")
     single = koi.groupby("kepid").filter(lambda g: len(g) == 1)
@@ -370,7 +370,7 @@ def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, tracking_sto
     from mlflow.tracking import MlflowClient
 
     from pixel_cnn import jobs
-    from pixel_cnn.data import read_dataset
+    from pixel_cnn.io.dataset import read_dataset
 
     out = tracking_store / "tpf-prep"
     result = jobs.prep_tpf(str(tpf_case["tpfs"]), str(tpf_case["eph"]), str(out), labels="koi",

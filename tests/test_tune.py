@@ -9,7 +9,6 @@ process) so that a busy 2-core machine is not oversubscribed.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -21,10 +20,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import PROJECT, VENV_BIN, store_env
-from pixel_cnn.cv import CVError, run_cv
-from pixel_cnn.models import get_preset
-from pixel_cnn.representation import build_inputs
-from pixel_cnn.tuning import (
+from pixel_cnn.core.cv import CVError, run_cv
+from pixel_cnn.core.models import get_preset
+from pixel_cnn.core.representation import build_inputs
+from pixel_cnn.core.tuning import (
     Objective,
     TuneConfig,
     TuneError,
@@ -146,12 +145,12 @@ def test_same_seed_same_trials_and_resume_continues_the_study(tmp_path, real_dat
 
 
 def test_pruned_trial_is_marked_in_mlflow(tracking_store, real_dataset, one_thread):
-    from pixel_cnn.tracking_tune import RUN_ID_ATTR, TrialLogger
+    from pixel_cnn.tracking.tune import RUN_ID_ATTR, TrialLogger
 
     client = MlflowClient()
     parent = client.create_run("0").info.run_id
     logger = TrialLogger(parent, "prune-test")
-    config = TuneConfig(n_folds=2, max_epochs=1)
+    config = TuneConfig(preset="seed", n_folds=2, max_epochs=1)
     preset = get_preset("seed")
     inputs = build_inputs(real_dataset.stack_list(), preset.representation, preset.image_size)
     # A real Optuna pruner that stops every trial at its first report (PR-AUC < 1.01).

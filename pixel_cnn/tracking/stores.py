@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-# mlflow is imported inside the functions that need it: `python -m pixel_cnn.stores check`
+# mlflow is imported inside the functions that need it: `python -m entrypoints.tracking_check`
 # (run by make before `mlflow run`) stays a stdlib-only, sub-second check.
 
 PREFLIGHT_ARTIFACT = "preflight.json"
@@ -194,21 +194,3 @@ def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
           f"{patience_s:.0f} s ({type(last).__name__}: {str(last)[:200]}); it stays RUNNING there",
           file=sys.stderr)
     return False
-
-
-def main(argv=None) -> int:
-    """``python -m pixel_cnn.stores check``: exit 2 with the reason when MLFLOW_TRACKING_URI is unreachable."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv != ["check"]:
-        print("usage: python -m pixel_cnn.stores check", file=sys.stderr)
-        return 2
-    try:
-        check_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    except StoreError as exc:
-        print(f"tracking: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

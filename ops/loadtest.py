@@ -1,6 +1,6 @@
 """A small load generator for the served model: threads + httpx, loopback only.
 
-    python -m pixel_cnn.loadtest http://127.0.0.1:5001 --requests 2000 --concurrency 8 --out load.json
+    python -m entrypoints.loadtest http://127.0.0.1:5001 --requests 2000 --concurrency 8 --out load.json
 
 sends ``--requests`` POST ``/invocations`` requests with at most
 ``--concurrency`` in flight, cycling over request bodies built from real
@@ -11,14 +11,11 @@ Reused by the benchmark (``serve_p50_ms_c1``, ``serve_p50_ms_c8``, ...).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -157,30 +154,3 @@ def run_load(url: str, bodies: list[bytes], n_requests: int = 2000, concurrency:
     if not bodies or n_requests < 1 or concurrency < 1:
         raise ValueError("need at least one body, one request and concurrency >= 1")
     return _run(url.rstrip("/"), bodies, n_requests, concurrency, timeout_s, deadline_s)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pixel_cnn.loadtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("url", help="base URL of the served model, e.g. http://127.0.0.1:5001")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--per-request", type=int, default=1, help="stacks per request")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: the shared one)")
-    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
-    args = parser.parse_args(argv)
-
-    from pixel_cnn.data import prepare_dataset
-
-    stacks = prepare_dataset(args.data_dir, "seed").stack_list()
-    result = run_load(args.url, stack_bodies(stacks, args.per_request), args.requests, args.concurrency)
-    text = json.dumps(result.to_dict(), indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0 if result.n_errors == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

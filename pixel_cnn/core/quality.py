@@ -1,6 +1,6 @@
 """Quality benchmark (issue 3): several presets, one protocol, the same folds. No MLflow here.
 
-:func:`bench_quality` cross-validates each preset with :func:`pixel_cnn.cv.run_cv`
+:func:`bench_quality` cross-validates each preset with :func:`pixel_cnn.core.cv.run_cv`
 under the same seed, so every preset sees the same grouped folds in every
 repeat (checked, not assumed), and the same honest protocol: fixed schedule,
 last epoch kept, each fold's threshold from an inner split of its training
@@ -18,12 +18,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.cv import INNER_FOLDS, CVResult, run_cv
-from pixel_cnn.data import Dataset
-from pixel_cnn.metrics import binary_metrics, thresholded_metrics
-from pixel_cnn.models import get_preset
+from pixel_cnn.core.cv import INNER_FOLDS, CVResult, run_cv
+from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.metrics import binary_metrics, thresholded_metrics
+from pixel_cnn.core.models import get_preset
 
-#: Columns of the table: pooled-OOF metric keys of :func:`pixel_cnn.cv.summarize`.
+#: Columns of the table: pooled-OOF metric keys of :func:`pixel_cnn.core.cv.summarize`.
 TABLE_METRICS = ("pr_auc", "roc_auc", "f1", "brier")
 
 
@@ -59,9 +59,9 @@ def bench_quality(
     dataset : Dataset
         Prepared benchmark targets.
     preset_names : tuple of str
-        Presets (names of :data:`pixel_cnn.models.PRESETS`), in table order.
+        Presets (names of :data:`pixel_cnn.core.models.PRESETS`), in table order.
     n_folds, seed, repeats, inner_folds
-        Passed to :func:`pixel_cnn.cv.run_cv`, identical for every preset.
+        Passed to :func:`pixel_cnn.core.cv.run_cv`, identical for every preset.
     progress : callable, optional
         ``progress(message)`` after each preset.
 

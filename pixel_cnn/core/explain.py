@@ -1,6 +1,6 @@
 """Attribution maps: which input pixels drove a fold network's call. Torch + captum + matplotlib.
 
-No MLflow here (``pixel_cnn.tracking`` logs the figure). Attributions are
+No MLflow here (``pixel_cnn.tracking.runs`` logs the figure). Attributions are
 captum's Integrated Gradients (Sundararajan, Taly & Yan 2017, "Axiomatic
 Attribution for Deep Networks", ICML): the path integral of the gradient of
 the logit from a baseline input to the actual input, times the input minus
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients
 
-from pixel_cnn.models import Preset, build_model
+from pixel_cnn.core.models import Preset, build_model
 
 #: Riemann steps of the path integral (captum's default is 50; 32 keeps the
 #: completeness error below a few per cent on these small networks).
@@ -32,7 +32,7 @@ def integrated_gradients(preset: Preset, state_dict: dict, x: np.ndarray, n_step
     Parameters
     ----------
     preset : Preset
-        Builds the network (:func:`pixel_cnn.models.build_model`).
+        Builds the network (:func:`pixel_cnn.core.models.build_model`).
     state_dict : dict
         Trained weights of one fold network.
     x : numpy.ndarray

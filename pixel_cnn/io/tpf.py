@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.representation import N_PHASE_BINS, StackError, validate_stack
-from pixel_cnn.data import replace_dir
+from pixel_cnn.core.stack import N_PHASE_BINS, StackError, validate_stack
+from pixel_cnn.io.dataset import replace_dir
 
 #: Out-of-transit phase windows of the reference image O (dataset README).
 REFERENCE_WINDOWS = ((0.2, 0.3), (0.7, 0.8))
@@ -221,7 +221,7 @@ def fill_missing(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Applied after normalisation only, so a missing pixel or an empty phase bin
     reads as "no change", never as dimming (a NaN flux set to 0 *before*
     normalisation would read as ``(0 - O) / O = -1``, a 100% eclipse). This is
-    the NaN rule of :func:`~pixel_cnn.representation.validate_stack` for files;
+    the NaN rule of :func:`~pixel_cnn.core.stack.validate_stack` for files;
     the written stack holds no NaN, so the served model (which rejects NaN)
     takes it as it is.
 
@@ -549,7 +549,7 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
 
     Returns a :class:`TargetResult` whose ``stack`` is float32 ``(n_bins, H, W)``
     (missing data filled by :func:`fill_missing`, validated by
-    :func:`~pixel_cnn.representation.validate_stack`) or ``None``, and whose
+    :func:`~pixel_cnn.core.stack.validate_stack`) or ``None``, and whose
     ``report`` row says what was used, what was dropped and, on failure, why.
     """
     report = {"target_id": target_id, "status": "failed", "reason": "", "ephemeris": "",

@@ -1,12 +1,12 @@
 """Hyper-parameter search with Optuna over the honest grouped cv.
 
-The objective of a trial is the cv score of :func:`pixel_cnn.cv.run_cv`
+The objective of a trial is the cv score of :func:`pixel_cnn.core.cv.run_cv`
 (same folds, same protocol as the ``cv`` entry point): the mean PR-AUC
 (average precision) over folds, maximized. After each fold the running mean
 is reported to Optuna (``trial.report``) and a pruner may stop the trial.
 
 No MLflow here: tracking hooks in through a :class:`TuneHooks` object (see
-:mod:`pixel_cnn.tracking_tune`), as cv does with ``CVCallbacks``. The dataset
+:mod:`pixel_cnn.tracking.tune`), as cv does with ``CVCallbacks``. The dataset
 is read once per study by the caller and handed to every worker; nothing is
 reloaded per trial.
 
@@ -27,7 +27,7 @@ import os
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,10 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from pixel_cnn.cv import CVCallbacks, FoldOutcome, run_cv
-from pixel_cnn.data import Dataset
-from pixel_cnn.models import Preset, get_preset
-from pixel_cnn.representation import build_inputs
+from pixel_cnn.core.cv import CVCallbacks, FoldOutcome, run_cv
+from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.models import DEFAULT_PRESET, Preset, get_preset
+from pixel_cnn.core.representation import build_inputs
 
 #: Default storage: an sqlite file in the working directory (the project root
 #: under ``mlflow run .`` and ``make``); git-ignored.
@@ -65,7 +65,7 @@ class TuneError(ValueError):
 def suggest_params(trial: optuna.Trial, max_epochs: int = 40) -> dict:
     """The search space, in one place: sample one configuration.
 
-    Keys are overrides of :func:`pixel_cnn.models.get_preset`:
+    Keys are overrides of :func:`pixel_cnn.core.models.get_preset`:
 
     ========================  ==============================  =====================
     key                       distribution                    unit
@@ -109,7 +109,9 @@ class TuneConfig:
     Attributes
     ----------
     preset : str
-        Preset whose non-searched fields (representation, image size, ...) the trials keep.
+        Preset whose non-searched fields (representation, image size, ...) the trials keep;
+        default the project's default preset (:data:`pixel_cnn.core.models.DEFAULT_PRESET`),
+        the same for ``tune`` and ``tune-workers``.
     n_folds, seed : int
         cv protocol, as in ``cv``; ``seed`` also seeds the sampler.
     n_trials : int
@@ -118,6 +120,8 @@ class TuneConfig:
         Seconds after which each worker starts no new trial.
     storage : str
         SQLAlchemy URL of the Optuna storage; ``""`` = ``sqlite:///<cwd>/optuna.db``.
+        Resolved once, when the config is made (:func:`resolve_storage`): every
+        worker and log line then sees the same URL.
     study_name : str
     n_workers : int
         Processes running trials at once against the storage.
@@ -127,7 +131,7 @@ class TuneConfig:
         Upper bound of the ``epochs`` search range.
     """
 
-    preset: str = "seed"
+    preset: str = DEFAULT_PRESET
     n_folds: int = 5
     seed: int = 42
     n_trials: int = 20
@@ -137,6 +141,9 @@ class TuneConfig:
     n_workers: int = 1
     pruner: str = "median"
     max_epochs: int = 40
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "storage", resolve_storage(self.storage))
 
     def check(self) -> None:
         """Raise :class:`TuneError` naming the first bad field."""
@@ -238,7 +245,6 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     TuneError
         Bad URL, or the database cannot be reached (message names the URL, password hidden).
     """
-    url = resolve_storage(url)
     heartbeat_interval, grace_period = heartbeat_settings()
     engine_kwargs = {}
     path = _sqlite_path(url)
@@ -422,7 +428,7 @@ def open_study(config: TuneConfig, dataset: Dataset) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
                                 load_if_exists=True, pruner=make_pruner(config.pruner))
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise TuneError(f"study {config.study_name!r} in {redact(resolve_storage(config.storage))} "
+        raise TuneError(f"study {config.study_name!r} in {redact(config.storage)} "
                         "minimizes; this objective is maximized: use another study_name")
     wanted, have = study_attrs(dataset, config), study.user_attrs
     for key in STUDY_KEYS:
@@ -437,15 +443,50 @@ def open_study(config: TuneConfig, dataset: Dataset) -> optuna.Study:
     return study
 
 
-def _optimize(config: TuneConfig, dataset: Dataset, inputs: np.ndarray, hooks: TuneHooks,
-              worker: int, n_trials: int) -> int:
-    """One worker: load the study and run ``n_trials`` trials; returns how many it ran."""
-    study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage),
-                              sampler=TrialSeededSampler(config.seed),
-                              pruner=make_pruner(config.pruner))
+#: Trial states that count as finished towards a target (``optimize(target=...)``).
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def n_finished(study: optuna.Study) -> int:
+    """Trials of ``study`` that are COMPLETE or PRUNED."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def study_inputs(config: TuneConfig, dataset: Dataset) -> np.ndarray:
+    """The model inputs of ``dataset`` for ``config.preset``, built once per study (float32 ``(N, C, S, S)``)."""
+    preset = get_preset(config.preset)
+    return build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+
+
+def optimize(config: TuneConfig, dataset: Dataset, inputs: np.ndarray, hooks: TuneHooks | None = None,
+             worker: int = 0, n_trials: int | None = None, target: int | None = None) -> int:
+    """The one tuning worker: load the study and run trials; returns how many trials it started.
+
+    ``tune`` runs it in each of its worker processes (``n_trials`` each);
+    ``tune-workers`` runs it in every worker, on any machine, with ``target``:
+    stop once the study holds ``target`` finished trials (``MaxTrialsCallback``),
+    so a killed worker's share is taken over by the others. Trials are seeded
+    by number (:class:`TrialSeededSampler`) and pruned by ``config.pruner``.
+
+    Raises
+    ------
+    TuneError
+        The study does not exist in the storage, or the storage cannot be opened.
+    """
+    hooks = hooks or TuneHooks()
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage),
+                                  sampler=TrialSeededSampler(config.seed), pruner=make_pruner(config.pruner))
+    except KeyError:
+        raise TuneError(f"study {config.study_name!r} not found in {redact(config.storage)}") from None
     before = len(study.get_trials(deepcopy=False))
+    callbacks = [hooks]
+    if target is not None:
+        if n_finished(study) >= target:
+            return 0
+        callbacks.append(optuna.study.MaxTrialsCallback(target, states=FINISHED_STATES))
     study.optimize(Objective(dataset, inputs, config, hooks, worker), n_trials=n_trials,
-                   timeout=config.timeout, callbacks=[hooks], catch=())
+                   timeout=config.timeout, callbacks=callbacks, catch=())
     return len(study.get_trials(deepcopy=False)) - before
 
 
@@ -474,21 +515,19 @@ def run_study(config: TuneConfig, dataset: Dataset, hooks: TuneHooks | None = No
         Bad configuration or storage, or a study made with another protocol.
     """
     config.check()
-    config = replace(config, storage=resolve_storage(config.storage))  # one URL for every worker
     hooks = hooks or TuneHooks()
     study = open_study(config, dataset)
     n_existing = len(study.get_trials(deepcopy=False))
-    preset = get_preset(config.preset)
-    inputs = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
+    inputs = study_inputs(config, dataset)
     shares = [n for n in split_trials(config.n_trials, config.n_workers) if n > 0]
     args = (config, dataset, inputs, hooks)
     if len(shares) == 1:
-        _optimize(*args, 0, shares[0])
+        optimize(*args, 0, shares[0])
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=len(shares) - 1, mp_context=ctx) as pool:
-            futures = [pool.submit(_optimize, *args, w, n) for w, n in enumerate(shares) if w > 0]
-            _optimize(*args, 0, shares[0])
+            futures = [pool.submit(optimize, *args, w, n) for w, n in enumerate(shares) if w > 0]
+            optimize(*args, 0, shares[0])
             for future in futures:
                 future.result()
     study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
@@ -498,5 +537,5 @@ def run_study(config: TuneConfig, dataset: Dataset, hooks: TuneHooks | None = No
 def config_dict(config: TuneConfig) -> dict:
     """The configuration as plain values, storage password hidden."""
     d = asdict(config)
-    d["storage"] = redact(resolve_storage(config.storage))
+    d["storage"] = redact(config.storage)
     return d

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.representation import StackError, check_dtype, check_shape, validate_stack
+from pixel_cnn.core.stack import StackError, check_dtype, check_shape, validate_stack
 
 DATA_ENV_VAR = "PIXEL_CNN_DATA"
-#: Fallback data folder: the shared dataset beside the project checkout.
-SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kepler-pixdiff"
+#: Fallback data folder, the shared dataset beside the checkout: ``<checkout>/../shared/data/kepler-pixdiff``.
+SHARED_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "kepler-pixdiff"
 STACK_PATTERN = re.compile(r"^pixdiff_(\d+)\.npy$")
 #: Largest KIC id; ids above it are not Kepler targets (the 20 placeholder files).
 MAX_KEPID = 13_000_000
@@ -141,7 +141,7 @@ def load_stack(path: str | os.PathLike) -> np.ndarray:
     numbers: stacks are fractional flux changes (float32 from the pipeline);
     an int, bool, complex or string file is not a stack.
 
-    Returns float32 ``(32, H, W)`` (see :func:`~pixel_cnn.representation.validate_stack`).
+    Returns float32 ``(32, H, W)`` (see :func:`~pixel_cnn.core.stack.validate_stack`).
 
     Raises
     ------

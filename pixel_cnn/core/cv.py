@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pixel_cnn.data import Dataset
-from pixel_cnn.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
-from pixel_cnn.models import Preset
-from pixel_cnn.representation import build_inputs
-from pixel_cnn.training import FoldResult, train_fold
+from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.explain import integrated_gradients
+from pixel_cnn.core.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
+from pixel_cnn.core.models import Preset
+from pixel_cnn.core.representation import build_inputs
+from pixel_cnn.core.training import FoldResult, train_fold
 
 #: Threshold for the per-fold accuracy and F1 when no inner split chooses one
 #: (``inner_folds=0``): fixed before seeing any data (class-weighted sampling
@@ -100,6 +101,8 @@ class FoldOutcome:
     val_labels: np.ndarray
     threshold: float = FOLD_THRESHOLD
     val_inputs: np.ndarray | None = None
+    #: Integrated-Gradients maps of the validation inputs, same shape (``run_cv(attributions=True)``).
+    attributions: np.ndarray | None = None
 
     @property
     def positive_rate(self) -> float:
@@ -120,7 +123,7 @@ class CVResult:
         ``<metric>_oof`` on pooled out-of-fold predictions (mean over repeats;
         ``<metric>_oof_std`` across repeats when ``repeats > 1``; accuracy and
         F1 with each fold's own threshold), ``pr_auc_oof_ci_low/high`` (95 %
-        bootstrap interval over targets, :func:`~pixel_cnn.metrics.bootstrap_pr_auc`)
+        bootstrap interval over targets, :func:`~pixel_cnn.core.metrics.bootstrap_pr_auc`)
         and ``threshold``: the mean of repeat 0's fold thresholds, each chosen
         on that fold's training targets only (the served ensemble's threshold).
     """
@@ -206,7 +209,7 @@ def inner_threshold(
         ``inner_folds`` grouped, stratified folds (:func:`make_folds` with
         ``seed``), a network per inner fold (seed ``seed + 100 * (j + 1)``)
         scores its held-out part, and the F1-optimal threshold of those
-        predictions is returned (:func:`~pixel_cnn.metrics.f1_optimal_threshold`).
+        predictions is returned (:func:`~pixel_cnn.core.metrics.f1_optimal_threshold`).
     x_extra, y_extra : optional
         Extra training-only targets ``(E, C, S, S)`` / ``(E,)``: added to every
         inner network's training side, never scored (see ``run_cv(extra_train=...)``).
@@ -265,6 +268,7 @@ def run_cv(
     inner_folds: int = INNER_FOLDS,
     inputs: np.ndarray | None = None,
     extra_train: Dataset | None = None,
+    attributions: bool = False,
 ) -> CVResult:
     """Grouped, stratified k-fold cross-validation, optionally repeated; nothing chosen on validation.
 
@@ -289,6 +293,10 @@ def run_cv(
     scored; those whose kepid is in ``dataset`` are dropped first
     (:func:`extra_training_targets`). Folds, seeds and scored targets are the
     same with or without them.
+
+    ``attributions``: also compute each fold's Integrated-Gradients maps of its
+    validation inputs (:func:`pixel_cnn.core.explain.integrated_gradients`,
+    ``FoldOutcome.attributions``), after the fold is trained; scores unchanged.
 
     Raises
     ------
@@ -337,6 +345,7 @@ def run_cv(
                 metrics=binary_metrics(labels[val_idx], result.val_prob, threshold),
                 val_kepids=kepids[val_idx], val_labels=labels[val_idx],
                 threshold=threshold, val_inputs=x[val_idx],
+                attributions=integrated_gradients(preset, result.state_dict, x[val_idx]) if attributions else None,
             )
             callbacks.fold_end(r, k, outcome)
             outcomes.append(outcome)

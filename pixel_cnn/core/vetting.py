@@ -7,7 +7,7 @@ A stack ``(32, H, W)`` holds, per phase bin and pixel, the fractional flux
 change ``(F_bin - O) / O`` relative to the out-of-transit reference image ``O``
 (dataset README). It holds no flux image, but photon noise makes a pixel's
 fractional scatter fall as ``O**-0.5``, so ``sigma**-2`` (``sigma`` the
-out-of-transit scatter, :func:`pixel_cnn.representation.oot_sigma`) is
+out-of-transit scatter, :func:`pixel_cnn.core.stack.oot_sigma`) is
 proportional to the pixel's flux where the star dominates: the *flux proxy*
 used below as aperture weight and as the reference for centroids.
 
@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pixel_cnn.representation import (
+from pixel_cnn.core.stack import (
+    DEPTH_UNIT,
     IN_TRANSIT_BINS,
     MAD_TO_SIGMA,
     OUT_OF_TRANSIT_BINS,
@@ -58,8 +59,6 @@ WEIGHT_SIGMA_FLOOR = 0.05
 APERTURE_FRACTION = 0.1
 #: Significance threshold of a dimmed pixel (in-transit depth / its noise).
 DIMMED_SIGMA = 3.0
-#: Unit of the depth features: 1000 ppm (fractional 1e-3).
-DEPTH_UNIT = 1e-3
 #: Bins of phases 0.0625-0.4375 and 0.5625-0.9375 searched for a brightening (reflection,
 #: ellipsoidal maxima, a bad bin): everything but the transit, shoulders and secondary.
 BRIGHTENING_BINS = tuple(range(2, 14)) + tuple(range(18, 30))
@@ -69,7 +68,7 @@ def flux_proxy(sigma: np.ndarray) -> np.ndarray:
     """Relative pixel flux from the out-of-transit scatter: ``sigma**-2``, normalized to sum 1.
 
     sigma: float ``(H, W)`` (or a batch ``(N, H, W)``) from
-    :func:`~pixel_cnn.representation.oot_sigma` (``inf`` for dead pixels) ->
+    :func:`~pixel_cnn.core.stack.oot_sigma` (``inf`` for dead pixels) ->
     float64 of the same shape, >= 0, sum 1 per stamp; dead pixels 0.
     Photon noise: fractional scatter ``~ F**-0.5``, so ``F ~ sigma**-2``. ``sigma``
     is floored at :data:`WEIGHT_SIGMA_FLOOR` times its median over live pixels.
@@ -94,12 +93,12 @@ def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.n
     Parameters
     ----------
     stack : numpy.ndarray
-        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.representation.validate_stack`),
+        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.core.stack.validate_stack`),
         fractional flux change per phase bin; any ``H, W >= 3``. Pixels zero in
         every bin (NaN in the TPF) carry no weight. Or a batch ``(N, 32, H, W)``
         of stacks of one size, each measured on its own (one pass for all).
     sigma : numpy.ndarray, optional
-        :func:`~pixel_cnn.representation.oot_sigma` of ``stack`` when the
+        :func:`~pixel_cnn.core.stack.oot_sigma` of ``stack`` when the
         caller already has it; computed here otherwise.
 
     Returns

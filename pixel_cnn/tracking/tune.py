@@ -28,19 +28,18 @@ from mlflow.optuna.storage import optuna_mlflow_status_map
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pixel_cnn import tracking
-from pixel_cnn.data import Dataset
-from pixel_cnn.models import Preset
-from pixel_cnn.tuning import TuneHooks
+from pixel_cnn.tracking.runs import EXPERIMENT_TUNE, log_df, log_params_once, model_params, now_ms
+from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.models import Preset
+from pixel_cnn.core.tuning import TuneHooks
 
-EXPERIMENT_TUNE = "pixel-cnn-tune"
 #: Trial user attributes linking the Optuna storage to MLflow.
 RUN_ID_ATTR, PARENT_ATTR = "mlflow_run_id", "mlflow_parent_run_id"
 _TAG_MAX = 5000
 
 
 def _metrics(values: dict, step: int = 0) -> list[Metric]:
-    ts = tracking._now()
+    ts = now_ms()
     return [Metric(k, float(v), ts, step) for k, v in values.items()]
 
 
@@ -83,7 +82,7 @@ class TrialLogger(TuneHooks):
         run_id = run.info.run_id
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         trial.set_user_attr(PARENT_ATTR, self.parent_run_id)
-        all_params = {**params, **tracking.model_params(preset), **self.fixed_params}
+        all_params = {**params, **model_params(preset), **self.fixed_params}
         dists = {f"{k}_distribution": str(v)[:_TAG_MAX] for k, v in trial.distributions.items()}
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in all_params.items()],
                               tags=[RunTag(k, v) for k, v in dists.items()])
@@ -132,7 +131,7 @@ def log_tune_inputs(run_id: str, config: dict, dataset: Dataset, info: dict) -> 
     if info.get("prep_run_id"):
         tags["prep_run_id"] = info["prep_run_id"]
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    tracking.log_params_once(run_id, {k: v for k, v in config.items() if k != "storage"})
+    log_params_once(run_id, {k: v for k, v in config.items() if k != "storage"})
 
 
 def _figure_of(axes) -> plt.Figure:
@@ -193,12 +192,12 @@ def log_study_summary(run_id: str, study: optuna.Study, wall_s: float) -> dict:
         metrics["best_value"] = best.value
         client.log_batch(run_id, tags=[RunTag("best_trial_number", str(best.number)),
                                        RunTag("best_trial_run_id", str(out["best_run_id"]))])
-        tracking.log_params_once(run_id, {f"best.{k}": v for k, v in best.params.items()})
+        log_params_once(run_id, {f"best.{k}": v for k, v in best.params.items()})
         client.log_dict(run_id, {"study_name": study.study_name, "best_trial": best.number,
                                  "best_value": best.value, "best_params": best.params,
                                  "best_user_attrs": best.user_attrs}, "best_params.json")
     client.log_batch(run_id, metrics=_metrics(metrics))
-    tracking._log_df(run_id, study.trials_dataframe(), "trials.csv")
+    log_df(run_id, study.trials_dataframe(), "trials.csv")
     figures, skipped = study_figures(study)
     for path, fig in figures.items():
         # Optuna draws some legends outside the axes: save the whole drawing.
@@ -209,59 +208,55 @@ def log_study_summary(run_id: str, study: optuna.Study, wall_s: float) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- promotion
+# ---------------------------------------------------------------- studies shared by many workers
 
 
-def model_version_score(name: str, alias: str) -> tuple[str, float] | None:
-    """``(version, OOF PR-AUC)`` of ``name@alias``, or None when the alias is not set.
+def trial_logger(parent_run_id: str, config, dataset: Dataset) -> TrialLogger:
+    """The :class:`TrialLogger` of a study's trials under ``parent_run_id`` (``tune`` and every tune worker)."""
+    return TrialLogger(parent_run_id, config.study_name, {
+        "n_folds": config.n_folds, "seed": config.seed, "dataset_digest": dataset.digest})
 
-    The score is the version tag ``pr_auc_oof`` set by :func:`tracking.log_ensemble`.
 
-    Raises
-    ------
-    ValueError
-        The version has no ``pr_auc_oof`` tag (not registered by cv).
+def study_parent_run(study: optuna.Study, config, dataset: Dataset, info: dict) -> str:
+    """The MLflow parent run of a study shared by workers (``tune-workers``); returns its id.
+
+    Reused when the study's user attribute ``mlflow_parent_run_id``
+    (:data:`PARENT_ATTR`) names a run that exists (set RUNNING again); else
+    created in experiment ``pixel-cnn-tune``, checked against the artifact
+    store, given the tune inputs, and its id stored in the study. Run this once
+    per study (one launcher, or an init Job): two concurrent first launches
+    would each create a parent.
     """
+    from pixel_cnn.core.tuning import config_dict
+    from pixel_cnn.tracking import stores
+
     client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None
-    if "pr_auc_oof" not in mv.tags:
-        raise ValueError(f"{name} version {mv.version} (@{alias}) has no pr_auc_oof tag; "
-                         "register it with the cv or tune entry point")
-    return str(mv.version), float(mv.tags["pr_auc_oof"])
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent:
+        try:
+            client.update_run(parent, status="RUNNING")
+        except Exception:  # noqa: BLE001 - deleted or from another tracking server: make a new one
+            parent = None
+    if not parent:
+        exp = client.get_experiment_by_name(EXPERIMENT_TUNE)
+        exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT_TUNE)
+        run = client.create_run(exp_id, run_name=f"tune-{config.study_name}",
+                                tags={"pixel_cnn.distributed": "true"})
+        parent = run.info.run_id
+        stores.check_artifacts(parent)
+        log_tune_inputs(parent, config_dict(config), dataset, info)
+        study.set_user_attr(PARENT_ATTR, parent)
+    return parent
 
 
-def promote(name: str = tracking.MODEL_NAME, challenger: str = "challenger",
-            champion: str = "champion") -> dict:
-    """Move ``champion`` to the ``challenger`` version if its OOF PR-AUC is higher.
-
-    Higher means strictly higher ``pr_auc_oof`` tag (pooled out-of-fold average
-    precision); with no champion yet the challenger is promoted. Returns
-    ``{"challenger": (version, score), "champion": (version, score) or None,
-    "promoted": bool, "reason": str}`` (``champion`` = before the move).
-
-    Raises
-    ------
-    ValueError
-        No ``challenger`` alias on ``name``, or a version lacks its score tag.
-    """
-    chal = model_version_score(name, challenger)
-    if chal is None:
-        raise ValueError(f"{name} has no @{challenger} version; run tune with register_best=true first")
-    champ = model_version_score(name, champion)
-    if champ is None:
-        promoted, reason = True, f"no @{champion} yet"
-    elif champ[0] == chal[0]:
-        promoted, reason = False, f"@{challenger} is already @{champion}"
-    elif chal[1] > champ[1]:
-        promoted, reason = True, f"OOF PR-AUC {chal[1]:.4f} > {champ[1]:.4f}"
-    else:
-        promoted, reason = False, f"OOF PR-AUC {chal[1]:.4f} <= {champ[1]:.4f}"
-    if promoted:
-        client = MlflowClient()
-        client.set_registered_model_alias(name, champion, chal[0])
-        if champ is not None:
-            client.set_model_version_tag(name, chal[0], "promoted_over_version", champ[0])
-    return {"challenger": chal, "champion": champ, "promoted": promoted, "reason": reason}
+def close_failed_trial_runs(study: optuna.Study) -> list[str]:
+    """Mark FAILED the MLflow runs of FAIL trials still RUNNING (their worker died); returns their ids."""
+    client, closed = MlflowClient(), []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = t.user_attrs.get(RUN_ID_ATTR)
+        if run_id and client.get_run(run_id).info.status == "RUNNING":
+            client.log_batch(run_id, tags=[RunTag("state", "FAIL"),
+                                           RunTag("error", "worker stopped beating (killed); trial retried")])
+            client.set_terminated(run_id, "FAILED")
+            closed.append(run_id)
+    return closed

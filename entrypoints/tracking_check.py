@@ -1,0 +1,25 @@
+"""``make tracking-check``: exit 2 with the reason when ``MLFLOW_TRACKING_URI`` is unreachable (no-op for sqlite)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pixel_cnn.tracking.stores import StoreError, check_tracking
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        print("usage: python -m entrypoints.tracking_check", file=sys.stderr)
+        return 2
+    try:
+        check_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    except StoreError as exc:
+        print(f"tracking: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Operations tools outside the model package: local service stack, load generator, tuning launcher."""

@@ -1,0 +1,145 @@
+"""What a cv run logs: one nested child run per fold, the parent's summary, the ensemble.
+
+Every call names its run id (``MlflowClient``), so nothing depends on MLflow's
+fluent "active run".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from pixel_cnn.core import explain
+from pixel_cnn.core.cv import CVCallbacks, CVResult, FoldOutcome
+from pixel_cnn.core.metrics import pr_roc_figure, reliability_figure
+from pixel_cnn.core.models import Preset
+from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.tracking import registry
+from pixel_cnn.tracking.pyfunc import log_pyfunc
+from pixel_cnn.tracking.runs import log_dataset_input, log_df, log_figure, log_params_once, model_params, now_ms
+
+_MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+class MlflowCVCallbacks(CVCallbacks):
+    """Logs each fold as a nested child run of ``parent_run_id``, by explicit run id.
+
+    Per child: params (``repeat``, ``fold``, ``model.*``, fold sizes), per-epoch
+    ``train_loss``/``val_loss`` (step = epoch), final metrics, PR/ROC figure,
+    the validation predictions, the fold model (an ``mlflow.pyfunc`` that
+    takes raw stacks, like the ensemble) and, with ``explain``, the attribution
+    figure ``figures/attributions.png`` (:func:`log_attributions`).
+    """
+
+    def __init__(self, parent_run_id: str, preset: Preset, log_models: bool = True,
+                 input_example: np.ndarray | None = None, explain: bool = True):
+        self.input_example = input_example
+        self.explain = explain
+        self.client = MlflowClient()
+        self.parent = self.client.get_run(parent_run_id)
+        self.preset = preset
+        self.log_models = log_models
+        self.child_ids: dict[tuple[int, int], str] = {}
+        self._epochs: list[Metric] = []
+
+    def fold_start(self, repeat, fold, info):
+        run = self.client.create_run(
+            self.parent.info.experiment_id,
+            tags={MLFLOW_PARENT_RUN_ID: self.parent.info.run_id,
+                  MLFLOW_RUN_NAME: f"repeat{repeat}-fold{fold}"},
+        )
+        self.child_ids[(repeat, fold)] = run.info.run_id
+        params = {"repeat": repeat, "fold": fold, **model_params(self.preset), **info}
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._epochs = []
+
+    def epoch_end(self, repeat, fold, epoch, losses):
+        ts = now_ms()
+        self._epochs += [Metric(k, float(v), ts, epoch) for k, v in losses.items()]
+
+    def fold_end(self, repeat, fold, outcome: FoldOutcome):
+        run_id = self.child_ids[(repeat, fold)]
+        final = [Metric(k, v, now_ms(), 0) for k, v in outcome.metrics.items()]
+        metrics = self._epochs + final
+        for i in range(0, len(metrics), _MAX_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
+        name = f"repeat{repeat}-fold{fold}"
+        log_figure(run_id, pr_roc_figure([(name, outcome.val_labels, outcome.result.val_prob)], name),
+                    "figures/pr_roc.png")
+        log_df(run_id, pd.DataFrame({"kepid": outcome.val_kepids, "label": outcome.val_labels,
+                                      "probability": outcome.result.val_prob}), "val_predictions.csv")
+        self.client.log_metric(run_id, "threshold", outcome.threshold)
+        if outcome.attributions is not None:
+            log_attributions(run_id, self.preset, outcome, name)
+        if self.log_models:
+            log_pyfunc(run_id, self.preset, [outcome.result.state_dict], 0.5,
+                       {"member_of": self.parent.info.run_id, "repeat": repeat, "fold": fold},
+                       input_example=self.input_example)
+        self.client.set_terminated(run_id)
+
+
+def log_attributions(run_id: str, preset: Preset, outcome: FoldOutcome, name: str) -> None:
+    """Log ``figures/attributions.png``: each validation target's in-transit input beside its
+    Integrated-Gradients map (``outcome.attributions``, :mod:`pixel_cnn.core.explain`), on run ``run_id``."""
+    fig = explain.attribution_figure(
+        outcome.val_inputs, outcome.attributions, outcome.val_kepids, outcome.val_labels, outcome.result.val_prob,
+        n_maps=preset.in_channels - preset.n_scalars,
+        title=f"{name}: input channel 0 | Integrated Gradients (red: toward CONFIRMED)")
+    log_figure(run_id, fig, "figures/attributions.png")
+
+
+def log_cv_summary(run_id: str, result: CVResult) -> None:
+    """Parent-run metrics (``_mean``, ``_std``, ``_oof``, ``threshold``), OOF table and figures."""
+    client = MlflowClient()
+    ts = now_ms()
+    rates = {f"val_positive_rate_r{f.repeat}_f{f.fold}": f.positive_rate for f in result.folds}
+    client.log_batch(run_id, metrics=[Metric(k, v, ts, 0) for k, v in {**result.summary, **rates}.items()])
+    log_df(run_id, result.oof, "oof_predictions.csv")
+    folds = pd.DataFrame([(k, f.repeat, f.fold) for f in result.folds for k in f.val_kepids],
+                         columns=["kepid", "repeat", "fold"])
+    log_df(run_id, folds.sort_values(["repeat", "kepid"]), "fold_assignment.csv")
+    first = result.oof[result.oof["repeat"] == 0]
+    curves = [(f"fold {k}", g["label"].to_numpy(), g["probability"].to_numpy()) for k, g in first.groupby("fold")]
+    curves.insert(0, ("pooled OOF", first["label"].to_numpy(), first["probability"].to_numpy()))
+    log_figure(run_id, pr_roc_figure(curves, f"{result.preset.name}: out-of-fold, repeat 0"),
+                "figures/pr_roc_folds.png")
+    oof = result.oof
+    log_figure(run_id, reliability_figure(
+        [(f"pooled OOF, {oof['repeat'].nunique()} repeat(s)", oof["label"].to_numpy(), oof["probability"].to_numpy())],
+        title=f"{result.preset.name}: reliability, out-of-fold"), "figures/reliability.png")
+    client.log_dict(run_id, result.preset.to_dict(), "config.json")
+
+
+def log_cv_inputs(run_id: str, dataset: Dataset, info: dict, preset: Preset) -> None:
+    """Record what cv trained on: the dataset (digest) and the prep run behind it."""
+    client = MlflowClient()
+    tags = {"dataset_digest": dataset.digest, "preset": preset.name}
+    if info.get("prep_run_id"):
+        tags["prep_run_id"] = info["prep_run_id"]
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    log_params_once(run_id, model_params(preset))
+    log_dataset_input(run_id, dataset, info.get("source", ""), "kepler-pixdiff", "training")
+
+
+def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
+                 input_example: np.ndarray | None, dataset_digest: str):
+    """Log the fold ensemble (repeat 0) as ``model`` of the parent run; optionally register.
+
+    With ``register`` a new version of ``pixel-cnn`` is created, tagged with
+    its OOF scores, and ``alias`` (e.g. ``champion``) set to it. Returns
+    ``(model_info, version or None)``.
+    """
+    members = result.ensemble_folds()
+    info = {"cv_run_id": run_id, "dataset_digest": dataset_digest,
+            "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"]}
+    model_info = log_pyfunc(run_id, result.preset, [f.result.state_dict for f in members],
+                            result.summary["threshold"], info, input_example=input_example)
+    version = None
+    if register:
+        tags = {key: f"{result.summary[key]:.4f}" for key in ("pr_auc_oof", "roc_auc_oof", "threshold")}
+        tags.update(preset=result.preset.name, cv_run_id=run_id)
+        version = registry.register(model_info, tags, alias)
+    return model_info, version

@@ -1,0 +1,41 @@
+"""What a prep run logs: the dataset as an input with its digest, counts, skipped files, TPF report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.tracking.runs import log_dataset_input, now_ms
+
+
+def log_prep(run_id: str, dataset: Dataset, out_dir: Path, data_dir: Path, labels: str) -> None:
+    """Log a prep run: dataset input with digest, counts, the skipped list and the files."""
+    client = MlflowClient()
+    counts = dataset.counts()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now_ms(), 0) for k, v in counts.items()],
+        tags=[RunTag("dataset_digest", dataset.digest), RunTag("labels", labels)],
+    )
+    log_dataset_input(run_id, dataset, str(data_dir / "stacks"), f"kepler-pixdiff-{labels}", "prep")
+    client.log_artifacts(run_id, str(out_dir), "dataset")
+
+
+def log_tpf_prep(run_id: str, report: pd.DataFrame, summary: dict[str, int], out_dir: Path,
+                 layout: str) -> None:
+    """Log the TPF step of a prep run: counts (targets ok/failed, cadences dropped), the report.
+
+    ``report`` is ``prep_report.csv`` (one row per target, reason for each
+    failure); logged as the artifact ``tpf/prep_report.csv``.
+    """
+    client = MlflowClient()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now_ms(), 0) for k, v in summary.items()],
+        tags=[RunTag("prep_source", "tpf"), RunTag("ephemeris_layout", layout)],
+    )
+    client.log_artifact(run_id, str(Path(out_dir) / "prep_report.csv"), "tpf")

@@ -1,0 +1,190 @@
+"""The fold ensemble as an ``mlflow.pyfunc`` model, and how it is logged.
+
+The model is logged as "models from code" (:mod:`pixel_cnn.tracking.serving_model`,
+no pickled Python) with the ensemble's ``config.json`` and ``weights.pt`` as
+artifacts. Its code is only the modules serving imports (:data:`SERVED_MODULES`),
+copied with the package layout, so it loads and serves from any directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from pixel_cnn.core import ensemble as ens
+from pixel_cnn.core.models import Preset
+from pixel_cnn.core.stack import StackError
+
+#: Most numbers one served request may carry: 2**21 values (8 MiB as float32), about 113 stacks
+#: of 24 x 24 pixels (the dataset README's largest cut-out; the real files reach 12 x 12, about 455
+#: stacks a request). Bigger requests get HTTP 400; split them.
+MAX_REQUEST_VALUES = 2**21
+#: Input of the served model: any number of stacks of 32 phase bins, any H x W.
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
+    outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold")]),
+)
+#: The package's files that the served model imports (paths inside ``pixel_cnn/``): its whole code.
+SERVED_MODULES = (
+    "__init__.py",
+    "core/__init__.py", "core/stack.py", "core/vetting.py", "core/representation.py", "core/models.py",
+    "core/ensemble.py",
+    "tracking/__init__.py", "tracking/pyfunc.py", "tracking/serving_model.py",
+)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+class BadRequestError(MlflowException):
+    """A served request that cannot be scored: HTTP 400 with a short, fixed message.
+
+    MLflow's scoring server (``mlflow/pyfunc/scoring_server/__init__.py``,
+    ``invocations``) rewrites the message of any ``MlflowException`` raised by
+    ``predict`` to ``"Failed to predict data '<repr of the whole input>'. Error: ..."``:
+    kilobytes of numbers before the reason. The message of this exception is
+    fixed when it is raised, so the client gets the reason alone; the error
+    code stays ``INVALID_PARAMETER_VALUE`` (HTTP 400).
+    """
+
+    def __init__(self, message: str):
+        self._fixed_message = str(message)
+        super().__init__(self._fixed_message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._fixed_message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        """Ignore rewrites (the scoring server's input-repr prefix); keep the reason."""
+
+
+def _as_stack_list(model_input) -> list:
+    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array or a 1-D object array/list.
+
+    Raises
+    ------
+    StackError
+        A DataFrame, an array of another rank, or more than
+        :data:`MAX_REQUEST_VALUES` numbers in all.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        raise StackError(
+            "a DataFrame body is not accepted; send {\"inputs\": [STACK, ...]} with each STACK "
+            "the nested lists of one (32, H, W) array"
+        )
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
+        if model_input.ndim != 4:
+            raise StackError(f"input of rank {model_input.ndim}; expected (N, 32, H, W)")
+        stacks = list(model_input)
+    else:
+        stacks = list(model_input)
+    n_values = sum(int(np.size(s)) for s in stacks)
+    if n_values > MAX_REQUEST_VALUES:
+        raise StackError(
+            f"request of {len(stacks)} stacks holds {n_values} values, over the limit of "
+            f"{MAX_REQUEST_VALUES} per request; send fewer stacks per request"
+        )
+    return stacks
+
+
+class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
+    """``mlflow.pyfunc`` wrapper of :class:`Ensemble`.
+
+    Input: float32 array ``(N, 32, H, W)`` (a served JSON body
+    ``{"inputs": [STACK, ...]}``, stacks of one size per request), or in-process
+    a 1-D object array of stacks of mixed sizes. Output: DataFrame
+    ``probability`` (float64, of CONFIRMED), ``label`` ("CONFIRMED" /
+    "FALSE POSITIVE"), ``threshold`` (float64), one row per stack.
+
+    A bad request raises :class:`BadRequestError`, which the scoring server
+    answers with HTTP 400 and the short reason. Rule for batches: one bad
+    stack rejects the whole request, and the message names its index
+    (``bad request: stack 3: contains 1 NaN value(s)``); nothing is scored partially.
+    """
+
+    def load_context(self, context):
+        self.ensemble = ens.Ensemble.from_files(context.artifacts["config"], context.artifacts["weights"])
+
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
+        try:
+            return self.ensemble.predict_stacks(_as_stack_list(model_input))
+        except StackError as exc:
+            raise BadRequestError(f"bad request: {exc}") from None
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what the served model imports (no inference: it costs ~6 s)."""
+    import cloudpickle
+    import torch
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+    ]
+
+
+def served_code(dest: Path) -> Path:
+    """Copy :data:`SERVED_MODULES` into ``dest/pixel_cnn`` (package layout kept); returns that folder."""
+    root = Path(dest) / "pixel_cnn"
+    for rel in SERVED_MODULES:
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PACKAGE_DIR / rel, target)
+    return root
+
+
+def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: float, info: dict,
+               registered_model_name: str | None = None, input_example: np.ndarray | None = None):
+    """Log a :class:`PixelCNNPyfunc` of ``state_dicts`` as ``model`` of ``run_id``; returns the ``ModelInfo``.
+
+    Registers it as ``registered_model_name`` when given.
+    """
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # predict() takes stacks of any size on purpose: no type-hint validation wanted.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        artifacts = ens.save_members(Path(tmp) / "artifacts", preset, state_dicts, threshold, info)
+        code = served_code(Path(tmp) / "code")
+        with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code / "tracking" / "serving_model.py"),
+                artifacts=artifacts,
+                code_paths=[str(code)],
+                pip_requirements=pip_requirements(),
+                signature=SIGNATURE,
+                input_example=input_example,
+                registered_model_name=registered_model_name,
+            )
+
+
+class ModelLoadError(RuntimeError):
+    """A model URI that cannot be loaded; the message is one line naming it and the tracking store."""
+
+
+def load(model_uri: str):
+    """``mlflow.pyfunc.load_model(model_uri)``: the served model, in this process.
+
+    Raises
+    ------
+    ModelLoadError
+        Unknown URI, or its files cannot be read (one line naming the URI and the tracking store).
+    """
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {model_uri!r} (tracking store "
+                             f"{mlflow.get_tracking_uri()}): {first}") from None
