@@ -224,7 +224,7 @@ def bench_scoring(dataset, model_uri: str, n: int, rounds: int = 3) -> dict:
 def bench_serving(dataset, model_uri: str, root: Path, n_requests: int) -> dict:
     """`mlflow models serve`, one stack per request: p50/p99 latency and throughput at c=1 and c=8."""
     from ops.loadtest import run_load, stack_bodies
-    from tests.conftest import served_model
+    from tests.support import served_model
 
     bodies = stack_bodies(dataset.stack_list(), per_request=1)  # the real stacks, cycled
     out = {}

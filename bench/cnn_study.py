@@ -1,4 +1,4 @@
-"""Issue 3: one CNN variant, 5 repeats of the cv folds, pooled PR-AUC / ROC-AUC; appends to a JSON.
+"""CNN study: one CNN variant, 5 repeats of the cv folds, pooled PR-AUC / ROC-AUC; appends to a JSON.
 
 PR-AUC and ROC-AUC do not depend on the decision threshold, and the outer
 networks' seeds do not depend on ``inner_folds``, so ``inner_folds=0`` gives the

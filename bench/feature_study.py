@@ -1,4 +1,4 @@
-"""Issue 3 feature study: hand-made vetting features with linear and tree models, same folds as cv.
+"""Feature study: hand-made vetting features with linear and tree models, same folds as cv.
 
 Every variant below was declared before the first run (4 feature sets x 3 models x
 2 training sets = 24 variants); all are reported, in that order, whatever they score.

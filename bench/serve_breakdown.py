@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from pixel_cnn.io.dataset import prepare_dataset
     from ops.loadtest import stack_bodies
     from pixel_cnn.core.representation import build_inputs
-    from tests.conftest import served_model
+    from tests.support import served_model
 
     uri = (argv or sys.argv[1:] or ["models:/pixel-cnn@champion"])[0]
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT / 'mlflow.db'}")

@@ -1,4 +1,4 @@
-# Benchmarks (issue: speed and cost as ratios). Asserts nothing about time.
+# Benchmarks. Asserts nothing about time.
 .PHONY: bench bench-quick
 bench: $(STAMP)
 	$(PY) bench/bench.py

@@ -1,4 +1,4 @@
-# Hardening (issue 7): check a model URI, drive the served model with load.
+# Hardening: check a model URI, drive the served model with load.
 LOAD_REQUESTS ?= 2000
 LOAD_CONCURRENCY ?= 8
 LOAD_OUT ?= bench/load_c$(LOAD_CONCURRENCY).json

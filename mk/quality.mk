@@ -1,4 +1,4 @@
-# Issue 3: quality benchmark of the seed, phase and default presets (same folds, honest protocol).
+# Quality benchmark of the seed, phase and default presets (same folds, honest protocol).
 BENCH_QUALITY_ARGS ?=
 .PHONY: bench-quality
 bench-quality: prep

@@ -1,4 +1,4 @@
-# Tuning (issue 4): `make tune`, `make promote`, `make bench-tune` (bench/bench.py, i.e. `make bench`,
+# Tuning: `make tune`, `make promote`, `make bench-tune` (bench/bench.py, i.e. `make bench`,
 # runs bench/tune_bench.py too).
 # Extra `mlflow run` parameters, e.g. TUNE_ARGS="-P n_trials=3 -P n_folds=2 -P register_best=true".
 TUNE_ARGS ?=

@@ -87,10 +87,7 @@ def _run(url: str, bodies: list[bytes], n_requests: int, concurrency: int,
 
     Blocking clients on threads (the GIL is released while a thread waits on its
     socket) add less of the client's own time to each measured latency than one
-    asyncio client does: side by side against the same server, p50 at
-    concurrency 1 came out 0.8 and 7 ms lower than with ``httpx.AsyncClient``
-    in two runs on a busy machine; the round trip of an empty endpoint (``/ping``)
-    is about 1.3 ms here.
+    asyncio client does (the comparison is in docs/benchmarks.md).
     """
     import httpx
 

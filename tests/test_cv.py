@@ -1,10 +1,19 @@
+"""core/cv.py: grouped folds (no star on both sides), the honest protocol, determinism."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
-import torch
 
-from pixel_cnn.core.cv import CVError, make_folds, run_cv
+from pixel_cnn.core import models
+from pixel_cnn.core.cv import (
+    FOLD_THRESHOLD,
+    CVError,
+    inner_threshold,
+    make_folds,
+    run_cv,
+)
 from pixel_cnn.core.models import get_preset
-from pixel_cnn.core.training import train_fold
 
 
 def test_no_kepid_on_both_sides_with_multi_koi_stars():
@@ -27,39 +36,6 @@ def test_folds_refused_before_training():
         make_folds(np.arange(10), np.array([0, 1] * 5), 1, 0)
 
 
-def test_real_folds_keep_both_classes_in_proportion(real_dataset):
-    base = real_dataset.labels.mean()
-    for seed in range(20):
-        for _, val_idx in make_folds(real_dataset.kepids, real_dataset.labels, 5, seed):
-            assert abs(real_dataset.labels[val_idx].mean() - base) < 0.15
-
-
-def _tiny(n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 1, 24, 24)).astype(np.float32)
-    y = np.array([0, 1] * (n // 2))
-    x[y == 1, :, 10:14, 10:14] -= 2.0  # a learnable dip
-    return x, y
-
-
-def test_train_fold_deterministic_and_seed_sensitive():
-    x, y = _tiny()
-    preset = get_preset("seed", epochs=3)
-    a = train_fold(x, y, preset, seed=1, x_val=x, y_val=y)
-    b = train_fold(x, y, preset, seed=1, x_val=x, y_val=y)
-    c = train_fold(x, y, preset, seed=2, x_val=x, y_val=y)
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
-    np.testing.assert_array_equal(a.val_prob, b.val_prob)
-    assert not np.array_equal(a.val_prob, c.val_prob)
-    assert len(a.history["train_loss"]) == len(a.history["val_loss"]) == 3
-
-
-def test_train_fold_refuses_one_class():
-    x, y = _tiny()
-    with pytest.raises(ValueError, match="one class"):
-        train_fold(x, np.zeros_like(y), get_preset("seed", epochs=1), seed=0)
-
-
 def test_run_cv_oof_covers_every_target_once_per_repeat(real_dataset):
     result = run_cv(real_dataset, get_preset("seed", epochs=1), n_folds=3, seed=0, repeats=2)
     oof = result.oof
@@ -69,3 +45,99 @@ def test_run_cv_oof_covers_every_target_once_per_repeat(real_dataset):
     s = result.summary
     assert {"pr_auc_mean", "pr_auc_std", "pr_auc_oof", "pr_auc_oof_std", "roc_auc_oof", "brier_oof", "threshold"} <= set(s)
     assert 0 <= s["threshold"] <= 1 and len(result.ensemble_folds()) == 3
+
+
+def test_folds_keep_both_classes_in_proportion_for_many_seeds(real_dataset):
+    kepids, labels = real_dataset.kepids, real_dataset.labels
+    n_pos, k = labels.sum(), 5
+    for seed in range(50):
+        folds = make_folds(kepids, labels, k, seed)
+        assert sorted(np.concatenate([v for _, v in folds])) == list(range(len(labels)))
+        for train_idx, val_idx in folds:
+            # stratified: each validation fold holds floor or ceil of n_pos / k positives
+            assert np.floor(n_pos / k) <= labels[val_idx].sum() <= np.ceil(n_pos / k), seed
+            assert abs(labels[val_idx].mean() - labels.mean()) < 0.05, seed
+
+
+def test_grouped_folds_keep_proportion_with_multi_koi_stars():
+    rng = np.random.default_rng(0)
+    kepids = np.repeat(np.arange(60), rng.integers(1, 4, 60))   # 1-3 KOIs per star
+    star_label = rng.random(60) < 0.4
+    labels = star_label[kepids].astype(int)
+    for seed in range(30):
+        for train_idx, val_idx in make_folds(kepids, labels, 5, seed):
+            assert not set(kepids[train_idx]) & set(kepids[val_idx])
+            assert 0 < labels[val_idx].mean() < 1
+            assert abs(labels[val_idx].mean() - labels.mean()) < 0.2, seed
+
+
+def test_inner_threshold_fixed_without_inner_folds_and_checked():
+    x = np.zeros((10, 10, 16, 16), np.float32)
+    labels = np.array([0, 1] * 5)
+    assert inner_threshold(x, labels, np.arange(10), models.PHASE, 0, 0) == FOLD_THRESHOLD
+
+
+def test_cv_refuses_inner_folds_of_one(real_dataset):
+    with pytest.raises(CVError, match="inner_folds=1"):
+        run_cv(real_dataset, models.PHASE, n_folds=2, inner_folds=1)
+
+
+def test_cv_refuses_inner_split_too_small_before_training(real_dataset):
+    with pytest.raises(CVError, match="inner split"):
+        run_cv(real_dataset, models.PHASE, n_folds=5, inner_folds=60)
+
+
+def test_short_phase_cv_is_deterministic_and_honest(real_dataset):
+    preset = models.PHASE.replace(epochs=2)
+    a = run_cv(real_dataset, preset, n_folds=2, seed=7, inner_folds=2)
+    b = run_cv(real_dataset, preset, n_folds=2, seed=7, inner_folds=2)
+    assert a.summary == b.summary
+    assert set(a.oof["kepid"]) == set(real_dataset.kepids) and len(a.oof) == 97
+    s = a.summary
+    assert 0 <= s["pr_auc_oof_ci_low"] <= s["pr_auc_oof"] + 0.05 and s["pr_auc_oof_ci_high"] <= 1
+    # the thresholds came from the training side: one per fold, the ensemble's is their mean
+    assert s["threshold"] == pytest.approx(np.mean([f.threshold for f in a.folds]))
+    for f in a.folds:
+        assert 0 <= f.threshold <= 1 and f.val_inputs.shape == (len(f.val_idx), 10, 16, 16)
+
+
+def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
+    from pixel_cnn.core.cv import extra_training_targets
+    from pixel_cnn.core.quality import fold_digest
+    from pixel_cnn.io.dataset import prepare_dataset
+
+    koi = prepare_dataset(None, "koi")
+    extra = extra_training_targets(real_dataset, koi)
+    assert len(extra.labels) == 16 and not set(extra.kepids) & set(real_dataset.kepids)
+    assert extra_training_targets(real_dataset, real_dataset) is None
+
+    class Sizes:
+        def __init__(self):
+            self.seen = []
+
+        def fold_start(self, r, k, info):
+            self.seen.append(info)
+
+        def epoch_end(self, *a): ...
+        def fold_end(self, *a): ...
+
+    preset = models.PHASE.replace(epochs=1)
+    sizes = Sizes()
+    with_extra = run_cv(real_dataset, preset, n_folds=2, seed=5, inner_folds=2, extra_train=koi, callbacks=sizes)
+    without = run_cv(real_dataset, preset, n_folds=2, seed=5, inner_folds=0)
+    assert fold_digest(with_extra) == fold_digest(without)
+    assert len(with_extra.oof) == 97 and set(with_extra.oof["kepid"]) == set(real_dataset.kepids)
+    assert [i["n_extra_train"] for i in sizes.seen] == [16, 16]
+    assert not np.allclose(with_extra.oof["probability"], without.oof["probability"])
+
+
+def test_same_seed_same_oof_and_another_seed_differs(real_dataset):
+    from pixel_cnn.core.cv import run_cv
+
+    preset = get_preset("seed", epochs=1)
+    a = run_cv(real_dataset, preset, n_folds=2, seed=11).oof
+    b = run_cv(real_dataset, preset, n_folds=2, seed=11).oof
+    c = run_cv(real_dataset, preset, n_folds=2, seed=12).oof
+    assert a[["kepid", "fold"]].equals(b[["kepid", "fold"]])
+    np.testing.assert_array_equal(a["probability"].to_numpy(), b["probability"].to_numpy())
+    assert not np.allclose(a["probability"].to_numpy(), c["probability"].to_numpy(), atol=1e-6)

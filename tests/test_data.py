@@ -3,8 +3,15 @@ import pandas as pd
 import pytest
 
 from pixel_cnn.io.dataset import (
-    DataError, Dataset, koi_star_labels, load_koi_table, parse_kepid, prepare_dataset,
-    read_dataset, resolve_data_dir, write_dataset,
+    DataError,
+    Dataset,
+    koi_star_labels,
+    load_koi_table,
+    parse_kepid,
+    prepare_dataset,
+    read_dataset,
+    resolve_data_dir,
+    write_dataset,
 )
 
 

@@ -10,9 +10,8 @@ import sys
 import httpx
 import numpy as np
 import pytest
-import yaml
 
-from tests.conftest import PROJECT, mlflow_run, served_model, store_env
+from tests.support import PROJECT, mlflow_run, served_model, store_env
 
 pytestmark = pytest.mark.slow
 
@@ -191,11 +190,3 @@ def test_readme_curl_example_against_real_server(server):
     assert proc.returncode == 0, proc.stderr
     pred = json.loads(proc.stdout)["predictions"]
     assert len(pred) == 1 and pred[0]["label"] in ("CONFIRMED", "FALSE POSITIVE")
-
-
-def test_every_mlproject_parameter_is_used():
-    spec = yaml.safe_load((PROJECT / "MLproject").read_text())
-    assert spec["conda_env"] == "conda.yaml"
-    for name, entry in spec["entry_points"].items():
-        for param in entry.get("parameters", {}):
-            assert "{" + param + "}" in entry["command"], f"{name}: {param} not passed"

@@ -1,6 +1,6 @@
 """Bad data files: a corpus built here, each file with its exact expected outcome.
 
-Issue 7. Every load uses ``allow_pickle=False`` and checks the ``.npy`` header
+Every load uses ``allow_pickle=False`` and checks the ``.npy`` header
 first; prep reports each bad file with its name and reason and still
 processes the good ones; cv refuses before training; prep's exit status is
 documented in docs/hardening.md.
@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixel_cnn.io.dataset import DataError, load_koi_table, load_seed_labels, load_stack, prepare_dataset
+from pixel_cnn.io.dataset import (
+    DataError,
+    load_koi_table,
+    load_seed_labels,
+    load_stack,
+    prepare_dataset,
+)
 
 
 class _Tripwire:

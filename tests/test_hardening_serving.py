@@ -1,4 +1,4 @@
-"""The served model under bad requests, load and registry changes (issue 7).
+"""The served model under bad requests, load and registry changes.
 
 One short model (2 folds x 2 epochs on the real benchmark set) is trained per
 module, registered as ``pixel-cnn@champion`` in a throwaway store and served
@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pixel_cnn.tracking.pyfunc import MAX_REQUEST_VALUES
-from tests.conftest import PROJECT, served_model, store_env
+from tests.support import PROJECT, served_model, store_env
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -207,7 +207,8 @@ def test_models_are_logged_from_code_without_pickles(trained):
 
 def test_champion_keeps_answering_and_never_moves_while_new_versions_register(server, trained, real_dataset, capsys):
     from entrypoints.cv import main as cv_main
-    from pixel_cnn.tracking import cv as tracking_cv, runs as tracking
+    from pixel_cnn.tracking import cv as tracking_cv
+    from pixel_cnn.tracking import runs as tracking
 
     client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("pixel-cnn", "champion").version

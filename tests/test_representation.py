@@ -1,14 +1,29 @@
+"""core/representation.py: stack -> model input (seed median image, phase and phase2 maps and scalars)."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from pixel_cnn.core.representation import build_inputs, median_image, resize
-from pixel_cnn.core.stack import StackError, validate_stack
+from pixel_cnn.core import models
+from pixel_cnn.core.representation import (
+    PHASE_IMAGE_CHANNELS,
+    PHASE_SCALARS,
+    REPRESENTATION_CHANNELS,
+    build_inputs,
+    median_image,
+    phase_image,
+    phase_maps,
+    resize,
+)
+from pixel_cnn.core.stack import StackError, oot_sigma, validate_stack
 
 
 def stack(h=4, w=5, seed=0):
     return np.random.default_rng(seed).normal(0, 1e-3, (32, h, w)).astype(np.float32)
+
 
 
 @pytest.mark.parametrize("h,w", [(3, 5), (4, 4), (10, 12), (24, 24), (3, 24)])
@@ -35,45 +50,6 @@ def test_median_image_is_standardized_and_shaped():
 
 def test_median_image_of_constant_stack_is_zero():
     assert not median_image(np.full((32, 4, 4), 0.01, np.float32)).any()
-
-
-def test_nan_set_to_zero_for_files_and_refused_for_requests():
-    s = stack()
-    s[3, 1, 1] = np.nan
-    assert validate_stack(s)[3, 1, 1] == 0.0
-    with pytest.raises(StackError, match="1 NaN"):
-        validate_stack(s, nan="reject")
-
-
-@pytest.mark.parametrize("bad,message", [
-    (np.zeros((32, 4, 4), dtype=complex), "complex"),
-    (np.ones((32, 4, 4), dtype=bool), "bool"),
-    (np.array([["a"]]), "string"),
-    (np.zeros(10, np.float32), "rank 1"),
-    (np.zeros((1, 32, 4, 4), np.float32), "rank 4"),
-    (np.zeros((32, 0, 4), np.float32), "empty"),
-    (np.ones((1, 16, 16), np.float32), "1 phase bins"),
-    (np.ones((32, 2, 2), np.float32), "smaller than 3x3"),
-    (np.ones((32, 1, 1), np.float32), "smaller than 3x3"),
-    (np.ones((32, 500, 500), np.float32), "larger than 64"),
-    (np.full((32, 4, 4), np.nan, np.float32), "every value is NaN"),
-    (np.zeros((32, 4, 4), np.float32), "every value is zero"),
-    (np.full((32, 4, 4), np.inf, np.float32), "Inf"),
-])
-def test_bad_stacks_are_refused_with_reason(bad, message):
-    with pytest.raises(StackError, match=message):
-        validate_stack(bad)
-
-
-def test_ragged_lists_refused():
-    with pytest.raises(StackError, match="rectangular"):
-        validate_stack([[[1.0, 2.0], [3.0]]])
-
-
-def test_integer_and_float64_input_accepted():
-    s = (stack() * 1e4).astype(np.int32)
-    assert validate_stack(s).dtype == np.float32
-    assert validate_stack(stack().astype(np.float64)).dtype == np.float32
 
 
 def test_build_inputs_mixed_sizes_and_error_names_index():
@@ -104,18 +80,126 @@ def test_batched_phase_inputs_equal_one_stack_at_a_time(real_dataset):
     assert np.array_equal(batched, single)
 
 
-def test_jitter_shifts_maps_and_keeps_constant_planes():
-    """_augment: each image moves by its own offset (edge-replicated); constant planes stay put."""
-    from pixel_cnn.core.training import _augment
+SCALAR = {name: i for i, name in enumerate(PHASE_SCALARS)}
 
-    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
-    x[:, 2] = torch.tensor([7.0, -3.0])[:, None, None]                 # a scalar plane per image
-    gen = torch.Generator().manual_seed(0)
-    out = _augment(x, jitter=1, noise_sigma=0.0, gen=gen, n_constant=1)
-    offsets = torch.randint(0, 3, (2, 2), generator=torch.Generator().manual_seed(0))
-    padded = F.pad(x, (1,) * 4, mode="replicate")
-    for i, (dy, dx) in enumerate(offsets.tolist()):
-        assert torch.equal(out[i], padded[i, :, dy:dy + 5, dx:dx + 5])
-    assert torch.equal(out[:, 2], x[:, 2])
-    full = _augment(x, jitter=1, noise_sigma=0.0, gen=torch.Generator().manual_seed(0))  # all channels moved
-    assert torch.equal(full, out)
+
+def noisy_stack(h=5, w=6, sigma=1e-3, seed=0):
+    return np.random.default_rng(seed).normal(0, sigma, (32, h, w)).astype(np.float32)
+
+
+def test_injected_transit_is_deepest_at_its_pixel_and_offsets_are_hand_checked():
+    s = noisy_stack(5, 7)
+    s[[0, 31], 1, 5] -= 0.02  # 20-sigma dip in one pixel, in the transit bins only
+    maps, scalars = phase_maps(validate_stack(s))
+    assert np.unravel_index(np.argmin(maps[0]), maps[0].shape) == (1, 5)
+    sigma = oot_sigma(s)[1, 5]
+    expected = np.arcsinh(s[[0, 31], 1, 5].astype(np.float64).mean() / sigma)
+    assert scalars[SCALAR["transit_snr_min"]] == pytest.approx(expected, rel=1e-5)
+    assert expected < -np.arcsinh(10)  # the dip is far beyond the noise
+    # centre of a 5x7 stamp is (2, 3); half diagonal 0.5 * hypot(4, 6)
+    assert scalars[SCALAR["offset_centre"]] == pytest.approx(np.hypot(1, 2) / (0.5 * np.hypot(4, 6)), rel=1e-5)
+    assert scalars[SCALAR["transit_depth"]] == pytest.approx(
+        np.arcsinh(s[[0, 31], 1, 5].mean() / 1e-3), rel=1e-4)
+    # no secondary: the ratio is small next to a 2-to-1 eclipse
+    assert abs(scalars[SCALAR["secondary_to_transit"]]) < 0.5
+
+
+def test_secondary_eclipse_and_shoulders_land_in_their_channels():
+    s = noisy_stack(4, 4, seed=1)
+    s[[0, 31], 2, 2] -= 0.03
+    s[[15, 16], 2, 2] -= 0.015   # secondary half as deep
+    s[[1, 30], 2, 2] -= 0.01     # a wide eclipse dims the shoulders
+    maps, scalars = phase_maps(validate_stack(s))
+    for channel in (0, 1, 2):
+        assert np.unravel_index(np.argmin(maps[channel]), (4, 4)) == (2, 2), PHASE_IMAGE_CHANNELS[channel]
+    # arcsinh(15 sigma) / arcsinh(30 sigma) is about 0.8: a strong secondary
+    assert scalars[SCALAR["secondary_to_transit"]] < -0.6
+
+
+def test_brightness_proxy_marks_the_quietest_pixel_and_offset_from_it():
+    s = noisy_stack(5, 5, sigma=1e-2, seed=2)
+    s[:, 3, 1] *= 0.05               # photon noise ~ flux^-1/2: the star is where scatter is least
+    s[[0, 31], 0, 4] -= 0.5          # the dip sits on another pixel (background binary)
+    maps, scalars = phase_maps(validate_stack(s))
+    assert np.unravel_index(np.argmax(maps[3]), (5, 5)) == (3, 1)
+    assert scalars[SCALAR["offset_brightest"]] == pytest.approx(np.hypot(3, 3) / (0.5 * np.hypot(4, 4)), rel=1e-5)
+
+
+def test_nan_and_zero_pixels_read_as_no_signal():
+    s = noisy_stack(4, 5, seed=3)
+    s[:, 0, 0] = np.nan                  # a pixel NaN in every bin (becomes 0)
+    s[:, 3, 4] = 0.0                     # a pixel zero in every bin
+    s[[0, 31], 2, 2] -= 0.01
+    maps, scalars = phase_maps(validate_stack(s))
+    assert np.isfinite(maps).all() and np.isfinite(scalars).all()
+    assert maps[0, 0, 0] == 0 and maps[1, 3, 4] == 0 and maps[2, 0, 0] == 0
+    assert maps[3, 0, 0] == maps[3].min()  # dead pixel = faintest
+    assert np.unravel_index(np.argmin(maps[0]), (4, 5)) == (2, 2)
+
+
+def test_faint_edge_pixel_with_huge_fractional_values_does_not_dominate():
+    s = noisy_stack(4, 4, seed=4)
+    s[:, 0, 3] = np.random.default_rng(9).normal(0, 5.0, 32)  # faint pixel: fractional swings of 5
+    s[[0, 31], 2, 1] -= 0.02
+    maps, _ = phase_maps(validate_stack(s))
+    assert np.unravel_index(np.argmin(maps[0]), (4, 4)) == (2, 1)
+    assert np.abs(maps[:3]).max() < 10  # arcsinh keeps everything in a few units
+
+
+def test_every_stamp_size_3_to_24_gives_finite_fixed_shape_inputs():
+    size = models.PHASE.image_size
+    for h in range(3, 25):
+        for w in range(3, 25):
+            s = noisy_stack(h, w, seed=h * 31 + w)
+            s[[0, 31], h // 2, w // 2] -= 0.01
+            out = phase_image(validate_stack(s), size)
+            assert out.shape == (REPRESENTATION_CHANNELS["phase"], size, size), (h, w)
+            assert out.dtype == np.float32 and np.isfinite(out).all(), (h, w)
+            # the scalar planes are constant
+            assert np.ptp(out[len(PHASE_IMAGE_CHANNELS):], axis=(1, 2)).max() == 0
+
+
+def test_phase_keeps_depth_where_median_standardizes_it_away():
+    shallow, deep = noisy_stack(seed=5), noisy_stack(seed=5)
+    shallow[[0, 31], 2, 2] -= 0.005
+    deep[[0, 31], 2, 2] -= 0.5
+    a, b = phase_maps(shallow)[1], phase_maps(deep)[1]
+    assert b[SCALAR["transit_snr_min"]] < a[SCALAR["transit_snr_min"]] - 3
+    assert b[SCALAR["transit_depth"]] < a[SCALAR["transit_depth"]]
+    # the whole stack 10x deeper: the seed input cannot tell, the phase depth scalar can
+    np.testing.assert_allclose(median_image(10 * shallow), median_image(shallow), atol=1e-5)
+    ten = phase_maps(10 * shallow)[1]
+    assert ten[SCALAR["transit_snr_min"]] == pytest.approx(a[SCALAR["transit_snr_min"]], rel=1e-4)
+    assert ten[SCALAR["transit_depth"]] < a[SCALAR["transit_depth"]] - 1
+
+
+def test_real_stacks_give_finite_phase_inputs(real_dataset):
+    x = build_inputs(real_dataset.stack_list(), "phase", models.PHASE.image_size)
+    assert x.shape == (97, 10, 16, 16) and np.isfinite(x).all()
+
+
+def test_phase2_every_stamp_size_with_nan_and_zero_pixels():
+    from pixel_cnn.core.representation import PHASE2_SCALARS, phase2_image
+    from pixel_cnn.core.vetting import VETTING_FEATURES
+
+    assert PHASE2_SCALARS == PHASE_SCALARS + VETTING_FEATURES
+    size = models.PHASE2.image_size
+    for h in range(3, 25):
+        for w in range(3, 25):
+            s = noisy_stack(h, w, seed=h * 29 + w)
+            s[[0, 31], h // 2, w // 2] -= 0.01
+            s[:, 0, 0] = np.nan
+            s[:, h - 1, w - 1] = 0.0
+            clean = validate_stack(s)
+            out = phase2_image(clean, size)
+            assert out.shape == (REPRESENTATION_CHANNELS["phase2"], size, size) == (24, size, size), (h, w)
+            assert out.dtype == np.float32 and np.isfinite(out).all(), (h, w)
+            np.testing.assert_array_equal(out[:10], phase_image(clean, size))  # phase part unchanged
+            assert np.ptp(out[len(PHASE_IMAGE_CHANNELS):], axis=(1, 2)).max() == 0
+
+
+def test_real_stacks_give_finite_phase2_inputs_and_keep_phase(real_dataset):
+    x2 = build_inputs(real_dataset.stack_list(), "phase2", 16)
+    x1 = build_inputs(real_dataset.stack_list(), "phase", 16)
+    assert x2.shape == (97, 24, 16, 16) and np.isfinite(x2).all()
+    np.testing.assert_array_equal(x2[:, :10], x1)

@@ -2,7 +2,7 @@
 
 One stack per module (free loopback ports, data in a temporary folder). The
 entry points run unchanged against ``MLFLOW_TRACKING_URI=http://127.0.0.1:PORT``;
-boto3 checks what landed in the bucket; each failure mode of issue 6 has a test.
+boto3 checks what landed in the bucket; each failure mode of the shared stack has a test.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from ops import services
-from tests.conftest import PROJECT, VENV_BIN, free_port, mlflow_run, served_model
+from tests.support import PROJECT, VENV_BIN, free_port, mlflow_run, served_model
 
 pytestmark = pytest.mark.slow
 

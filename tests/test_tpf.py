@@ -1,4 +1,4 @@
-"""prep from raw Target Pixel Files (issue 5): science on hand-checked arrays, then synthetic
+"""prep from raw Target Pixel Files: science on hand-checked arrays, then synthetic
 TPFs in the real Kepler/TESS layout with injected transits of known depth and pixel."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixel_cnn.io import tpf
 from pixel_cnn.core.stack import N_PHASE_BINS, validate_stack
+from pixel_cnn.io import tpf
 from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
 
 # ---------------------------------------------------------------- pure science, hand-checked
@@ -396,8 +396,8 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
     import httpx
     import mlflow
 
-    from tests.conftest import PROJECT, VENV_BIN, served_model, store_env
     from pixel_cnn import jobs
+    from tests.support import PROJECT, VENV_BIN, served_model, store_env
 
     out = tracking_store / "tpf-prep"
     env = store_env(tracking_store)

@@ -1,4 +1,4 @@
-"""Tuning (issue 4): search space, seeded/resumable studies, MLflow structure, workers, promote.
+"""Tuning: search space, seeded/resumable studies, MLflow structure, workers, promote.
 
 Real data (the shared benchmark set), real sqlite Optuna storages and MLflow
 stores under pytest's tmp dir, real ``mlflow run`` / entry point processes.
@@ -19,7 +19,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, VENV_BIN, store_env
 from pixel_cnn.core.cv import CVError, run_cv
 from pixel_cnn.core.models import get_preset
 from pixel_cnn.core.representation import build_inputs
@@ -32,6 +31,7 @@ from pixel_cnn.core.tuning import (
     run_study,
     suggest_params,
 )
+from tests.support import PROJECT, VENV_BIN, store_env
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRIAL_PARAMS = {"dropout", "lr", "weight_decay", "base_channels", "batch_size", "epochs"}

@@ -122,7 +122,7 @@ class Preset:
 #: The seed study's model, unchanged (see README: "Presets").
 SEED = Preset(name="seed")
 
-#: The phase-aware model (issue 3): SNR maps of the transit, secondary and shoulder bins plus a
+#: The phase-aware model: SNR maps of the transit, secondary and shoulder bins plus a
 #: brightness proxy (representation ``phase``) into a small CNN, and the six vetting scalars into
 #: the head. Fixed schedule, last epoch kept. The values are common small-data defaults (AdamW
 #: lr 1e-3 with cosine decay, Loshchilov & Hutter 2019) and were not searched on the benchmark.
@@ -374,7 +374,7 @@ class FusedPhaseEnsemble(nn.Module):
         if self.wide:
             self.register_buffer("w_wide", torch.stack([m.wide.weight[0] for m in members]).detach())  # (k, K)
             self.register_buffer("b_wide", torch.stack([m.wide.bias[0] for m in members]).detach())    # (k,)
-        # channels-last: torch's CPU max-pooling is about twice as fast on it (measured, torch 2.13)
+        # channels-last: torch's CPU max-pooling is faster on it (docs/benchmarks.md)
         self.to(memory_format=torch.channels_last).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Quality benchmark (issue 3): several presets, one protocol, the same folds. No MLflow here.
+"""Quality benchmark: several presets, one protocol, the same folds. No MLflow here.
 
 :func:`bench_quality` cross-validates each preset with :func:`pixel_cnn.core.cv.run_cv`
 under the same seed, so every preset sees the same grouped folds in every

@@ -123,7 +123,7 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def pip_requirements() -> list[str]:
-    """Exact versions of what the served model imports (no inference: it costs ~6 s)."""
+    """Exact versions of what the served model imports, given explicitly (MLflow's inference is slow)."""
     import cloudpickle
     import torch
 

@@ -129,8 +129,10 @@ class job_run:
             self.run = mlflow.start_run(run_name=self.run_name, nested=True,
                                         experiment_id=parent.info.experiment_id)
         else:
-            # Fail before any work when the server or the artifact store is unusable (stores.StoreError).
+            # Fail before any work when the server or the artifact store is unusable (stores.StoreError);
+            # a fresh sqlite store is created once, under a lock (concurrent jobs on a new machine).
             stores.check_tracking()
+            stores.init_store()
             set_experiment(self.experiment)
             self.run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else self.run_name)
         try:

@@ -15,13 +15,21 @@ Variables read:
   mode); with ``mlflow-artifacts:/`` (proxied) the server holds them.
 - ``PIXEL_CNN_END_RUN_PATIENCE_S`` (default 300): how long a job keeps trying
   to record its final status while the tracking server is unreachable.
+
+A fresh embedded store (``sqlite:///…/mlflow.db`` with no tables yet) is
+created once, under a file lock, before any run (:func:`init_store`):
+MLflow's own schema creation is not safe against several processes creating
+the same file at once ("table latest_metrics already exists").
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -194,3 +202,65 @@ def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
           f"{patience_s:.0f} s ({type(last).__name__}: {str(last)[:200]}); it stays RUNNING there",
           file=sys.stderr)
     return False
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:///PATH`` tracking URI, or None for any other store."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "sqlite" or not parsed.path or parsed.path in ("/", "/:memory:"):
+        return None
+    return os.path.abspath(parsed.path[1:])  # sqlite:///relative.db, sqlite:////absolute/path.db
+
+
+def _schema_ready(db: str) -> bool:
+    """True when ``db`` exists and holds MLflow's tables with a recorded schema revision."""
+    if not os.path.exists(db):
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"experiments", "alembic_version"} <= tables:
+                return False
+            return con.execute("SELECT COUNT(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+def init_store(uri: str | None = None) -> bool:
+    """Create a fresh sqlite tracking store once, under a file lock; returns True if this call created it.
+
+    For ``sqlite:///PATH`` URIs only (every other store is created by its
+    server): when ``PATH`` holds no MLflow schema yet, an exclusive ``flock``
+    on ``PATH.init.lock`` is taken, the schema checked again, and MLflow
+    creates it (``MlflowClient(uri).search_experiments``, which builds the
+    tables and runs its migrations). Concurrent callers wait on the lock and
+    then find the store ready. Every job calls this before it creates a run
+    (:class:`pixel_cnn.tracking.runs.job_run`), and ``make`` calls it
+    (``make tracking-check``) before ``mlflow run``, which creates its run
+    before any project code runs.
+
+    Raises
+    ------
+    StoreError
+        The folder of ``PATH`` cannot be created or the lock file not written.
+    """
+    uri = uri or tracking_uri()
+    db = sqlite_path(uri)
+    if db is None or _schema_ready(db):
+        return False
+    try:
+        os.makedirs(os.path.dirname(db), exist_ok=True)
+        lock = open(db + ".init.lock", "a")
+    except OSError as exc:
+        raise StoreError(f"tracking store {uri}: cannot create {db}: {exc}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _schema_ready(db):
+                return False
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(uri).search_experiments(max_results=1)
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,0 +1,52 @@
+"""tracking/: what a tracked cv logs to a real MLflow store; runs of two stores in one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.slow
+def test_phase_cv_tracked_logs_protocol_artifacts(tracking_store, prepared_dir):
+    from mlflow.tracking import MlflowClient
+
+    from pixel_cnn import jobs
+
+    result, info = jobs.cv(str(prepared_dir), "phase", {"epochs": 3}, n_folds=2, seed=3, inner_folds=2)
+    client = MlflowClient()
+    parent = client.get_run(info["run_id"])
+    for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "brier_oof", "f1_oof", "threshold",
+                "val_positive_rate_r0_f0", "val_positive_rate_r0_f1"):
+        assert np.isfinite(parent.data.metrics[key]), key
+    assert parent.data.metrics["pr_auc_oof"] == pytest.approx(result.summary["pr_auc_oof"])
+    figures = {a.path for a in client.list_artifacts(info["run_id"], "figures")}
+    assert "figures/reliability.png" in figures
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{info['run_id']}'")
+    assert len(children) == 2
+    for child in children:
+        paths = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
+        assert "figures/attributions.png" in paths
+        assert 0 <= child.data.metrics["threshold"] <= 1
+
+
+def test_regression_experiment_id_does_not_leak_between_stores(tmp_path, monkeypatch):
+    """Two jobs in one process, two stores: the second must not reuse the first's experiment id."""
+    import mlflow
+
+    from pixel_cnn.tracking import runs as tracking
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # ./mlruns of these stores lands here, not in the checkout
+    ids = []
+    for name in ("a", "b"):
+        uri = f"sqlite:///{tmp_path / name}.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.create_experiment(f"other-{name}") if name == "b" else None  # shift ids in store b
+        with tracking.job_run("pixel-cnn-test", "job") as run_id:
+            ids.append(mlflow.get_run(run_id).info.experiment_id)
+        assert mlflow.get_experiment(ids[-1]).name == "pixel-cnn-test"
+    mlflow.set_tracking_uri(None)
+    assert ids[0] != ids[1]
