@@ -23,6 +23,8 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
+# Uvicorn workers of `make serve`: one model and one torch thread each (OMP_NUM_THREADS=1 above).
+SERVE_WORKERS ?= 2
 MODEL_URI ?= models:/pixel-cnn@champion
 # Extra `mlflow run` parameters, e.g. CV_ARGS="-P preset=seed -P repeats=5".
 PREP_ARGS ?=
@@ -63,7 +65,8 @@ ui: $(STAMP)
 
 serve: $(STAMP)
 	@$(PY) -m entrypoints.check_model $(MODEL_URI)
-	$(VENV)/bin/mlflow models serve -m $(MODEL_URI) --env-manager local --host $(HOST) --port $(SERVE_PORT)
+	$(VENV)/bin/mlflow models serve -m $(MODEL_URI) --env-manager local --host $(HOST) --port $(SERVE_PORT) \
+	  --workers $(SERVE_WORKERS)
 
 clean:
 	rm -rf data/processed

@@ -96,7 +96,7 @@ def cv(
         # A real stack (the smallest) as input example: saved with every model.
         example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
         result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
-                        callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example),
+                        callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset),
                         attributions=True)
         tracking_cv.log_cv_summary(run_id, result)
         model_info, version = tracking_cv.log_ensemble(

@@ -54,8 +54,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0):
-    """Run a real ``mlflow models serve`` on a free loopback port; yields its base URL.
+def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0, workers: int = 1):
+    """Run a real ``mlflow models serve`` (``--workers workers``) on a free loopback port; yields its base URL.
 
     Stopped by PID (its whole process group) on exit.
     """
@@ -63,7 +63,7 @@ def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0):
     log = open(cwd / f"serve-{port}.log", "w")
     proc = subprocess.Popen(
         [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -70,7 +70,10 @@ def test_cv_parent_and_fold_runs(e2e, client):
         assert [h.step for h in history] == [0, 1]
         assert len(client.get_metric_history(child.info.run_id, "val_loss")) == 2
         paths = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
-        assert "figures/pr_roc.png" in paths
+        assert "figures/attributions.png" in paths
+        model = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+        assert model == {"model/config.json", "model/weights.pt"}
+        assert 0 < child.data.metrics["threshold"] < 1
         assert child.data.params["model.lr"] == "1e-05" and child.data.params["model.epochs"] == "2"
     for name in ("pr_auc", "roc_auc", "accuracy", "f1", "brier"):
         for suffix in ("_mean", "_std", "_oof"):

@@ -6,6 +6,9 @@ fluent "active run".
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
@@ -14,6 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from pixel_cnn.core import explain
 from pixel_cnn.core.cv import CVCallbacks, CVResult, FoldOutcome
+from pixel_cnn.core.ensemble import save_members
 from pixel_cnn.core.metrics import pr_roc_figure, reliability_figure
 from pixel_cnn.core.models import Preset
 from pixel_cnn.io.dataset import Dataset
@@ -28,16 +32,18 @@ class MlflowCVCallbacks(CVCallbacks):
     """Logs each fold as a nested child run of ``parent_run_id``, by explicit run id.
 
     Per child: params (``repeat``, ``fold``, ``model.*``, fold sizes), per-epoch
-    ``train_loss``/``val_loss`` (step = epoch), final metrics, PR/ROC figure,
-    the validation predictions, the fold model (an ``mlflow.pyfunc`` that
-    takes raw stacks, like the ensemble) and, with ``explain``, the attribution
-    figure ``figures/attributions.png`` (:func:`log_attributions`).
+    ``train_loss``/``val_loss`` (step = epoch), final metrics and ``threshold``,
+    the validation predictions ``val_predictions.csv``, the fold's network as
+    ``model/config.json`` + ``model/weights.pt`` (loadable with
+    :meth:`pixel_cnn.core.ensemble.Ensemble.from_files`; the served model is the
+    parent's ensemble of them) and, when the cv computed them
+    (``run_cv(attributions=True)``), the attribution figure
+    ``figures/attributions.png`` (:func:`log_attributions`). Each fold's PR and
+    ROC curves are drawn once, with every other fold's, on the parent
+    (``figures/pr_roc_folds.png``).
     """
 
-    def __init__(self, parent_run_id: str, preset: Preset, log_models: bool = True,
-                 input_example: np.ndarray | None = None, explain: bool = True):
-        self.input_example = input_example
-        self.explain = explain
+    def __init__(self, parent_run_id: str, preset: Preset, log_models: bool = True):
         self.client = MlflowClient()
         self.parent = self.client.get_run(parent_run_id)
         self.preset = preset
@@ -62,22 +68,19 @@ class MlflowCVCallbacks(CVCallbacks):
 
     def fold_end(self, repeat, fold, outcome: FoldOutcome):
         run_id = self.child_ids[(repeat, fold)]
-        final = [Metric(k, v, now_ms(), 0) for k, v in outcome.metrics.items()]
+        final = [Metric(k, v, now_ms(), 0) for k, v in {**outcome.metrics, "threshold": outcome.threshold}.items()]
         metrics = self._epochs + final
         for i in range(0, len(metrics), _MAX_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
-        name = f"repeat{repeat}-fold{fold}"
-        log_figure(run_id, pr_roc_figure([(name, outcome.val_labels, outcome.result.val_prob)], name),
-                    "figures/pr_roc.png")
         log_df(run_id, pd.DataFrame({"kepid": outcome.val_kepids, "label": outcome.val_labels,
-                                      "probability": outcome.result.val_prob}), "val_predictions.csv")
-        self.client.log_metric(run_id, "threshold", outcome.threshold)
+                                     "probability": outcome.result.val_prob}), "val_predictions.csv")
         if outcome.attributions is not None:
-            log_attributions(run_id, self.preset, outcome, name)
+            log_attributions(run_id, self.preset, outcome, f"repeat{repeat}-fold{fold}")
         if self.log_models:
-            log_pyfunc(run_id, self.preset, [outcome.result.state_dict], 0.5,
-                       {"member_of": self.parent.info.run_id, "repeat": repeat, "fold": fold},
-                       input_example=self.input_example)
+            with tempfile.TemporaryDirectory() as tmp:
+                save_members(Path(tmp), self.preset, [outcome.result.state_dict], outcome.threshold,
+                             {"member_of": self.parent.info.run_id, "repeat": repeat, "fold": fold})
+                self.client.log_artifacts(run_id, tmp, "model")
         self.client.set_terminated(run_id)
 
 
