@@ -39,9 +39,9 @@ def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | Non
     ``(source_file, reason)``). Raises :class:`~pixel_cnn.io.dataset.DataError` when
     the folder, KOI table or labels file is unusable.
     """
-    root = resolve_data_dir(data_dir)
+    dataset = prepare_dataset(data_dir, labels)  # DataError before any run when the folder is unusable
+    root = Path(dataset.source)
     with runs.job_run(runs.EXPERIMENT_PREP, "prep", cli_params) as run_id:
-        dataset = prepare_dataset(root, labels)
         out = write_dataset(dataset, out_dir, {
             "prep_run_id": run_id, "labels": labels, "source": str(root / "stacks"),
         })

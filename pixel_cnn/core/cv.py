@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.explain import integrated_gradients
 from pixel_cnn.core.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
 from pixel_cnn.core.models import Preset

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pixel_cnn.core.cv import INNER_FOLDS, CVResult, run_cv
-from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.metrics import binary_metrics, thresholded_metrics
 from pixel_cnn.core.models import get_preset
 

@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pixel_cnn.core.cv import CVCallbacks, FoldOutcome, run_cv
-from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.models import DEFAULT_PRESET, Preset, get_preset
 from pixel_cnn.core.representation import build_inputs
 

@@ -13,18 +13,17 @@ around it still go through.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.stack import StackError, check_dtype, check_shape, validate_stack
 
 DATA_ENV_VAR = "PIXEL_CNN_DATA"
@@ -262,61 +261,6 @@ def koi_star_labels(koi: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"kepid": np.int64, "label": "Int64"})
 
 
-@dataclass
-class Dataset:
-    """Validated stacks with labels.
-
-    Attributes
-    ----------
-    stacks : dict[int, numpy.ndarray]
-        kepid -> float32 ``(32, H, W)`` stack (NaN already replaced by 0).
-    manifest : pandas.DataFrame
-        One row per usable target, sorted by kepid: ``kepid, label, disposition,
-        source_file, original_shape``.
-    skipped : pandas.DataFrame
-        One row per file or target left out: ``source_file, kepid, reason``.
-    """
-
-    stacks: dict[int, np.ndarray]
-    manifest: pd.DataFrame
-    skipped: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["source_file", "kepid", "reason"])
-    )
-
-    @property
-    def kepids(self) -> np.ndarray:
-        """int64 ``(N,)`` in manifest order."""
-        return self.manifest["kepid"].to_numpy(np.int64)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """int64 ``(N,)`` in manifest order (1 = CONFIRMED, 0 = FALSE POSITIVE)."""
-        return self.manifest["label"].to_numpy(np.int64)
-
-    def stack_list(self) -> list[np.ndarray]:
-        """Stacks in manifest order."""
-        return [self.stacks[k] for k in self.kepids]
-
-    @property
-    def digest(self) -> str:
-        """16 hex digits of SHA-256 over kepids, labels and stack bytes (order-fixed)."""
-        h = hashlib.sha256()
-        for kepid, label in zip(self.kepids, self.labels):
-            stack = self.stacks[int(kepid)]
-            h.update(f"{kepid}:{label}:{stack.shape}".encode())
-            h.update(np.ascontiguousarray(stack, dtype=np.float32).tobytes())
-        return h.hexdigest()[:16]
-
-    def counts(self) -> dict[str, int]:
-        """Targets per class and skipped files."""
-        return {
-            "n_targets": int(len(self.manifest)),
-            "n_confirmed": int((self.labels == 1).sum()),
-            "n_false_positive": int((self.labels == 0).sum()),
-            "n_skipped": int(len(self.skipped)),
-        }
-
-
 def prepare_dataset(data_dir: str | os.PathLike | None = None, labels: str = "seed") -> Dataset:
     """Read every stack of a data folder, validate it and join its label.
 
@@ -408,7 +352,8 @@ def prepare_dataset(data_dir: str | os.PathLike | None = None, labels: str = "se
         rows, columns=["kepid", "label", "disposition", "source_file", "original_shape"]
     ).sort_values("kepid", ignore_index=True)
     skipped_df = pd.DataFrame(skipped, columns=["source_file", "kepid", "reason"])
-    return Dataset(stacks=stacks, manifest=manifest, skipped=skipped_df.astype({"kepid": "Int64"}))
+    return Dataset(stacks=stacks, manifest=manifest, skipped=skipped_df.astype({"kepid": "Int64"}),
+                   source=str(root))
 
 
 STACKS_FILE, MANIFEST_FILE, SKIPPED_FILE, INFO_FILE = (
