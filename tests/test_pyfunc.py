@@ -14,6 +14,7 @@ import torch
 
 from pixel_cnn.core.models import build_model, get_preset
 from pixel_cnn.tracking.pyfunc import PACKAGE_DIR, SERVED_MODULES, log_pyfunc
+from pixel_cnn.tracking.runs import set_experiment
 from tests.support import PROJECT
 
 
@@ -52,6 +53,7 @@ def test_logged_model_loads_and_scores_with_its_own_code_only(tracking_store, re
     """Load the model in a process where the checkout's package cannot be imported."""
     torch.manual_seed(0)
     preset = get_preset("seed")
+    set_experiment("pyfunc-test")  # this store's; never an experiment id left by another test
     with mlflow.start_run() as run:
         info = log_pyfunc(run.info.run_id, preset, [build_model(preset).state_dict()], 0.5, {"test": True})
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
