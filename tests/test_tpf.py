@@ -8,74 +8,19 @@ import pandas as pd
 import pytest
 
 from pixel_cnn.io import tpf
+from pixel_cnn.core.phasefold import BKJD_REF, BTJD_REF
 from pixel_cnn.core.stack import N_PHASE_BINS, validate_stack
 from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
-
-# ---------------------------------------------------------------- pure science, hand-checked
-
-
-def test_phase_fold_epoch_before_and_after_the_data():
-    t = np.array([100.0, 100.5, 101.0, 101.75])
-    # P = 1 d: t0 = 100 (first cadence), 37 (63 periods before), 1000.25 (900 after, shifted)
-    np.testing.assert_allclose(tpf.phase_fold(t, 1.0, 100.0), [0.0, 0.5, 0.0, 0.75])
-    np.testing.assert_allclose(tpf.phase_fold(t, 1.0, 37.0), [0.0, 0.5, 0.0, 0.75])
-    np.testing.assert_allclose(tpf.phase_fold(t, 1.0, 1000.25), [0.75, 0.25, 0.75, 0.5])
-
-
-def test_phase_fold_never_returns_one():
-    p = tpf.phase_fold(np.array([10.0 - 1e-15]), 2.0, 0.0)
-    assert 0.0 <= p[0] < 1.0
-
-
-def test_transit_window_by_duration_not_by_bin():
-    period, duration_h = 10.0, 3.0        # half width 1.5 h = 0.00625 in phase, a bin is 0.03125
-    phase = np.array([0.0, 0.006, 0.007, 0.03, 0.994, 0.5, 0.505, 0.25])
-    in_tr, in_sec = tpf.transit_windows(phase, period, duration_h)
-    assert in_tr.tolist() == [True, True, False, False, True, False, False, False]
-    assert in_sec.tolist() == [False, False, False, False, False, True, True, False]
-
-
-def test_short_transit_not_diluted_by_whole_bin_median():
-    """Regression for the benchmark script: a whole-bin median hides a transit shorter
-    than half a bin; here bin 0 holds 1 in-transit and 3 out-of-transit cadences."""
-    phase = np.array([0.001, 0.01, 0.02, 0.03, 0.5])
-    rel = np.array([-0.01, 0.0, 0.0, 0.0, 0.0]).reshape(5, 1, 1)
-    window = np.array([True, False, False, False, False])
-    stack, counts = tpf.bin_stack(phase, rel, window, 32)
-    assert stack[0, 0, 0] == pytest.approx(-0.01) and counts[0] == 1
-    whole_bin, _ = tpf.bin_stack(phase, rel, np.zeros(5, bool), 32)
-    assert whole_bin[0, 0, 0] == 0.0          # what the whole-bin median gave
-    assert np.isnan(stack[1]).all() and counts[1] == 0   # an empty bin stays NaN until filled
-
-
-def test_all_nan_pixel_becomes_no_change_not_full_eclipse():
-    flux = np.full((6, 2, 2), 100.0)
-    flux[:, 0, 1] = np.nan                    # a pixel NaN throughout
-    flux[:, 1, 1] = -5.0                      # background-subtracted, no star light
-    flux[3, 0, 0] = 99.0
-    rel, ref = tpf.relative_flux(flux, np.array([True, True, True, False, False, False]))
-    assert ref[0, 0] == 100.0 and rel[3, 0, 0] == pytest.approx(-0.01)
-    assert np.isnan(rel[:, 0, 1]).all() and np.isnan(rel[:, 1, 1]).all()
-    filled, missing = tpf.fill_missing(rel)
-    assert (filled[:, 0, 1] == 0).all() and (filled[:, 1, 1] == 0).all()   # not -1 (100% dimming)
-    assert missing[:, 0, 1].all() and not missing[:, 0, 0].any()
-
-
-def test_reference_windows_exclude_transit_and_follow_the_readme():
-    phase = np.array([0.19, 0.2, 0.25, 0.3, 0.7, 0.79, 0.8, 0.5])
-    ref = tpf.reference_mask(phase, np.zeros(8, bool))
-    assert ref.tolist() == [False, True, True, False, True, True, False, False]
-
 
 def _quarter(time, shape=(3, 3)):
     flux = np.full((len(time),) + shape, 1000.0, np.float32)
     return tpf.TPFData(path="q.fits", target_id=1, mission="Kepler", period_label="Q1",
-                       bjd_ref=tpf.BKJD_REF, time=time, flux=flux, grid=("Kepler", "5", 0, 0) + shape,
+                       bjd_ref=BKJD_REF, time=time, flux=flux, grid=("Kepler", "5", 0, 0) + shape,
                        n_raw=len(time), n_quality=0, n_nonfinite_time=0, n_nan_flux=0)
 
 
 def test_too_few_in_transit_or_reference_cadences_is_a_reason():
-    eph = tpf.Ephemeris(1, "K1.01", 10.0, 100.0 + tpf.BKJD_REF, 2.0)   # t0 = 100 BKJD
+    eph = tpf.Ephemeris(1, "K1.01", 10.0, 100.0 + BKJD_REF, 2.0)   # t0 = 100 BKJD
     two_in = np.array([99.99, 100.01, 102.5, 102.6])                  # 2 in transit
     with pytest.raises(tpf.TPFError, match=r"too few cadences: 2 in transit \(need >= 3\)"):
         tpf.combine_quarters([_quarter(two_in)], eph)
@@ -320,7 +265,7 @@ def test_tess_tpf_with_toi_ephemeris_in_bjd(tmp_path):
     write_tpf(tmp_path / "tess" / "tess-s1.fits", tic, inj=inj, t_start=t_start, n=400, shape=(6, 7),
               star=(2, 3), mission="TESS", quarter=1, seed=11)
     pd.DataFrame({"toi": [101.01], "tid": [tic], "pl_orbper": [inj.period_d],
-                  "pl_tranmid": [inj.epoch + tpf.BTJD_REF], "pl_trandurh": [inj.duration_h]}
+                  "pl_tranmid": [inj.epoch + BTJD_REF], "pl_trandurh": [inj.duration_h]}
                  ).to_csv(tmp_path / "toi.csv", index=False)
     report = tpf.build_stacks(tmp_path / "tess", tmp_path / "toi.csv", tmp_path / "out", progress=False)
     assert report.loc[0, "status"] == "ok", report.loc[0, "reason"]
@@ -358,7 +303,7 @@ def test_incomplete_ephemeris_row_is_a_target_reason(tmp_path):
                   "koi_duration": [2.0, 2.0]}).to_csv(path, index=False)
     ephs, problems, layout = tpf.load_ephemeris(path)
     assert layout == "koi" and set(ephs) == {2} and "koi_period=nan" in problems[1]
-    assert ephs[2].epoch_bjd == 131.0 + tpf.BKJD_REF and ephs[2].epoch_in(tpf.BKJD_REF) == 131.0
+    assert ephs[2].epoch_bjd == 131.0 + BKJD_REF and ephs[2].epoch_in(BKJD_REF) == 131.0
 
 
 # ---------------------------------------------------------------- the job, cv and serving
