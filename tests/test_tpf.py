@@ -372,3 +372,142 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
         bad = httpx.post(f"{url}/invocations", content='{"inputs": [%s]}' % str(with_nan.tolist()).replace("nan", "NaN"),
                          headers={"Content-Type": "application/json"}, timeout=60)
         assert bad.status_code == 400 and "NaN" in bad.text
+
+
+# ---------------------------------------------------------------- issue 13 item 1: the bad-file corpus
+# Every per-file failure is caught at the file's boundary, named with its reason in the report
+# and the output, and the good files are still written. The corpus is built here.
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory, data_dir):
+    """Two good Kepler targets, one target per kind of bad file, and a target with one good and
+    one bad file; real KIC ids of single-KOI stars, a KOI-layout ephemeris with a row for each."""
+    from pixel_cnn.io.dataset import load_koi_table
+    from tests.tpf_fixtures import corrupt, edit_data, edit_header, hdu_offset
+
+    koi = load_koi_table(data_dir / "koi_cumulative.csv")
+    single = koi.groupby("kepid").filter(lambda g: len(g) == 1).kepid.tolist()[20:40]
+    root = tmp_path_factory.mktemp("bad")
+    tpfs = root / "tpfs"
+    tpfs.mkdir()
+    P, D = 2.5, 3.0
+    inj = Injection((3, 4), 0.01, P, T1 + 0.4, D)
+    names = ["good_a", "good_b", "crv_no_value", "crv_dropped", "bjdref_text", "keplerid_text",
+             "corrupt_primary", "corrupt_data", "truncated", "empty_aperture", "all_flagged",
+             "nan_time", "mixed"]
+    ids = dict(zip(names, single))
+    files = {}
+    for i, case in enumerate(names):
+        files[case] = write_tpf(tpfs / f"{case}.fits", ids[case], inj=inj, t_start=T1, seed=20 + i)
+    # a second quarter of "mixed" whose pixel-grid keywords have no value
+    files["mixed_bad"] = write_tpf(tpfs / "mixed_q6_bad.fits", ids["mixed"], inj=inj, t_start=T5, quarter=6, seed=40)
+    edit_header(files["crv_no_value"], 1, _1CRV5P=None, _2CRV5P=None)   # the reported file
+    edit_header(files["mixed_bad"], 1, _1CRV5P=None, _2CRV5P=None)
+    edit_header(files["crv_dropped"], 1, drop=("1CRV5P", "2CRV5P"))
+    edit_header(files["bjdref_text"], 1, BJDREFI="unknown")
+    edit_header(files["keplerid_text"], 0, KEPLERID="K-123")
+    corrupt(files["corrupt_primary"], 0)
+    corrupt(files["corrupt_data"], hdu_offset(files["corrupt_data"], 1))
+    truncate(files["truncated"], 0.6)
+    edit_data(files["empty_aperture"], aperture=0)
+    edit_data(files["all_flagged"], quality=1)                 # AttitudeTweak: in the default bitmask
+    edit_data(files["nan_time"], time=np.nan)
+    pd.DataFrame({"kepid": [ids[c] for c in names], "kepoi_name": [f"K{9000 + i}.01" for i in range(len(names))],
+                  "koi_period": P, "koi_time0bk": inj.epoch, "koi_duration": D}
+                 ).to_csv(root / "ephemeris.csv", index=False)
+    return {"root": root, "tpfs": tpfs, "eph": root / "ephemeris.csv", "ids": ids, "inj": inj}
+
+
+#: kind of bad file -> words its reason must hold (after the file name)
+BAD_FILES = {
+    "crv_no_value": "header keyword 1CRV5P (CCD column of the pixel grid) has no value",
+    "crv_dropped": "header keyword 1CRV5P (CCD column of the pixel grid) is missing",
+    "bjdref_text": "header keyword BJDREFI (integer part of the BJD reference) = 'unknown' is not an integer",
+    "corrupt_data": "unreadable or truncated FITS file",
+    "truncated": "unreadable or truncated FITS file",
+    "empty_aperture": "empty aperture: the APERTURE image has no collected pixel",
+    "all_flagged": "no cadences left after the quality mask: of 400, 400 flagged",
+    "nan_time": "TIME has no finite value (NaN in all 400 cadences)",
+}
+#: files whose primary header gives no target id: reported by file name, without a target id
+NO_ID_FILES = {"keplerid_text": "header KEPLERID='K-123' is not an integer id",
+               "corrupt_primary": "unreadable FITS header"}
+
+
+@pytest.fixture(scope="module")
+def bad_built(bad_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad-out")
+    report = tpf.build_stacks(bad_corpus["tpfs"], bad_corpus["eph"], out, n_jobs=2, progress=False)
+    return out, report
+
+
+def test_bad_tpf_without_pixel_grid_keywords_does_not_stop_prep(bad_built, bad_corpus):
+    """Issue 13 item 1 regression: 1CRV5P/2CRV5P without a value made read_tpf raise
+    ``TypeError: int() argument must be ... not 'NoneType'`` and the whole run wrote nothing."""
+    out, report = bad_built
+    rows = report.set_index("target_id")
+    ids = bad_corpus["ids"]
+    row = rows.loc[ids["crv_no_value"]]
+    assert row["status"] == "failed" and row["reason"].startswith("crv_no_value.fits: header keyword 1CRV5P")
+    for good in ("good_a", "good_b", "mixed"):
+        assert rows.loc[ids[good], "status"] == "ok", rows.loc[ids[good], "reason"]
+        stack = np.load(out / "stacks" / f"pixdiff_{ids[good]}.npy")
+        assert_transit_at(stack, bad_corpus["inj"], [_times(T1)])
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_every_bad_file_is_reported_with_its_name_and_reason(bad_built, bad_corpus, case):
+    out, report = bad_built
+    kepid = bad_corpus["ids"][case]
+    row = report.set_index("target_id").loc[kepid]
+    assert row["status"] == "failed"
+    assert row["reason"].startswith(f"{case}.fits: ") and BAD_FILES[case] in row["reason"], row["reason"]
+    assert not (out / "stacks" / f"pixdiff_{kepid}.npy").exists()
+
+
+@pytest.mark.parametrize("case", sorted(NO_ID_FILES))
+def test_file_without_a_readable_target_id_is_reported_by_name(bad_built, case):
+    out, report = bad_built
+    row = report[report["files"] == f"{case}.fits"]
+    assert len(row) == 1 and row["target_id"].isna().all() and (row["status"] == "failed").all()
+    assert NO_ID_FILES[case] in row["reason"].iloc[0] and row["reason"].iloc[0].startswith(f"{case}.fits: ")
+
+
+def test_bad_quarter_left_out_and_the_good_quarter_of_the_target_still_used(bad_built, bad_corpus):
+    out, report = bad_built
+    row = report.set_index("target_id").loc[bad_corpus["ids"]["mixed"]]
+    assert row["status"] == "ok" and row["quarters_used"] == "Q5"
+    assert row["files_unreadable"].startswith("mixed_q6_bad.fits: header keyword 1CRV5P")
+    assert row["n_cadences"] == N1
+
+
+def test_report_csv_names_every_bad_file_and_only_good_stacks_written(bad_built, bad_corpus):
+    out, _ = bad_built
+    csv = pd.read_csv(out / tpf.REPORT_FILE)
+    text = " ".join(csv["reason"].fillna("").tolist() + csv["files_unreadable"].fillna("").tolist())
+    for case in list(BAD_FILES) + list(NO_ID_FILES):
+        assert f"{case}.fits: " in text, case
+    assert "mixed_q6_bad.fits: " in text
+    ids = bad_corpus["ids"]
+    written = {int(p.stem.split("_")[1]) for p in (out / "stacks").glob("pixdiff_*.npy")}
+    assert written == {ids["good_a"], ids["good_b"], ids["mixed"]}
+
+
+def test_prep_entry_point_prints_each_bad_file_and_keeps_its_exit_status(bad_corpus, tracking_store, capsys):
+    """`prep -P source=tpf` on the corpus: exit 0 (stacks written), every bad file named with its
+    reason on stdout; with strict=true exit 1 (README, "prep's exit status")."""
+    from entrypoints import prep
+
+    args = ["--source", "tpf", "--tpf-dir", str(bad_corpus["tpfs"]), "--ephemeris", str(bad_corpus["eph"]),
+            "--labels", "koi", "--out-dir", str(tracking_store / "bad-prep")]
+    assert prep.main(args) == 0
+    printed = capsys.readouterr().out
+    ids = bad_corpus["ids"]
+    for case, words in BAD_FILES.items():
+        assert f"failed {ids[case]}: {case}.fits: {words}" in printed, case
+    for case, words in NO_ID_FILES.items():
+        assert f"failed {case}.fits: {case}.fits: " in printed and words in printed, case
+    assert f"skipped file of {ids['mixed']}: mixed_q6_bad.fits: header keyword 1CRV5P" in printed
+    assert "prep: 3 stacks written" in printed
+    assert prep.main(args + ["--strict", "true"]) == 1

@@ -204,7 +204,8 @@ def _header_number(header, key: str, name: str, what: str, integer: bool = False
     if value in (None, ""):
         if default is not None:
             return default
-        raise TPFError(f"{name}: header keyword {key} ({what}) is missing")
+        raise TPFError(f"{name}: header keyword {key} ({what}) "
+                       f"{'has no value' if key in header else 'is missing'}")
     try:
         number = float(value)
         if not np.isfinite(number) or (integer and number != int(number)):
