@@ -511,3 +511,120 @@ def test_prep_entry_point_prints_each_bad_file_and_keeps_its_exit_status(bad_cor
     assert f"skipped file of {ids['mixed']}: mixed_q6_bad.fits: header keyword 1CRV5P" in printed
     assert "prep: 3 stacks written" in printed
     assert prep.main(args + ["--strict", "true"]) == 1
+
+
+# ---------------------------------------------------------------- issue 13 item 2: the epoch's time system
+# Injected transits whose epoch is written in BJD, BKJD or BTJD; the declared system (koi_time0bk:
+# BKJD, pl_tranmid: BJD) is checked against the TPF's time range and BJDREFI/BJDREFF.
+
+KEPLER_EPOCH = T1 + 0.4                                   # BKJD of the injected transit
+TESS_START = 1325.3                                       # BTJD, sector 1
+TESS_EPOCH = TESS_START + 0.8
+IN_SYSTEM = {  # the injected epoch written in each system: BJD, BKJD = BJD - 2454833, BTJD = BJD - 2457000
+    "kepler": {"BJD": KEPLER_EPOCH + BKJD_REF, "BKJD": KEPLER_EPOCH, "BTJD": KEPLER_EPOCH + BKJD_REF - BTJD_REF},
+    "tess": {"BJD": TESS_EPOCH + BTJD_REF, "BKJD": TESS_EPOCH + BTJD_REF - BKJD_REF, "BTJD": TESS_EPOCH},
+}
+
+
+@pytest.fixture(scope="module")
+def epoch_systems(tmp_path_factory):
+    """One Kepler TPF per system in a KOI-layout CSV (+ one epoch that fits no system), one TESS TPF
+    per system in a TOI-layout CSV; build_stacks run once on each."""
+    root = tmp_path_factory.mktemp("epochs")
+    out = {}
+    for mission, layout in (("kepler", "koi"), ("tess", "toi")):
+        folder = root / mission
+        folder.mkdir()
+        rows = []
+        for i, (system, value) in enumerate(IN_SYSTEM[mission].items()):
+            target = (8_000_001 if mission == "kepler" else 300_000_001) + i
+            if mission == "kepler":
+                inj = Injection((3, 4), 0.01, 2.5, KEPLER_EPOCH, 3.0)
+                write_tpf(folder / f"{system}.fits", target, inj=inj, t_start=T1, seed=50 + i)
+            else:
+                inj = Injection((2, 3), 0.01, 1.7, TESS_EPOCH, 2.0)
+                write_tpf(folder / f"{system}.fits", target, inj=inj, t_start=TESS_START, shape=(6, 7),
+                          star=(2, 3), mission="TESS", quarter=1, seed=60 + i)
+            rows.append((target, f"{i + 1}01.01", system, inj.period_d, value, inj.duration_h))
+        if mission == "kepler":                           # 1e6 d: no system puts it near the quarter
+            write_tpf(folder / "nowhere.fits", 8_000_009, inj=None, t_start=T1, seed=59)
+            rows.append((8_000_009, "909.01", "none", 2.5, 1.0e6, 3.0))
+        cols = (["kepid", "kepoi_name", "written_in", "koi_period", "koi_time0bk", "koi_duration"] if layout == "koi"
+                else ["tid", "toi", "written_in", "pl_orbper", "pl_tranmid", "pl_trandurh"])
+        table = pd.DataFrame(rows, columns=cols)
+        table.to_csv(root / f"{mission}.csv", index=False)
+        report = tpf.build_stacks(folder, root / f"{mission}.csv", root / f"{mission}-out", progress=False)
+        out[mission] = (root / f"{mission}-out", report.set_index("target_id"), table.set_index(cols[0]))
+    return out
+
+
+@pytest.mark.parametrize("mission", ["kepler", "tess"])
+@pytest.mark.parametrize("system", ["BJD", "BKJD", "BTJD"])
+def test_epoch_in_any_time_system_folds_the_transit_into_bins_0_and_31(epoch_systems, mission, system):
+    out, report, table = epoch_systems[mission]
+    target = int(table.index[table["written_in"] == system][0])
+    row = report.loc[target]
+    assert row["status"] == "ok", row["reason"]
+    declared = "BKJD" if mission == "kepler" else "BJD"
+    assert row["epoch_system"] == system and row["epoch_declared"] == declared
+    assert (row["epoch_converted_from"] == declared) == (system != declared)
+    if system != declared:
+        assert f"given as {declared} read as {system}" in row["epoch_note"]
+    stack = np.load(out / "stacks" / f"pixdiff_{target}.npy")
+    if mission == "kepler":
+        inj, times = Injection((3, 4), 0.01, 2.5, KEPLER_EPOCH, 3.0), [_times(T1)]
+    else:
+        inj, times = Injection((2, 3), 0.01, 1.7, TESS_EPOCH, 2.0), [_times(TESS_START)]
+    assert sorted(expected_transit_bins(inj)) == [0, 31]
+    assert_transit_at(stack, inj, times)
+
+
+def test_bjd_epoch_in_koi_time0bk_is_converted_not_folded_silently(epoch_systems):
+    """Issue 13 item 2 regression: koi_time0bk = 2454964.9 (BJD) was taken as BKJD; the injected
+    1% transit read 0.0002 deep and its dip fell in out-of-transit bins."""
+    out, report, table = epoch_systems["kepler"]
+    target = int(table.index[table["written_in"] == "BJD"][0])
+    stack = np.load(out / "stacks" / f"pixdiff_{target}.npy")
+    depth = -stack[[0, 31], 3, 4].mean()
+    assert abs(depth - 0.01) < 0.001, depth
+    assert report.loc[target, "epoch_bjd"] == pytest.approx(KEPLER_EPOCH + BKJD_REF)
+
+
+def test_epoch_fitting_no_time_system_refuses_the_target_naming_epoch_and_range(epoch_systems):
+    out, report, _ = epoch_systems["kepler"]
+    row = report.loc[8_000_009]
+    assert row["status"] == "failed" and not (out / "stacks" / "pixdiff_8000009.npy").exists()
+    t_last = T1 + (N1 - 1) * CADENCE_D
+    assert row["reason"].startswith("target 8000009 (909.01): epoch 1000000.0 (declared BKJD) fits no time system")
+    assert f"the TPF's time range {T1:.3f}-{t_last:.3f} BKJD" in row["reason"]
+
+
+def test_converted_epoch_is_printed_and_in_the_report_artifact(epoch_systems, tracking_store, capsys):
+    """The prep output says which epochs were converted; the report logged to MLflow has the columns."""
+    from mlflow.tracking import MlflowClient
+
+    from entrypoints import prep
+
+    folder = epoch_systems["tess"][0].parent
+    assert prep.main(["--source", "tpf", "--tpf-dir", str(folder / "tess"), "--ephemeris", str(folder / "tess.csv"),
+                      "--out-dir", str(tracking_store / "tess-prep")]) == 0
+    printed = capsys.readouterr().out
+    _, _, table = epoch_systems["tess"]
+    for system in ("BKJD", "BTJD"):
+        target = int(table.index[table["written_in"] == system][0])
+        assert f"converted epoch of {target} ({int(target) - 300_000_000}01.01): epoch " in printed
+        assert f"given as BJD read as {system}" in printed
+    run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("pixel-cnn-prep").experiment_id])[0]
+    local = MlflowClient().download_artifacts(run.info.run_id, "tpf/prep_report.csv", str(tracking_store))
+    logged = pd.read_csv(local).set_index("target_id")
+    assert logged["epoch_converted_from"].fillna("").tolist().count("BJD") == 2
+    assert set(logged["epoch_system"]) == {"BJD", "BKJD", "BTJD"}
+
+
+def test_summary_counts_bad_files_and_converted_epochs(bad_built, epoch_systems):
+    _, report = bad_built
+    # 8 failed targets with one bad file each, 2 files without a target id, 1 bad quarter of "mixed"
+    assert tpf.stacks_summary(report)["n_files_bad"] == len(BAD_FILES) + len(NO_ID_FILES) + 1
+    for mission in ("kepler", "tess"):
+        _, rep, _ = epoch_systems[mission]
+        assert tpf.stacks_summary(rep.reset_index())["n_epochs_converted"] == 2

@@ -591,10 +591,22 @@ def download_tpfs(target_ids: list[int], layout: str, cache_dir: str | os.PathLi
 
 
 def stacks_summary(report: pd.DataFrame) -> dict[str, int]:
-    """Counts for logging: targets ok / failed and dropped cadences."""
+    """Counts for logging: targets ok / failed, dropped cadences, bad files, converted epochs.
+
+    ``n_files_bad``: files left out with a reason (a failed target's unreadable
+    files, the files without a readable target id, and the unreadable files of
+    targets that still got a stack); ``n_epochs_converted``: targets whose
+    epoch was read in another time system than its column declares.
+    """
     ok = report["status"] == "ok"
     out = {"n_targets_ok": int(ok.sum()), "n_targets_failed": int((~ok).sum())}
     for col in ("n_dropped_quality", "n_dropped_nonfinite_time", "n_dropped_nan_flux"):
         if col in report:
             out[col] = int(pd.to_numeric(report[col], errors="coerce").fillna(0).sum())
+    if "files_unreadable" in report:
+        unreadable = report["files_unreadable"].fillna("").astype(str)
+        out["n_files_bad"] = int(sum(len(u.split("; ")) for u in unreadable if u)
+                                 + (report["target_id"].isna() & ~ok).sum())
+    if "epoch_converted_from" in report:
+        out["n_epochs_converted"] = int((report["epoch_converted_from"].fillna("").astype(str) != "").sum())
     return out
