@@ -429,7 +429,7 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
     cadences remain.
 
     Returns a :class:`TargetResult` whose ``stack`` is float32 ``(n_bins, H, W)``
-    (missing data filled by :func:`fill_missing`, validated by
+    (missing data filled by :func:`~pixel_cnn.core.phasefold.fill_missing`, validated by
     :func:`~pixel_cnn.core.stack.validate_stack`) or ``None``, and whose
     ``report`` row says what was used, what was dropped and, on failure, why.
     """
