@@ -395,11 +395,13 @@ def bad_corpus(tmp_path_factory, data_dir):
     inj = Injection((3, 4), 0.01, P, T1 + 0.4, D)
     names = ["good_a", "good_b", "crv_no_value", "crv_dropped", "bjdref_text", "keplerid_text",
              "corrupt_primary", "corrupt_data", "truncated", "empty_aperture", "all_flagged",
-             "nan_time", "mixed"]
+             "nan_time", "no_pixels", "mixed"]
     ids = dict(zip(names, single))
     files = {}
     for i, case in enumerate(names):
-        files[case] = write_tpf(tpfs / f"{case}.fits", ids[case], inj=inj, t_start=T1, seed=20 + i)
+        shape = dict(shape=(0, 0), star=(0, 0)) if case == "no_pixels" else {}   # a 0 x 0 pixel image
+        files[case] = write_tpf(tpfs / f"{case}.fits", ids[case], inj=None if shape else inj, t_start=T1,
+                                seed=20 + i, **shape)
     # a second quarter of "mixed" whose pixel-grid keywords have no value
     files["mixed_bad"] = write_tpf(tpfs / "mixed_q6_bad.fits", ids["mixed"], inj=inj, t_start=T5, quarter=6, seed=40)
     edit_header(files["crv_no_value"], 1, _1CRV5P=None, _2CRV5P=None)   # the reported file
@@ -429,6 +431,7 @@ BAD_FILES = {
     "empty_aperture": "empty aperture: the APERTURE image has no collected pixel",
     "all_flagged": "no cadences left after the quality mask: of 400, 400 flagged",
     "nan_time": "TIME has no finite value (NaN in all 400 cadences)",
+    "no_pixels": "empty aperture: the FLUX image has no pixel (shape (0, 0))",
 }
 #: files whose primary header gives no target id: reported by file name, without a target id
 NO_ID_FILES = {"keplerid_text": "header KEPLERID='K-123' is not an integer id",
