@@ -3,7 +3,7 @@
 Synthetic, no FITS: one Kepler quarter of long cadence (4400 cadences, 90 d), one pixel,
 a box transit of 1000 ppm, white noise 100 ppm per cadence. For each period and duration
 the in-transit bins (0 and 31) are read back with the two rules of
-``pixel_cnn.io.tpf.bin_stack``: window = the transit duration (this project) or no window
+``pixel_cnn.core.phasefold.bin_stack``: window = the transit duration (this project) or no window
 (whole-bin median, the benchmark script's). Also times ``process_target`` on a
 Kepler-sized TPF file (4400 cadences x 11 x 11 pixels) built with lightkurve's factory.
 
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pixel_cnn import tpf  # noqa: E402
+from pixel_cnn.core import phasefold  # noqa: E402
+from pixel_cnn.io import tpf  # noqa: E402
 
 DEPTH, NOISE, N, CAD = 1e-3, 1e-4, 4400, 0.0204
 
@@ -28,13 +29,13 @@ DEPTH, NOISE, N, CAD = 1e-3, 1e-4, 4400, 0.0204
 def recovered(period: float, duration_h: float, seed: int = 0) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     t = 131.5 + np.arange(N) * CAD
-    phase = tpf.phase_fold(t, period, 131.5 + 0.37 * period)
-    in_tr, in_sec = tpf.transit_windows(phase, period, duration_h)
+    phase = phasefold.phase_fold(t, period, 131.5 + 0.37 * period)
+    in_tr, in_sec = phasefold.transit_windows(phase, period, duration_h)
     flux = (1.0 + rng.normal(0, NOISE, N) - DEPTH * in_tr).reshape(N, 1, 1) * 1e4
-    rel, _ = tpf.relative_flux(flux, tpf.reference_mask(phase, in_tr))
+    rel, _ = phasefold.relative_flux(flux, phasefold.reference_mask(phase, in_tr))
     out = []
     for window in (in_tr | in_sec, np.zeros(N, bool)):
-        stack, _ = tpf.bin_stack(phase, rel, window)
+        stack, _ = phasefold.bin_stack(phase, rel, window)
         out.append(-np.nanmean(stack[[0, 31], 0, 0]) / DEPTH)
     return out[0], out[1]
 
@@ -69,7 +70,7 @@ def main() -> None:
         start = time.perf_counter()
         write_tpf(path, 757450, inj=inj, t_start=131.5, n=N, shape=(11, 11), star=(5, 5))
         made = time.perf_counter() - start
-        eph = tpf.Ephemeris(757450, "bench", inj.period_d, inj.epoch + tpf.BKJD_REF, inj.duration_h)
+        eph = tpf.Ephemeris(757450, "bench", inj.period_d, inj.epoch + phasefold.BKJD_REF, inj.duration_h)
         tpf.process_target(757450, [str(path)], eph)  # warm-up (imports)
         times = []
         for _ in range(3):

@@ -73,6 +73,11 @@ def _print_dataset(skipped, counts: dict, tail: str, prefix: str = "") -> None:
           f"{counts['n_false_positive']} FALSE POSITIVE), {tail}")
 
 
+def _text(value) -> str:
+    """A report cell as text ('' for a missing value)."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def _prep_tpf(args, argv) -> int:
     if not args.ephemeris or not (args.tpf_dir or (args.download and args.cache_dir)):
         print("prep: source=tpf needs ephemeris=CSV and tpf_dir=DIR (or download=true cache_dir=DIR)",
@@ -85,9 +90,14 @@ def _prep_tpf(args, argv) -> int:
     except (TPFError, DataError, StoreError) as exc:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
-    for row in out["report"].itertuples():
-        if row.status != "ok":
-            print(f"failed {row.files if pd.isna(row.target_id) else row.target_id}: {row.reason}")
+    for row in out["report"].to_dict("records"):
+        if row["status"] != "ok":
+            print(f"failed {row['files'] if pd.isna(row['target_id']) else row['target_id']}: {row['reason']}")
+            continue
+        for reason in _text(row.get("files_unreadable")).split("; ") if _text(row.get("files_unreadable")) else ():
+            print(f"skipped file of {row['target_id']}: {reason}")
+        if _text(row.get("epoch_note")):
+            print(f"converted epoch of {row['target_id']} ({row['ephemeris']}): {row['epoch_note']}")
     s = out["summary"]
     print(f"prep: {s['n_targets_ok']} stacks written to {args.out_dir}/stacks, {s['n_targets_failed']} "
           f"failed (report {args.out_dir}/prep_report.csv); cadences dropped: {s.get('n_dropped_quality', 0)} "

@@ -27,4 +27,4 @@ cv-tpf: $(STAMP)
 	$(MLFLOW_RUN) -e cv -P dataset=$(TPF_OUT)/dataset $(CV_ARGS)
 
 test-tpf: $(STAMP)
-	$(PY) -m pytest tests/test_tpf.py
+	$(PY) -m pytest tests/test_tpf.py tests/test_phasefold.py

@@ -7,75 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pixel_cnn.core.phasefold import BKJD_REF, BTJD_REF
 from pixel_cnn.core.stack import N_PHASE_BINS, validate_stack
 from pixel_cnn.io import tpf
 from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
 
-# ---------------------------------------------------------------- pure science, hand-checked
-
-
-def test_phase_fold_epoch_before_and_after_the_data():
-    t = np.array([100.0, 100.5, 101.0, 101.75])
-    # P = 1 d: t0 = 100 (first cadence), 37 (63 periods before), 1000.25 (900 after, shifted)
-    np.testing.assert_allclose(tpf.phase_fold(t, 1.0, 100.0), [0.0, 0.5, 0.0, 0.75])
-    np.testing.assert_allclose(tpf.phase_fold(t, 1.0, 37.0), [0.0, 0.5, 0.0, 0.75])
-    np.testing.assert_allclose(tpf.phase_fold(t, 1.0, 1000.25), [0.75, 0.25, 0.75, 0.5])
-
-
-def test_phase_fold_never_returns_one():
-    p = tpf.phase_fold(np.array([10.0 - 1e-15]), 2.0, 0.0)
-    assert 0.0 <= p[0] < 1.0
-
-
-def test_transit_window_by_duration_not_by_bin():
-    period, duration_h = 10.0, 3.0        # half width 1.5 h = 0.00625 in phase, a bin is 0.03125
-    phase = np.array([0.0, 0.006, 0.007, 0.03, 0.994, 0.5, 0.505, 0.25])
-    in_tr, in_sec = tpf.transit_windows(phase, period, duration_h)
-    assert in_tr.tolist() == [True, True, False, False, True, False, False, False]
-    assert in_sec.tolist() == [False, False, False, False, False, True, True, False]
-
-
-def test_short_transit_not_diluted_by_whole_bin_median():
-    """Regression for the benchmark script: a whole-bin median hides a transit shorter
-    than half a bin; here bin 0 holds 1 in-transit and 3 out-of-transit cadences."""
-    phase = np.array([0.001, 0.01, 0.02, 0.03, 0.5])
-    rel = np.array([-0.01, 0.0, 0.0, 0.0, 0.0]).reshape(5, 1, 1)
-    window = np.array([True, False, False, False, False])
-    stack, counts = tpf.bin_stack(phase, rel, window, 32)
-    assert stack[0, 0, 0] == pytest.approx(-0.01) and counts[0] == 1
-    whole_bin, _ = tpf.bin_stack(phase, rel, np.zeros(5, bool), 32)
-    assert whole_bin[0, 0, 0] == 0.0          # what the whole-bin median gave
-    assert np.isnan(stack[1]).all() and counts[1] == 0   # an empty bin stays NaN until filled
-
-
-def test_all_nan_pixel_becomes_no_change_not_full_eclipse():
-    flux = np.full((6, 2, 2), 100.0)
-    flux[:, 0, 1] = np.nan                    # a pixel NaN throughout
-    flux[:, 1, 1] = -5.0                      # background-subtracted, no star light
-    flux[3, 0, 0] = 99.0
-    rel, ref = tpf.relative_flux(flux, np.array([True, True, True, False, False, False]))
-    assert ref[0, 0] == 100.0 and rel[3, 0, 0] == pytest.approx(-0.01)
-    assert np.isnan(rel[:, 0, 1]).all() and np.isnan(rel[:, 1, 1]).all()
-    filled, missing = tpf.fill_missing(rel)
-    assert (filled[:, 0, 1] == 0).all() and (filled[:, 1, 1] == 0).all()   # not -1 (100% dimming)
-    assert missing[:, 0, 1].all() and not missing[:, 0, 0].any()
-
-
-def test_reference_windows_exclude_transit_and_follow_the_readme():
-    phase = np.array([0.19, 0.2, 0.25, 0.3, 0.7, 0.79, 0.8, 0.5])
-    ref = tpf.reference_mask(phase, np.zeros(8, bool))
-    assert ref.tolist() == [False, True, True, False, True, True, False, False]
-
-
 def _quarter(time, shape=(3, 3)):
     flux = np.full((len(time),) + shape, 1000.0, np.float32)
     return tpf.TPFData(path="q.fits", target_id=1, mission="Kepler", period_label="Q1",
-                       bjd_ref=tpf.BKJD_REF, time=time, flux=flux, grid=("Kepler", "5", 0, 0) + shape,
+                       bjd_ref=BKJD_REF, time=time, flux=flux, grid=("Kepler", "5", 0, 0) + shape,
                        n_raw=len(time), n_quality=0, n_nonfinite_time=0, n_nan_flux=0)
 
 
 def test_too_few_in_transit_or_reference_cadences_is_a_reason():
-    eph = tpf.Ephemeris(1, "K1.01", 10.0, 100.0 + tpf.BKJD_REF, 2.0)   # t0 = 100 BKJD
+    eph = tpf.Ephemeris(1, "K1.01", 10.0, 100.0 + BKJD_REF, 2.0)   # t0 = 100 BKJD
     two_in = np.array([99.99, 100.01, 102.5, 102.6])                  # 2 in transit
     with pytest.raises(tpf.TPFError, match=r"too few cadences: 2 in transit \(need >= 3\)"):
         tpf.combine_quarters([_quarter(two_in)], eph)
@@ -320,7 +265,7 @@ def test_tess_tpf_with_toi_ephemeris_in_bjd(tmp_path):
     write_tpf(tmp_path / "tess" / "tess-s1.fits", tic, inj=inj, t_start=t_start, n=400, shape=(6, 7),
               star=(2, 3), mission="TESS", quarter=1, seed=11)
     pd.DataFrame({"toi": [101.01], "tid": [tic], "pl_orbper": [inj.period_d],
-                  "pl_tranmid": [inj.epoch + tpf.BTJD_REF], "pl_trandurh": [inj.duration_h]}
+                  "pl_tranmid": [inj.epoch + BTJD_REF], "pl_trandurh": [inj.duration_h]}
                  ).to_csv(tmp_path / "toi.csv", index=False)
     report = tpf.build_stacks(tmp_path / "tess", tmp_path / "toi.csv", tmp_path / "out", progress=False)
     assert report.loc[0, "status"] == "ok", report.loc[0, "reason"]
@@ -358,7 +303,7 @@ def test_incomplete_ephemeris_row_is_a_target_reason(tmp_path):
                   "koi_duration": [2.0, 2.0]}).to_csv(path, index=False)
     ephs, problems, layout = tpf.load_ephemeris(path)
     assert layout == "koi" and set(ephs) == {2} and "koi_period=nan" in problems[1]
-    assert ephs[2].epoch_bjd == 131.0 + tpf.BKJD_REF and ephs[2].epoch_in(tpf.BKJD_REF) == 131.0
+    assert ephs[2].epoch_bjd == 131.0 + BKJD_REF and ephs[2].epoch_in(BKJD_REF) == 131.0
 
 
 # ---------------------------------------------------------------- the job, cv and serving
@@ -427,3 +372,263 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
         bad = httpx.post(f"{url}/invocations", content='{"inputs": [%s]}' % str(with_nan.tolist()).replace("nan", "NaN"),
                          headers={"Content-Type": "application/json"}, timeout=60)
         assert bad.status_code == 400 and "NaN" in bad.text
+
+
+# ---------------------------------------------------------------- issue 13 item 1: the bad-file corpus
+# Every per-file failure is caught at the file's boundary, named with its reason in the report
+# and the output, and the good files are still written. The corpus is built here.
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory, data_dir):
+    """Two good Kepler targets, one target per kind of bad file, and a target with one good and
+    one bad file; real KIC ids of single-KOI stars, a KOI-layout ephemeris with a row for each."""
+    from pixel_cnn.io.dataset import load_koi_table
+    from tests.tpf_fixtures import corrupt, edit_data, edit_header, hdu_offset
+
+    koi = load_koi_table(data_dir / "koi_cumulative.csv")
+    single = koi.groupby("kepid").filter(lambda g: len(g) == 1).kepid.tolist()[20:40]
+    root = tmp_path_factory.mktemp("bad")
+    tpfs = root / "tpfs"
+    tpfs.mkdir()
+    P, D = 2.5, 3.0
+    inj = Injection((3, 4), 0.01, P, T1 + 0.4, D)
+    names = ["good_a", "good_b", "crv_no_value", "crv_dropped", "bjdref_text", "keplerid_text",
+             "corrupt_primary", "corrupt_data", "truncated", "empty_aperture", "all_flagged",
+             "nan_time", "no_pixels", "mixed"]
+    ids = dict(zip(names, single))
+    files = {}
+    for i, case in enumerate(names):
+        shape = dict(shape=(0, 0), star=(0, 0)) if case == "no_pixels" else {}   # a 0 x 0 pixel image
+        files[case] = write_tpf(tpfs / f"{case}.fits", ids[case], inj=None if shape else inj, t_start=T1,
+                                seed=20 + i, **shape)
+    # a second quarter of "mixed" whose pixel-grid keywords have no value
+    files["mixed_bad"] = write_tpf(tpfs / "mixed_q6_bad.fits", ids["mixed"], inj=inj, t_start=T5, quarter=6, seed=40)
+    edit_header(files["crv_no_value"], 1, _1CRV5P=None, _2CRV5P=None)   # the reported file
+    edit_header(files["mixed_bad"], 1, _1CRV5P=None, _2CRV5P=None)
+    edit_header(files["crv_dropped"], 1, drop=("1CRV5P", "2CRV5P"))
+    edit_header(files["bjdref_text"], 1, BJDREFI="unknown")
+    edit_header(files["keplerid_text"], 0, KEPLERID="K-123")
+    corrupt(files["corrupt_primary"], 0)
+    corrupt(files["corrupt_data"], hdu_offset(files["corrupt_data"], 1))
+    truncate(files["truncated"], 0.6)
+    edit_data(files["empty_aperture"], aperture=0)
+    edit_data(files["all_flagged"], quality=1)                 # AttitudeTweak: in the default bitmask
+    edit_data(files["nan_time"], time=np.nan)
+    pd.DataFrame({"kepid": [ids[c] for c in names], "kepoi_name": [f"K{9000 + i}.01" for i in range(len(names))],
+                  "koi_period": P, "koi_time0bk": inj.epoch, "koi_duration": D}
+                 ).to_csv(root / "ephemeris.csv", index=False)
+    return {"root": root, "tpfs": tpfs, "eph": root / "ephemeris.csv", "ids": ids, "inj": inj}
+
+
+#: kind of bad file -> words its reason must hold (after the file name)
+BAD_FILES = {
+    "crv_no_value": "header keyword 1CRV5P (CCD column of the pixel grid) has no value",
+    "crv_dropped": "header keyword 1CRV5P (CCD column of the pixel grid) is missing",
+    "bjdref_text": "header keyword BJDREFI (integer part of the BJD reference) = 'unknown' is not an integer",
+    "corrupt_data": "unreadable or truncated FITS file",
+    "truncated": "unreadable or truncated FITS file",
+    "empty_aperture": "empty aperture: the APERTURE image has no collected pixel",
+    "all_flagged": "no cadences left after the quality mask: of 400, 400 flagged",
+    "nan_time": "TIME has no finite value (NaN in all 400 cadences)",
+    "no_pixels": "empty aperture: the FLUX image has no pixel (shape (0, 0))",
+}
+#: files whose primary header gives no target id: reported by file name, without a target id
+NO_ID_FILES = {"keplerid_text": "header KEPLERID='K-123' is not an integer id",
+               "corrupt_primary": "unreadable FITS header"}
+
+
+@pytest.fixture(scope="module")
+def bad_built(bad_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad-out")
+    report = tpf.build_stacks(bad_corpus["tpfs"], bad_corpus["eph"], out, n_jobs=2, progress=False)
+    return out, report
+
+
+def test_bad_tpf_without_pixel_grid_keywords_does_not_stop_prep(bad_built, bad_corpus):
+    """Issue 13 item 1 regression: 1CRV5P/2CRV5P without a value made read_tpf raise
+    ``TypeError: int() argument must be ... not 'NoneType'`` and the whole run wrote nothing."""
+    out, report = bad_built
+    rows = report.set_index("target_id")
+    ids = bad_corpus["ids"]
+    row = rows.loc[ids["crv_no_value"]]
+    assert row["status"] == "failed" and row["reason"].startswith("crv_no_value.fits: header keyword 1CRV5P")
+    for good in ("good_a", "good_b", "mixed"):
+        assert rows.loc[ids[good], "status"] == "ok", rows.loc[ids[good], "reason"]
+        stack = np.load(out / "stacks" / f"pixdiff_{ids[good]}.npy")
+        assert_transit_at(stack, bad_corpus["inj"], [_times(T1)])
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_every_bad_file_is_reported_with_its_name_and_reason(bad_built, bad_corpus, case):
+    out, report = bad_built
+    kepid = bad_corpus["ids"][case]
+    row = report.set_index("target_id").loc[kepid]
+    assert row["status"] == "failed"
+    assert row["reason"].startswith(f"{case}.fits: ") and BAD_FILES[case] in row["reason"], row["reason"]
+    assert not (out / "stacks" / f"pixdiff_{kepid}.npy").exists()
+
+
+@pytest.mark.parametrize("case", sorted(NO_ID_FILES))
+def test_file_without_a_readable_target_id_is_reported_by_name(bad_built, case):
+    out, report = bad_built
+    row = report[report["files"] == f"{case}.fits"]
+    assert len(row) == 1 and row["target_id"].isna().all() and (row["status"] == "failed").all()
+    assert NO_ID_FILES[case] in row["reason"].iloc[0] and row["reason"].iloc[0].startswith(f"{case}.fits: ")
+
+
+def test_bad_quarter_left_out_and_the_good_quarter_of_the_target_still_used(bad_built, bad_corpus):
+    out, report = bad_built
+    row = report.set_index("target_id").loc[bad_corpus["ids"]["mixed"]]
+    assert row["status"] == "ok" and row["quarters_used"] == "Q5"
+    assert row["files_unreadable"].startswith("mixed_q6_bad.fits: header keyword 1CRV5P")
+    assert row["n_cadences"] == N1
+
+
+def test_report_csv_names_every_bad_file_and_only_good_stacks_written(bad_built, bad_corpus):
+    out, _ = bad_built
+    csv = pd.read_csv(out / tpf.REPORT_FILE)
+    text = " ".join(csv["reason"].fillna("").tolist() + csv["files_unreadable"].fillna("").tolist())
+    for case in list(BAD_FILES) + list(NO_ID_FILES):
+        assert f"{case}.fits: " in text, case
+    assert "mixed_q6_bad.fits: " in text
+    ids = bad_corpus["ids"]
+    written = {int(p.stem.split("_")[1]) for p in (out / "stacks").glob("pixdiff_*.npy")}
+    assert written == {ids["good_a"], ids["good_b"], ids["mixed"]}
+
+
+def test_prep_entry_point_prints_each_bad_file_and_keeps_its_exit_status(bad_corpus, tracking_store, capsys):
+    """`prep -P source=tpf` on the corpus: exit 0 (stacks written), every bad file named with its
+    reason on stdout; with strict=true exit 1 (README, "prep's exit status")."""
+    from entrypoints import prep
+
+    args = ["--source", "tpf", "--tpf-dir", str(bad_corpus["tpfs"]), "--ephemeris", str(bad_corpus["eph"]),
+            "--labels", "koi", "--out-dir", str(tracking_store / "bad-prep")]
+    assert prep.main(args) == 0
+    printed = capsys.readouterr().out
+    ids = bad_corpus["ids"]
+    for case, words in BAD_FILES.items():
+        assert f"failed {ids[case]}: {case}.fits: {words}" in printed, case
+    for case, words in NO_ID_FILES.items():
+        assert f"failed {case}.fits: {case}.fits: " in printed and words in printed, case
+    assert f"skipped file of {ids['mixed']}: mixed_q6_bad.fits: header keyword 1CRV5P" in printed
+    assert "prep: 3 stacks written" in printed
+    assert prep.main(args + ["--strict", "true"]) == 1
+
+
+# ---------------------------------------------------------------- issue 13 item 2: the epoch's time system
+# Injected transits whose epoch is written in BJD, BKJD or BTJD; the declared system (koi_time0bk:
+# BKJD, pl_tranmid: BJD) is checked against the TPF's time range and BJDREFI/BJDREFF.
+
+KEPLER_EPOCH = T1 + 0.4                                   # BKJD of the injected transit
+TESS_START = 1325.3                                       # BTJD, sector 1
+TESS_EPOCH = TESS_START + 0.8
+IN_SYSTEM = {  # the injected epoch written in each system: BJD, BKJD = BJD - 2454833, BTJD = BJD - 2457000
+    "kepler": {"BJD": KEPLER_EPOCH + BKJD_REF, "BKJD": KEPLER_EPOCH, "BTJD": KEPLER_EPOCH + BKJD_REF - BTJD_REF},
+    "tess": {"BJD": TESS_EPOCH + BTJD_REF, "BKJD": TESS_EPOCH + BTJD_REF - BKJD_REF, "BTJD": TESS_EPOCH},
+}
+
+
+@pytest.fixture(scope="module")
+def epoch_systems(tmp_path_factory):
+    """One Kepler TPF per system in a KOI-layout CSV (+ one epoch that fits no system), one TESS TPF
+    per system in a TOI-layout CSV; build_stacks run once on each."""
+    root = tmp_path_factory.mktemp("epochs")
+    out = {}
+    for mission, layout in (("kepler", "koi"), ("tess", "toi")):
+        folder = root / mission
+        folder.mkdir()
+        rows = []
+        for i, (system, value) in enumerate(IN_SYSTEM[mission].items()):
+            target = (8_000_001 if mission == "kepler" else 300_000_001) + i
+            if mission == "kepler":
+                inj = Injection((3, 4), 0.01, 2.5, KEPLER_EPOCH, 3.0)
+                write_tpf(folder / f"{system}.fits", target, inj=inj, t_start=T1, seed=50 + i)
+            else:
+                inj = Injection((2, 3), 0.01, 1.7, TESS_EPOCH, 2.0)
+                write_tpf(folder / f"{system}.fits", target, inj=inj, t_start=TESS_START, shape=(6, 7),
+                          star=(2, 3), mission="TESS", quarter=1, seed=60 + i)
+            rows.append((target, f"{i + 1}01.01", system, inj.period_d, value, inj.duration_h))
+        if mission == "kepler":                           # 1e6 d: no system puts it near the quarter
+            write_tpf(folder / "nowhere.fits", 8_000_009, inj=None, t_start=T1, seed=59)
+            rows.append((8_000_009, "909.01", "none", 2.5, 1.0e6, 3.0))
+        cols = (["kepid", "kepoi_name", "written_in", "koi_period", "koi_time0bk", "koi_duration"] if layout == "koi"
+                else ["tid", "toi", "written_in", "pl_orbper", "pl_tranmid", "pl_trandurh"])
+        table = pd.DataFrame(rows, columns=cols)
+        table.to_csv(root / f"{mission}.csv", index=False)
+        report = tpf.build_stacks(folder, root / f"{mission}.csv", root / f"{mission}-out", progress=False)
+        out[mission] = (root / f"{mission}-out", report.set_index("target_id"), table.set_index(cols[0]))
+    return out
+
+
+@pytest.mark.parametrize("mission", ["kepler", "tess"])
+@pytest.mark.parametrize("system", ["BJD", "BKJD", "BTJD"])
+def test_epoch_in_any_time_system_folds_the_transit_into_bins_0_and_31(epoch_systems, mission, system):
+    out, report, table = epoch_systems[mission]
+    target = int(table.index[table["written_in"] == system][0])
+    row = report.loc[target]
+    assert row["status"] == "ok", row["reason"]
+    declared = "BKJD" if mission == "kepler" else "BJD"
+    assert row["epoch_system"] == system and row["epoch_declared"] == declared
+    assert (row["epoch_converted_from"] == declared) == (system != declared)
+    if system != declared:
+        assert f"given as {declared} read as {system}" in row["epoch_note"]
+    stack = np.load(out / "stacks" / f"pixdiff_{target}.npy")
+    if mission == "kepler":
+        inj, times = Injection((3, 4), 0.01, 2.5, KEPLER_EPOCH, 3.0), [_times(T1)]
+    else:
+        inj, times = Injection((2, 3), 0.01, 1.7, TESS_EPOCH, 2.0), [_times(TESS_START)]
+    assert sorted(expected_transit_bins(inj)) == [0, 31]
+    assert_transit_at(stack, inj, times)
+
+
+def test_bjd_epoch_in_koi_time0bk_is_converted_not_folded_silently(epoch_systems):
+    """Issue 13 item 2 regression: koi_time0bk = 2454964.9 (BJD) was taken as BKJD; the injected
+    1% transit read 0.0002 deep (issue) and its dip fell in out-of-transit bins (on this TPF
+    before the fix: -0.0007 in bins 0/31, the 1% dip in bin 25)."""
+    out, report, table = epoch_systems["kepler"]
+    target = int(table.index[table["written_in"] == "BJD"][0])
+    stack = np.load(out / "stacks" / f"pixdiff_{target}.npy")
+    depth = -stack[[0, 31], 3, 4].mean()
+    assert abs(depth - 0.01) < 0.001, depth
+    assert report.loc[target, "epoch_bjd"] == pytest.approx(KEPLER_EPOCH + BKJD_REF)
+
+
+def test_epoch_fitting_no_time_system_refuses_the_target_naming_epoch_and_range(epoch_systems):
+    out, report, _ = epoch_systems["kepler"]
+    row = report.loc[8_000_009]
+    assert row["status"] == "failed" and not (out / "stacks" / "pixdiff_8000009.npy").exists()
+    t_last = T1 + (N1 - 1) * CADENCE_D
+    assert row["reason"].startswith("target 8000009 (909.01): epoch 1000000.0 (declared BKJD) fits no time system")
+    assert f"the TPF's time range {T1:.3f}-{t_last:.3f} BKJD" in row["reason"]
+
+
+def test_converted_epoch_is_printed_and_in_the_report_artifact(epoch_systems, tracking_store, capsys):
+    """The prep output says which epochs were converted; the report logged to MLflow has the columns."""
+    from mlflow.tracking import MlflowClient
+
+    from entrypoints import prep
+
+    folder = epoch_systems["tess"][0].parent
+    assert prep.main(["--source", "tpf", "--tpf-dir", str(folder / "tess"), "--ephemeris", str(folder / "tess.csv"),
+                      "--out-dir", str(tracking_store / "tess-prep")]) == 0
+    printed = capsys.readouterr().out
+    _, _, table = epoch_systems["tess"]
+    for system in ("BKJD", "BTJD"):
+        target = int(table.index[table["written_in"] == system][0])
+        assert f"converted epoch of {target} ({int(target) - 300_000_000}01.01): epoch " in printed
+        assert f"given as BJD read as {system}" in printed
+    run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("pixel-cnn-prep").experiment_id])[0]
+    local = MlflowClient().download_artifacts(run.info.run_id, "tpf/prep_report.csv", str(tracking_store))
+    logged = pd.read_csv(local).set_index("target_id")
+    assert logged["epoch_converted_from"].fillna("").tolist().count("BJD") == 2
+    assert set(logged["epoch_system"]) == {"BJD", "BKJD", "BTJD"}
+
+
+def test_summary_counts_bad_files_and_converted_epochs(bad_built, epoch_systems):
+    _, report = bad_built
+    # 8 failed targets with one bad file each, 2 files without a target id, 1 bad quarter of "mixed"
+    assert tpf.stacks_summary(report)["n_files_bad"] == len(BAD_FILES) + len(NO_ID_FILES) + 1
+    for mission in ("kepler", "tess"):
+        _, rep, _ = epoch_systems[mission]
+        assert tpf.stacks_summary(rep.reset_index())["n_epochs_converted"] == 2

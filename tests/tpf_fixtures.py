@@ -89,3 +89,47 @@ def truncate(path: Path, fraction: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * fraction)])
     return path
+
+
+def edit_header(path: Path, hdu: int, drop: tuple[str, ...] = (), **values) -> Path:
+    """Drop header keywords of extension ``hdu`` and set others (``values``; a key like ``KEY_1`` stands
+    for ``KEY-1``, and ``_1CRV5P`` for ``1CRV5P``): a file written by a pipeline that left them out."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="update") as hdul:
+        header = hdul[hdu].header
+        for key in drop:
+            del header[key]
+        for key, value in values.items():
+            header[key.lstrip("_")] = value
+    return path
+
+
+def edit_data(path: Path, *, time=None, quality=None, aperture=None) -> Path:
+    """Overwrite the TIME / QUALITY columns (``(n,)``) or the APERTURE image (``(H, W)``) of a TPF."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="update") as hdul:
+        if time is not None:
+            hdul[1].data["TIME"][:] = time
+        if quality is not None:
+            hdul[1].data["QUALITY"][:] = quality
+        if aperture is not None:
+            hdul[2].data[:] = aperture
+    return path
+
+
+def corrupt(path: Path, offset: int, n: int = 2880) -> Path:
+    """Overwrite ``n`` bytes from ``offset`` with a byte pattern that is no FITS card (a damaged copy)."""
+    data = bytearray(path.read_bytes())
+    data[offset: offset + n] = (b"\x00\xff\x13\x7f" * (n // 4 + 1))[:n]
+    path.write_bytes(bytes(data))
+    return path
+
+
+def hdu_offset(path: Path, hdu: int) -> int:
+    """Byte offset of the header of extension ``hdu`` in a FITS file."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        return hdul.fileinfo(hdu)["hdrLoc"]

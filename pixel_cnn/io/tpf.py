@@ -1,32 +1,17 @@
-"""Pixel-difference stacks from raw Target Pixel Files (Kepler, K2, TESS).
+"""Pixel-difference stacks from raw Target Pixel Files (Kepler, K2, TESS): the file side.
 
-The science (phase folding, transit windows, normalisation, binning, the
-missing-data rule) is pure numpy on arrays; reading a TPF (lightkurve) and
-writing ``.npy`` files happen at the edge, in :func:`read_tpf` and
-:func:`build_stacks`. ``docs/tpf.md`` describes every choice and each place
-where the stack differs from the benchmark script's.
+Reading TPFs (lightkurve/astropy), the ephemeris CSV, one target's files
+(:func:`process_target`), the folder driver (:func:`build_stacks`, joblib),
+downloads and the report. The science (phase folding, transit windows,
+normalisation, binning, the missing-data rule, combining quarters, the time
+system of an epoch) is pure numpy in :mod:`pixel_cnn.core.phasefold`;
+``docs/tpf.md`` describes every choice.
 
-Stack definition (dataset README, ``kepler-pixdiff/README.md``)::
-
-    phase    = ((t - t0) mod P) / P                      in [0, 1)
-    O        = per-pixel median flux over phases 0.2-0.3 and 0.7-0.8
-    stack[i] = (median flux of phase bin i - O) / O      i = 0 .. 31
-
-shape ``(32, H, W)``, float32, fractional flux change (-0.001 = 1000 ppm dimming).
-
-Where this module does better than the benchmark script (each documented in
-the function that does it):
-
-* in-transit cadences are those within ``duration / 2`` of mid-transit, not a
-  whole phase bin: a bin that holds in-transit cadences is the median of those
-  only, so a short transit is not diluted by the out-of-transit cadences that
-  share its bin (same for the secondary-eclipse window at phase 0.5);
-* ``t0`` may lie before the first cadence or after the last (any epoch of the
-  linear ephemeris works);
-* every quarter/sector is normalised by its own ``O`` (flux levels differ
-  between quarters), and quarters are combined only on the same pixel grid;
-* missing data never looks like dimming: NaN cadences are dropped, and a pixel
-  or phase bin without data is filled with 0 ("no change") after normalisation.
+Every failure of one file (unreadable, truncated or corrupt FITS, a missing or
+non-numeric header keyword, an empty aperture, no cadence left after the
+quality mask, a TIME column without a finite value) is caught at that file's
+boundary (:func:`read_tpf`, :func:`header_target_id`) and becomes a reason
+naming the file in ``prep_report.csv``; the other files still go through.
 """
 
 from __future__ import annotations
@@ -41,22 +26,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pixel_cnn.core.phasefold import (BKJD_REF, BTJD_REF, MIN_IN_TRANSIT, MIN_REFERENCE,
+                                      EpochSystemError, FoldError, Segment, fill_missing,
+                                      fold_segments, resolve_epoch)
 from pixel_cnn.core.stack import N_PHASE_BINS, StackError, validate_stack
 from pixel_cnn.io.dataset import replace_dir
 
-#: Out-of-transit phase windows of the reference image O (dataset README).
-REFERENCE_WINDOWS = ((0.2, 0.3), (0.7, 0.8))
-#: Barycentric Julian Date of each mission's time-system zero point (days).
-#: BKJD = BJD - 2454833 (Kepler Archive Manual, sec. 2.3.2); BTJD = BJD - 2457000
-#: (TESS Science Data Products Description Document, sec. 5.1).
-BKJD_REF, BTJD_REF = 2454833.0, 2457000.0
-#: Fewest in-transit cadences and out-of-transit reference cadences per target.
-MIN_IN_TRANSIT, MIN_REFERENCE = 3, 10
 #: Column names of an ephemeris table: KOI cumulative table and TESS TOI table.
 KOI_COLUMNS = {"id": "kepid", "period": "koi_period", "epoch": "koi_time0bk",
                "duration": "koi_duration", "name": "kepoi_name"}
 TOI_COLUMNS = {"id": "tid", "period": "pl_orbper", "epoch": "pl_tranmid",
                "duration": "pl_trandurh", "name": "toi"}
+#: The time system each layout's epoch column is documented in (NASA Exoplanet Archive).
+EPOCH_SYSTEMS = {"koi": "BKJD", "toi": "BJD"}
 TPF_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
 REPORT_FILE = "prep_report.csv"
 
@@ -65,179 +47,21 @@ class TPFError(ValueError):
     """A TPF or a target that cannot give a stack; the message says why."""
 
 
-# ------------------------------------------------------------------ science (pure numpy)
-
-
-def phase_fold(time: np.ndarray, period: float, epoch: float) -> np.ndarray:
-    """Orbital phase of each cadence, ``((t - t0) mod P) / P`` in ``[0, 1)``.
-
-    Parameters
-    ----------
-    time : float array ``(N,)``
-        Cadence mid-times in days, same time system as ``epoch`` (BKJD or BTJD).
-    period : float
-        Orbital period in days, > 0.
-    epoch : float
-        Time of one mid-transit (days). It may lie before the first cadence or
-        after the last: ``numpy.mod`` with a positive divisor is non-negative for
-        negative ``t - t0`` too, so every transit of the linear ephemeris lands
-        at phase 0.
-
-    Returns
-    -------
-    float64 array ``(N,)`` in ``[0, 1)``; phase 0 is mid-transit.
-
-    Raises
-    ------
-    ValueError
-        ``period`` not finite and positive, or ``epoch`` not finite.
-
-    Formula: dataset README ("How a stack was made").
-    """
-    if not (np.isfinite(period) and period > 0):
-        raise ValueError(f"period {period!r} d must be finite and > 0")
-    if not np.isfinite(epoch):
-        raise ValueError(f"epoch {epoch!r} must be finite")
-    phase = np.mod(np.asarray(time, dtype=np.float64) - epoch, period) / period
-    # (t - t0) a hair below a multiple of P can round to exactly P: that is phase 0.
-    return np.where(phase >= 1.0, 0.0, phase)
-
-
-def transit_windows(phase: np.ndarray, period: float, duration_h: float) -> tuple[np.ndarray, np.ndarray]:
-    """Cadences inside the transit and inside the secondary-eclipse window.
-
-    In transit: ``|phase - round(phase)| * P * 24 < duration / 2`` (hours), i.e.
-    within half the transit duration of mid-transit. Secondary window: the same
-    width around phase 0.5 (a circular orbit's secondary eclipse).
-
-    Parameters
-    ----------
-    phase : float array ``(N,)`` in ``[0, 1)`` (from :func:`phase_fold`)
-    period : float, days
-    duration_h : float, hours (KOI ``koi_duration``, TOI ``pl_trandurh``: first
-        to fourth contact), > 0.
-
-    Returns
-    -------
-    (in_transit, in_secondary) : bool arrays ``(N,)``
-
-    Raises
-    ------
-    ValueError
-        ``duration_h`` not finite and positive.
-    """
-    if not (np.isfinite(duration_h) and duration_h > 0):
-        raise ValueError(f"duration {duration_h!r} h must be finite and > 0")
-    half_width = duration_h / 24.0 / 2.0 / period  # in phase units
-    phase = np.asarray(phase, dtype=np.float64)
-    in_transit = np.minimum(phase, 1.0 - phase) < half_width
-    in_secondary = np.abs(phase - 0.5) < half_width
-    return in_transit, in_secondary & ~in_transit
-
-
-def reference_mask(phase: np.ndarray, in_transit: np.ndarray) -> np.ndarray:
-    """Cadences of the out-of-transit reference: phases 0.2-0.3 and 0.7-0.8, not in transit.
-
-    phase : ``(N,)`` in ``[0, 1)``; in_transit : bool ``(N,)`` -> bool ``(N,)``.
-    The windows are the dataset README's; in-transit cadences are excluded in
-    case a very long transit (``duration > 0.4 P``) reaches them.
-    """
-    ref = np.zeros(phase.shape, dtype=bool)
-    for lo, hi in REFERENCE_WINDOWS:
-        ref |= (phase >= lo) & (phase < hi)
-    return ref & ~in_transit
-
-
-def relative_flux(flux: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fractional flux change of every cadence relative to the reference image.
-
-    ``rel = (F - O) / O`` with ``O`` = per-pixel median of ``flux[reference]``
-    (NaN values ignored).
-
-    Parameters
-    ----------
-    flux : float array ``(N, H, W)``, electrons/s (one quarter or sector).
-    reference : bool ``(N,)``, the reference cadences (:func:`reference_mask`).
-
-    Returns
-    -------
-    rel : float64 ``(N, H, W)``, dimensionless. NaN where the flux is NaN, and
-        for the whole pixel where ``O`` is NaN (pixel NaN throughout the
-        reference) or ``O <= 0`` (a background-subtracted pixel with no star
-        light: the ratio has no meaning). NaN is never turned into a number
-        here, so missing flux cannot look like dimming.
-    O : float64 ``(H, W)``, electrons/s.
-    """
-    flux = np.asarray(flux, dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixel -> NaN, handled below
-        ref_image = np.nanmedian(flux[reference], axis=0)
-    bad = ~np.isfinite(ref_image) | (ref_image <= 0)
-    safe = np.where(bad, np.nan, ref_image)
-    return (flux - safe) / safe, ref_image
-
-
-def bin_stack(phase: np.ndarray, rel: np.ndarray, window: np.ndarray,
-              n_bins: int = N_PHASE_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """Median of the relative flux in each of ``n_bins`` equal phase bins.
-
-    Bin ``i`` holds phases ``[i / n_bins, (i + 1) / n_bins)``. A bin that holds
-    cadences inside a transit window (``window``: in transit or in the
-    secondary window) is the median of those cadences only; any other bin is
-    the median of all its cadences. Whole-bin medians (the benchmark script's)
-    dilute a transit shorter than half a bin to nothing; this keeps its depth.
-
-    Parameters
-    ----------
-    phase : ``(N,)`` in ``[0, 1)``
-    rel : ``(N, H, W)`` fractional flux change (NaN = missing, ignored)
-    window : bool ``(N,)``
-    n_bins : int
-
-    Returns
-    -------
-    stack : float64 ``(n_bins, H, W)``; NaN where a bin has no cadences or a
-        pixel has no finite value in that bin.
-    counts : int64 ``(n_bins,)``, cadences used per bin.
-    """
-    idx = np.minimum((np.asarray(phase) * n_bins).astype(np.int64), n_bins - 1)
-    stack = np.full((n_bins,) + rel.shape[1:], np.nan)
-    counts = np.zeros(n_bins, dtype=np.int64)
-    for i in range(n_bins):
-        sel = idx == i
-        if (sel & window).any():
-            sel &= window
-        counts[i] = int(sel.sum())
-        if counts[i]:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixel in a bin
-                stack[i] = np.nanmedian(rel[sel], axis=0)
-    return stack, counts
-
-
-def fill_missing(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Missing-data rule: NaN in a normalised stack becomes 0 ("no change"), with a mask.
-
-    Applied after normalisation only, so a missing pixel or an empty phase bin
-    reads as "no change", never as dimming (a NaN flux set to 0 *before*
-    normalisation would read as ``(0 - O) / O = -1``, a 100% eclipse). This is
-    the NaN rule of :func:`~pixel_cnn.core.stack.validate_stack` for files;
-    the written stack holds no NaN, so the served model (which rejects NaN)
-    takes it as it is.
-
-    stack : ``(B, H, W)`` float -> (float32 ``(B, H, W)``, bool mask ``(B, H, W)``
-    True where a value was missing).
-    """
-    missing = ~np.isfinite(stack)
-    return np.where(missing, 0.0, stack).astype(np.float32), missing
-
-
 # ------------------------------------------------------------------ ephemeris
 
 
 @dataclass(frozen=True)
 class Ephemeris:
-    """One transit ephemeris: period (days), epoch (BJD), duration (hours)."""
+    """One transit ephemeris: period (days), epoch, duration (hours).
+
+    ``epoch_bjd`` is the epoch in BJD as its column declares it
+    (``epoch_given + ref(epoch_system)``); ``epoch_given`` is the number as
+    written and ``epoch_system`` its column's time system ("BKJD" for
+    ``koi_time0bk``, "BJD" for ``pl_tranmid``). Whether that declaration holds
+    is checked per target against its TPFs' time range
+    (:func:`pixel_cnn.core.phasefold.resolve_epoch`, in :func:`combine_quarters`).
+    Without ``epoch_given`` the epoch is ``epoch_bjd`` declared in BJD.
+    """
 
     target_id: int
     name: str
@@ -245,6 +69,14 @@ class Ephemeris:
     epoch_bjd: float
     duration_h: float
     n_on_star: int = 1
+    epoch_given: float | None = None
+    epoch_system: str = "BJD"
+
+    def given(self) -> tuple[float, str]:
+        """``(epoch as written, its declared time system)``."""
+        if self.epoch_given is None:
+            return self.epoch_bjd, "BJD"
+        return self.epoch_given, self.epoch_system
 
     def epoch_in(self, bjd_ref: float) -> float:
         """Epoch in a file's time system (``BJD - bjd_ref``: BKJD for 2454833, BTJD for 2457000)."""
@@ -271,7 +103,9 @@ def load_ephemeris(path: str | os.PathLike) -> tuple[dict[int, Ephemeris], dict[
     Returns
     -------
     (ephemerides, problems, layout)
-        ``ephemerides``: target id -> :class:`Ephemeris` (epoch in BJD);
+        ``ephemerides``: target id -> :class:`Ephemeris` (epoch as given, with
+        its column's time system; whether it holds is checked per target
+        against its TPFs, :func:`combine_quarters`);
         ``problems``: target id -> why it has no usable row (NaN or
         non-positive period/duration, NaN epoch); ``layout``: "koi" or "toi".
 
@@ -297,11 +131,13 @@ def load_ephemeris(path: str | os.PathLike) -> tuple[dict[int, Ephemeris], dict[
     if ids.isna().any():
         raise TPFError(f"{path}: non-numeric {cols['id']} in {int(ids.isna().sum())} row(s)")
     num = {f: pd.to_numeric(table[cols[f]], errors="coerce") for f in ("period", "epoch", "duration")}
-    epoch_bjd = num["epoch"] + (BKJD_REF if layout == "koi" else 0.0)
+    declared = EPOCH_SYSTEMS[layout]
+    epoch_bjd = num["epoch"] + (BKJD_REF if declared == "BKJD" else 0.0)
     names = table[cols["name"]].astype(str) if cols["name"] in table.columns else pd.Series(
         [f"row{i}" for i in range(len(table))])
     frame = pd.DataFrame({"id": ids.astype(np.int64), "name": names, "period": num["period"],
-                          "epoch": epoch_bjd, "duration": num["duration"], "row": np.arange(len(table))})
+                          "epoch": epoch_bjd, "given": num["epoch"], "duration": num["duration"],
+                          "row": np.arange(len(table))})
     frame["complete"] = (np.isfinite(frame["period"]) & (frame["period"] > 0) & np.isfinite(frame["epoch"])
                          & np.isfinite(frame["duration"]) & (frame["duration"] > 0))
     if cols["name"] in table.columns:
@@ -322,7 +158,8 @@ def load_ephemeris(path: str | os.PathLike) -> tuple[dict[int, Ephemeris], dict[
             continue
         row = good.iloc[0]
         ephemerides[int(target)] = Ephemeris(int(target), str(row["name"]), float(row["period"]),
-                                             float(row["epoch"]), float(row["duration"]), len(group))
+                                             float(row["epoch"]), float(row["duration"]), len(group),
+                                             float(row["given"]), declared)
     return ephemerides, problems, layout
 
 
@@ -360,6 +197,25 @@ def _lightkurve():
     return lightkurve
 
 
+def _header_number(header, key: str, name: str, what: str, integer: bool = False,
+                   default: float | None = None) -> float:
+    """A numeric header keyword, or :class:`TPFError` naming the file, the keyword and the problem."""
+    value = header.get(key)
+    if value in (None, ""):
+        if default is not None:
+            return default
+        raise TPFError(f"{name}: header keyword {key} ({what}) "
+                       f"{'has no value' if key in header else 'is missing'}")
+    try:
+        number = float(value)
+        if not np.isfinite(number) or (integer and number != int(number)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise TPFError(f"{name}: header keyword {key} ({what}) = {value!r} is not "
+                       f"{'an integer' if integer else 'a finite number'}") from None
+    return int(number) if integer else number
+
+
 def read_tpf(path: str | os.PathLike, quality_bitmask: str | int = "default") -> TPFData:
     """Read one TPF with lightkurve and drop unusable cadences.
 
@@ -370,14 +226,34 @@ def read_tpf(path: str | os.PathLike, quality_bitmask: str | int = "default") ->
     non-finite ``TIME``, and cadences whose ``FLUX`` is NaN in every pixel.
     Single NaN pixels stay NaN (ignored by the medians).
 
+    Header keywords read (Kepler Archive Manual, KDMC-10008, sec. 2.3):
+    ``KEPLERID``/``TICID`` (target), in the pixel extension ``1CRV5P``/``2CRV5P``
+    (CCD column/row of the grid's corner pixel: the pixel grid), ``BJDREFI`` +
+    ``BJDREFF`` (the time system; missing: the mission's, 2454833 or 2457000).
+
     Raises
     ------
     TPFError
-        Unreadable or truncated FITS, not a target pixel file, no
-        ``KEPLERID``/``TICID`` in the header; the message starts with the file name.
+        Every problem of the file, the message starting with the file name:
+        unreadable, truncated or corrupt FITS; not a target pixel file; a
+        header keyword above missing or not a number; an empty aperture (no
+        pixel, or the ``APERTURE`` image has no collected pixel, bit 1);
+        ``TIME`` without a finite value; no cadence left after the quality
+        mask (and the NaN cuts). Nothing else escapes: an unexpected error of
+        lightkurve/astropy on a bad file becomes a ``TPFError`` with its type.
     """
-    lk = _lightkurve()
     name = Path(path).name
+    try:
+        return _read_tpf(path, name, quality_bitmask)
+    except TPFError:
+        raise
+    except Exception as exc:  # the file's boundary: whatever a malformed file makes the readers raise
+        raise TPFError(f"{name}: cannot read the TPF ({type(exc).__name__}: "
+                       f"{(str(exc).splitlines() or [''])[0][:200]})") from None
+
+
+def _read_tpf(path, name: str, quality_bitmask) -> TPFData:
+    lk = _lightkurve()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -387,17 +263,23 @@ def read_tpf(path: str | os.PathLike, quality_bitmask: str | int = "default") ->
             raw_time = np.asarray(tpf.hdu[1].data["TIME"], dtype=np.float64)
             raw_flux = np.asarray(tpf.hdu[1].data["FLUX"], dtype=np.float32)
             header0, header1 = tpf.get_header(0), tpf.get_header(1)
+            aperture = tpf.hdu[2].data if len(tpf.hdu) > 2 else None
+            quality_ok = np.asarray(tpf.quality_mask, dtype=bool)
         except TPFError:
             raise
         except Exception as exc:  # astropy/lightkurve raise many types for a bad file
             raise TPFError(f"{name}: unreadable or truncated FITS file ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200]})") from None
+                           f"{(str(exc).splitlines() or [''])[0][:200]})") from None
     truncated = [str(w.message) for w in caught if "truncated" in str(w.message).lower()]
     if truncated:
         raise TPFError(f"{name}: truncated FITS file ({truncated[0][:200]})")
     target = tpf.targetid
     if target in (None, ""):
         raise TPFError(f"{name}: header has no target id (KEPLERID / TICID)")
+    try:
+        target = int(target)
+    except (TypeError, ValueError):
+        raise TPFError(f"{name}: header target id {target!r} is not an integer") from None
     mission = str(tpf.mission or header0.get("TELESCOP") or "unknown")
     if isinstance(tpf, lk.TessTargetPixelFile):
         label, chip = f"S{header0.get('SECTOR', '?')}", f"{header0.get('CAMERA', '?')}-{header0.get('CCD', '?')}"
@@ -406,21 +288,38 @@ def read_tpf(path: str | os.PathLike, quality_bitmask: str | int = "default") ->
         q = header0.get("QUARTER")
         label = f"Q{q}" if q not in (None, "") else f"C{header0.get('CAMPAIGN', '?')}"
         chip, default_ref = str(header0.get("CHANNEL", "?")), BKJD_REF
-    bjdrefi, bjdreff = header1.get("BJDREFI"), header1.get("BJDREFF")
-    bjd_ref = float(bjdrefi) + float(bjdreff or 0.0) if bjdrefi not in (None, "") else default_ref
+    column = _header_number(header1, "1CRV5P", name, "CCD column of the pixel grid", integer=True)
+    row = _header_number(header1, "2CRV5P", name, "CCD row of the pixel grid", integer=True)
+    if header1.get("BJDREFI") in (None, ""):
+        bjd_ref = default_ref
+    else:
+        bjd_ref = (_header_number(header1, "BJDREFI", name, "integer part of the BJD reference", integer=True)
+                   + _header_number(header1, "BJDREFF", name, "fraction of the BJD reference", default=0.0))
 
+    if raw_flux.ndim != 3 or raw_flux.shape[1] * raw_flux.shape[2] == 0:
+        raise TPFError(f"{name}: empty aperture: the FLUX image has no pixel (shape {raw_flux.shape[1:]})")
+    if aperture is not None:
+        collected = (np.asarray(aperture).astype(np.int64) & 1) > 0
+        if not collected.any():
+            raise TPFError(f"{name}: empty aperture: the APERTURE image has no collected pixel (bit 1)")
     n_raw = len(raw_time)
     finite_time = np.isfinite(raw_time)
-    quality_ok = np.asarray(tpf.quality_mask, dtype=bool)
-    nan_cadence = np.isnan(raw_flux).reshape(n_raw, -1).all(axis=1) if n_raw else np.zeros(0, bool)
+    if not finite_time.any():
+        raise TPFError(f"{name}: TIME has no finite value (NaN in all {n_raw} cadences)")
+    nan_cadence = np.isnan(raw_flux).reshape(n_raw, -1).all(axis=1)
     keep = quality_ok & finite_time & ~nan_cadence
+    n_quality = int((~quality_ok & finite_time).sum())
+    if not keep.any():
+        raise TPFError(f"{name}: no cadences left after the quality mask: of {n_raw}, {n_quality} flagged "
+                       f"(bitmask {quality_bitmask!r}), {int((~finite_time).sum())} non-finite TIME, "
+                       f"{int((quality_ok & finite_time & nan_cadence).sum())} all-NaN FLUX")
     height, width = raw_flux.shape[1:]
     return TPFData(
-        path=str(path), target_id=int(target), mission=mission, period_label=label, bjd_ref=bjd_ref,
+        path=str(path), target_id=target, mission=mission, period_label=label, bjd_ref=bjd_ref,
         time=raw_time[keep], flux=raw_flux[keep],
-        grid=(mission, chip, int(tpf.column), int(tpf.row), int(height), int(width)),
+        grid=(mission, chip, column, row, int(height), int(width)),
         n_raw=n_raw,
-        n_quality=int((~quality_ok & finite_time).sum()),
+        n_quality=n_quality,
         n_nonfinite_time=int((~finite_time).sum()),
         n_nan_flux=int((quality_ok & finite_time & nan_cadence).sum()),
     )
@@ -470,73 +369,49 @@ def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PH
                      ) -> tuple[np.ndarray, dict]:
     """Stack of one target from the quarters/sectors of its TPFs.
 
-    Quarters are grouped by pixel grid (:attr:`TPFData.grid`: same CCD channel,
-    same corner pixel, same size). The spacecraft rolls between Kepler seasons,
-    so other grids show the sky rotated and shifted; resampling them onto one
-    grid would blur the 4-arcsec pixels and smear a neighbour's eclipse over
-    the target (the centroid-offset evidence). So one grid is used: the one
-    with the most in-transit cadences (ties: more cadences, then the earlier
-    file). Each of its quarters is normalised by its own reference image ``O``
-    (:func:`relative_flux`); the cadences of all of them are then pooled and
-    binned (:func:`bin_stack`). For one quarter this is exactly
-    ``(median F_bin - O) / O`` (a median commutes with ``(x - O) / O``, O > 0).
+    First the epoch's time system is checked against the quarters' time range
+    and ``BJDREFI + BJDREFF`` (:func:`~pixel_cnn.core.phasefold.resolve_epoch`,
+    range taken in the first quarter's system); then the quarters are folded
+    and combined by :func:`~pixel_cnn.core.phasefold.fold_segments` (one pixel
+    grid, each quarter normalised by its own reference image).
 
     Returns
     -------
     (stack, info) : float64 ``(n_bins, H, W)`` with NaN where data are missing,
-        and a dict of counts for the report.
+        and a dict for the report: ``quarters_used``, ``files_left_out``,
+        ``epoch_system``, ``epoch_converted_from`` ("" unless converted),
+        ``epoch_note``, the counts of :func:`~pixel_cnn.core.phasefold.fold_segments`.
 
     Raises
     ------
     TPFError
-        No in-transit cadences, fewer than ``min_in_transit`` of them or than
-        ``min_reference`` reference cadences, or no pixel with a usable reference.
+        The epoch fits no time system or several (message names the target,
+        the epoch and the TPFs' time range), or a
+        :class:`~pixel_cnn.core.phasefold.FoldError` (too few cadences...).
     """
-    groups: dict[tuple, list] = {}
-    for q in quarters:
-        t0 = eph.epoch_in(q.bjd_ref)
-        phase = phase_fold(q.time, eph.period_d, t0)
-        in_transit, in_secondary = transit_windows(phase, eph.period_d, eph.duration_h)
-        groups.setdefault(q.grid, []).append((q, phase, in_transit, in_secondary))
-    n_cad = sum(len(q.time) for q in quarters)
-    n_in_all = sum(int(it.sum()) for g in groups.values() for _, _, it, _ in g)
-    if n_in_all == 0:
-        raise TPFError(
-            f"no in-transit cadences: none of {n_cad} cadences lies within {eph.duration_h / 2:.2f} h "
-            f"of a mid-transit (P={eph.period_d:g} d, epoch BJD {eph.epoch_bjd:.5f}, {eph.name})")
-    order = sorted(groups, key=lambda g: (-sum(int(x[2].sum()) for x in groups[g]),
-                                          -sum(len(x[0].time) for x in groups[g])))
-    grid = order[0]
-    used = groups[grid]
-    rel, phases, windows, n_ref = [], [], [], 0
-    for q, phase, in_transit, in_secondary in used:
-        ref = reference_mask(phase, in_transit)
-        n_ref += int(ref.sum())
-        r, _ = relative_flux(q.flux, ref)
-        rel.append(r)
-        phases.append(phase)
-        windows.append(in_transit | in_secondary)
-    n_in = sum(int(x[2].sum()) for x in used)
-    if n_in < min_in_transit:
-        raise TPFError(f"too few cadences: {n_in} in transit (need >= {min_in_transit})")
-    if n_ref < min_reference:
-        raise TPFError(f"too few cadences: {n_ref} out-of-transit reference cadences at phases "
-                       f"0.2-0.3/0.7-0.8 (need >= {min_reference})")
-    rel_all = np.concatenate(rel)
-    dead = np.isnan(rel_all).all(axis=0)
-    if dead.all():
-        raise TPFError("every pixel is NaN throughout or has a non-positive reference flux")
-    stack, counts = bin_stack(np.concatenate(phases), rel_all, np.concatenate(windows), n_bins)
-    left_out = [f"{Path(q.path).name} ({q.period_label}: other pixel grid)"
-                for g in order[1:] for q, *_ in groups[g]]
+    ref = quarters[0].bjd_ref
+    t_min = min(float(q.time.min()) + q.bjd_ref - ref for q in quarters)
+    t_max = max(float(q.time.max()) + q.bjd_ref - ref for q in quarters)
+    given, declared = eph.given()
+    try:
+        reading = resolve_epoch(given, declared, t_min, t_max, ref)
+    except EpochSystemError as exc:
+        raise TPFError(f"target {eph.target_id} ({eph.name}): {exc}") from None
+    segments = [Segment(q.time, q.flux, reading.in_system(q.bjd_ref), q.grid) for q in quarters]
+    try:
+        stack, fold = fold_segments(segments, eph.period_d, eph.duration_h, n_bins, min_in_transit, min_reference)
+    except FoldError as exc:
+        raise TPFError(f"{exc} ({eph.name}, epoch {given:g} {reading.system} = BJD {reading.epoch_bjd:.5f})"
+                       ) from None
     info = {
-        "quarters_used": ",".join(q.period_label for q, *_ in used),
-        "files_left_out": "; ".join(left_out),
-        "n_cadences": int(sum(len(q.time) for q, *_ in used)),
-        "n_in_transit": n_in,
-        "n_reference": n_ref,
-        "n_empty_bins": int((counts == 0).sum()),
-        "n_dead_pixels": int(dead.sum()),
+        "quarters_used": ",".join(quarters[i].period_label for i in fold["used"]),
+        "files_left_out": "; ".join(f"{Path(quarters[i].path).name} ({quarters[i].period_label}: other pixel grid)"
+                                    for i in fold["left_out"]),
+        "epoch_system": reading.system,
+        "epoch_converted_from": reading.declared if reading.converted else "",
+        "epoch_note": reading.note(),
+        "epoch_bjd": reading.epoch_bjd,
+        **{k: v for k, v in fold.items() if k not in ("used", "left_out")},
     }
     return stack, info
 
@@ -547,8 +422,14 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
                    ) -> TargetResult:
     """Read a target's TPFs and build its stack; never raises for bad data.
 
+    A file that cannot be read (any reason of :func:`read_tpf`) is listed in
+    ``files_unreadable`` with its reason and left out; the target's other
+    files still make the stack. The target fails (``reason``) only when no
+    file is left, or the epoch's time system cannot be told, or too few
+    cadences remain.
+
     Returns a :class:`TargetResult` whose ``stack`` is float32 ``(n_bins, H, W)``
-    (missing data filled by :func:`fill_missing`, validated by
+    (missing data filled by :func:`~pixel_cnn.core.phasefold.fill_missing`, validated by
     :func:`~pixel_cnn.core.stack.validate_stack`) or ``None``, and whose
     ``report`` row says what was used, what was dropped and, on failure, why.
     """
@@ -557,8 +438,10 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
     if eph is None:
         report["reason"] = problem or f"no ephemeris row for target {target_id}"
         return TargetResult(target_id, None, report)
+    given, declared = eph.given()
     report.update(ephemeris=eph.name, n_kois_on_star=eph.n_on_star, period_d=eph.period_d,
-                  epoch_bjd=eph.epoch_bjd, duration_h=eph.duration_h)
+                  epoch_given=given, epoch_declared=declared, epoch_bjd=eph.epoch_bjd,
+                  duration_h=eph.duration_h)
     quarters, unreadable = [], []
     for path in sorted(paths):
         try:
@@ -585,7 +468,7 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
         report.update(info)
         filled, _ = fill_missing(stack)
         filled = validate_stack(filled, nan="reject")
-    except (TPFError, StackError) as exc:
+    except (TPFError, StackError, ValueError) as exc:
         report["reason"] = str(exc)
         return TargetResult(target_id, None, report)
     report.update(status="ok", shape="x".join(map(str, filled.shape)))
@@ -708,10 +591,22 @@ def download_tpfs(target_ids: list[int], layout: str, cache_dir: str | os.PathLi
 
 
 def stacks_summary(report: pd.DataFrame) -> dict[str, int]:
-    """Counts for logging: targets ok / failed and dropped cadences."""
+    """Counts for logging: targets ok / failed, dropped cadences, bad files, converted epochs.
+
+    ``n_files_bad``: files left out with a reason (a failed target's unreadable
+    files, the files without a readable target id, and the unreadable files of
+    targets that still got a stack); ``n_epochs_converted``: targets whose
+    epoch was read in another time system than its column declares.
+    """
     ok = report["status"] == "ok"
     out = {"n_targets_ok": int(ok.sum()), "n_targets_failed": int((~ok).sum())}
     for col in ("n_dropped_quality", "n_dropped_nonfinite_time", "n_dropped_nan_flux"):
         if col in report:
             out[col] = int(pd.to_numeric(report[col], errors="coerce").fillna(0).sum())
+    if "files_unreadable" in report:
+        unreadable = report["files_unreadable"].fillna("").astype(str)
+        out["n_files_bad"] = int(sum(len(u.split("; ")) for u in unreadable if u)
+                                 + (report["target_id"].isna() & ~ok).sum())
+    if "epoch_converted_from" in report:
+        out["n_epochs_converted"] = int((report["epoch_converted_from"].fillna("").astype(str) != "").sum())
     return out
