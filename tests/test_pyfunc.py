@@ -80,3 +80,5 @@ print(json.dumps({{"package": pixel_cnn.__file__, "p": float(out["probability"][
     assert answer["package"].startswith(str(local))
     expected = mlflow.pyfunc.load_model(str(local)).predict(stack[None])["probability"][0]
     assert abs(answer["p"] - expected) < 1e-6
+    # loaded here too: its code folder must not stay on sys.path to shadow the installed package
+    assert not [p for p in sys.path if p and Path(p).resolve() == (local / "code").resolve()]

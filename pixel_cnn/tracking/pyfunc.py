@@ -8,7 +8,9 @@ copied with the package layout, so it loads and serves from any directory.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -114,12 +116,27 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         self.ensemble = ens.Ensemble.from_files(context.artifacts["config"], context.artifacts["weights"])
+        release_code_path(Path(context.artifacts["config"]).resolve().parents[1] / "code")
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         try:
             return self.ensemble.predict_stacks(_as_stack_list(model_input))
         except StackError as exc:
             raise BadRequestError(f"bad request: {exc}") from None
+
+
+def release_code_path(code_dir: Path) -> None:
+    """Take the model's own code folder off ``sys.path`` once the model is loaded.
+
+    MLflow puts ``code_paths`` first on ``sys.path`` before it runs the model's
+    code. The model ships only :data:`SERVED_MODULES`, so left there the folder
+    would shadow the installed ``pixel_cnn`` for every later import, in this
+    process and in the processes it starts (joblib and multiprocessing copy
+    ``sys.path``): ``pixel_cnn.io`` would not be found. Everything the model
+    needs is imported by now.
+    """
+    target = os.path.realpath(code_dir)
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != target]
 
 
 def pip_requirements() -> list[str]:
