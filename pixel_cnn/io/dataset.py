@@ -396,7 +396,7 @@ def write_dataset(dataset: Dataset, out_dir: str | os.PathLike, info: dict | Non
     return out
 
 
-def read_dataset(path: str | os.PathLike) -> tuple[Dataset, dict]:
+def read_dataset(dataset: str | os.PathLike) -> tuple[Dataset, dict]:
     """Read a folder written by :func:`write_dataset`; returns ``(dataset, info)``.
 
     Raises
@@ -405,7 +405,7 @@ def read_dataset(path: str | os.PathLike) -> tuple[Dataset, dict]:
         Missing files (with a hint to run prep), or the stored digest does not
         match the data read.
     """
-    root = Path(path)
+    root = Path(dataset)
     missing = [f for f in (STACKS_FILE, MANIFEST_FILE, INFO_FILE) if not (root / f).exists()]
     if missing:
         raise DataError(
@@ -416,13 +416,13 @@ def read_dataset(path: str | os.PathLike) -> tuple[Dataset, dict]:
     skipped = pd.read_csv(root / SKIPPED_FILE) if (root / SKIPPED_FILE).exists() else None
     with np.load(root / STACKS_FILE, allow_pickle=False) as npz:
         stacks = {int(k): npz[str(k)] for k in manifest["kepid"]}
-    dataset = Dataset(stacks=stacks, manifest=manifest)
+    data = Dataset(stacks=stacks, manifest=manifest)
     if skipped is not None:
-        dataset.skipped = skipped
+        data.skipped = skipped
     info = json.loads((root / INFO_FILE).read_text())
-    if info.get("digest") != dataset.digest:
+    if info.get("digest") != data.digest:
         raise DataError(
-            f"{root}: digest {dataset.digest} does not match dataset.json ({info.get('digest')}); "
+            f"{root}: digest {data.digest} does not match dataset.json ({info.get('digest')}); "
             "the files were changed after prep: run prep again"
         )
-    return dataset, info
+    return data, info

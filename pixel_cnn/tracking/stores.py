@@ -141,8 +141,8 @@ def _shown(key: str) -> str:
 REMOTE_SCHEMES = ("runs", "models", "mlflow-artifacts", "s3", "http", "https")
 
 
-def local_dataset(uri: str, dst: str | None = None) -> str:
-    """A local folder for a prep output: ``uri`` itself, or a download of an artifact URI.
+def local_dataset(dataset: str, dst: str | None = None) -> str:
+    """A local folder for a prepared dataset: ``dataset`` itself, or a download of an artifact URI.
 
     ``runs:/<prep_run_id>/dataset`` (what prep logs), ``mlflow-artifacts:/...``
     or ``s3://...`` are fetched with ``mlflow.artifacts.download_artifacts``
@@ -150,9 +150,9 @@ def local_dataset(uri: str, dst: str | None = None) -> str:
     machine needs no shared disk. Raises :class:`StoreError` naming the URI
     when the download fails.
     """
-    scheme = urllib.parse.urlparse(str(uri)).scheme
+    scheme = urllib.parse.urlparse(str(dataset)).scheme
     if scheme not in REMOTE_SCHEMES:
-        return str(uri)
+        return str(dataset)
     import tempfile
 
     import mlflow
@@ -160,10 +160,10 @@ def local_dataset(uri: str, dst: str | None = None) -> str:
     if scheme in ("runs", "models", "mlflow-artifacts"):
         check_tracking()
     try:
-        return mlflow.artifacts.download_artifacts(artifact_uri=str(uri),
+        return mlflow.artifacts.download_artifacts(artifact_uri=str(dataset),
                                                    dst_path=dst or tempfile.mkdtemp(prefix="pixel-cnn-dataset-"))
     except Exception as exc:  # noqa: BLE001 - MLflow, boto3 and requests raise their own types
-        raise StoreError(f"dataset {uri}: download failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        raise StoreError(f"dataset {dataset}: download failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
 def end_run(run_id: str, status: str, patience_s: float | None = None) -> bool:
