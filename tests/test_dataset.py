@@ -1,3 +1,7 @@
+"""io/dataset.py: the data folder, the KOI table and labels, the prepared dataset written and read back."""
+
+from __future__ import annotations
+
 import numpy as np
 import pandas as pd
 import pytest
