@@ -349,3 +349,21 @@ def koi_cv(koi: pd.DataFrame, n_folds: int = 5, seed: int = 42, n_boot: int = 10
     summary.update(n_kois=int(len(y)), n_stars=int(len(np.unique(groups))), n_confirmed=int(y.sum()),
                    n_false_positive=int(len(y) - y.sum()))
     return oof, summary
+
+
+def training_table(koi: pd.DataFrame) -> pd.DataFrame:
+    """The KOI training table as logged: ``kepid, kepoi_name, label`` and the allowed inputs.
+
+    The identifiers are kept for the record (which KOIs trained the model); the model reads
+    only :func:`build_features` of it.
+    """
+    labelled = koi_labels(koi)
+    cols = ["kepid", "kepoi_name", "label"] + [c for c in ALLOWED_INPUTS if c in labelled]
+    return labelled[cols].reset_index(drop=True)
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """16 hex digits of SHA-256 over a table's CSV text (columns and rows in their order)."""
+    import hashlib
+
+    return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]
