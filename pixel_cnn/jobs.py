@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from pixel_cnn.core import tabular, tuning
-from pixel_cnn.core.cv import CVResult, plan_splits, run_cv
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.core.cv import CVError, CVResult, plan_splits, run_cv
+from pixel_cnn.core.fusion import KOITable, run_fusion_cv
+from pixel_cnn.core.models import get_preset, is_fusion
 from pixel_cnn.core.quality import bench_quality as run_bench, format_table
 from pixel_cnn.io import tpf
 from pixel_cnn.io.dataset import (KOI_REQUIRED_COLUMNS, Dataset, DataError, load_koi_table, prepare_dataset,
@@ -65,12 +66,16 @@ def cv(
     register: bool = False,
     alias: str = "champion",
     cli_params: dict | None = None,
+    koi_table: str | None = None,
 ) -> tuple[CVResult, dict]:
     """Cross-validate a preset on a prepared dataset, tracked in MLflow.
 
     One parent run (this invocation) with a nested child run per fold; the
     repeat-0 fold ensemble logged as ``model`` and, with ``register``, registered
-    as ``pixel-cnn`` with ``alias``. Returns ``(result, info)`` with
+    as ``pixel-cnn`` with ``alias``. A fusion preset (``fusion``) also trains the tabular
+    branch on the KOI table ``koi_table`` (default: :func:`koi_table_of` the dataset) and
+    logs that table with ``mlflow.log_input``; its model is the fusion model (pixel members,
+    tabular branch trained on every labelled KOI, combiner). Returns ``(result, info)`` with
     ``run_id``, ``model_uri``, ``version`` and ``wall_s``. ``dataset`` is a
     prep output folder or an artifact URI such as ``runs:/<prep_run_id>/dataset``
     (:func:`pixel_cnn.tracking.runs.open_dataset`), or a dataset already opened
@@ -93,18 +98,53 @@ def cv(
     data, info = runs.open_dataset(dataset) if isinstance(dataset, str) else dataset
     # Refuse before any run is created: too few targets, or a fold (or inner split) lacking a class.
     plan_splits(data.kepids, data.labels, n_folds, seed, repeats, inner_folds)
+    table = koi_path = None
+    if is_fusion(preset):
+        if inner_folds < 2:
+            raise CVError(f"inner_folds={inner_folds}: preset {preset.name!r} fits its combiner on inner "
+                          "out-of-fold predictions; use inner_folds >= 2")
+        koi_path = Path(koi_table) if koi_table else koi_table_of(info)
+        table = KOITable(load_koi_table(koi_path))
     with runs.job_run(runs.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
         tracking_cv.log_cv_inputs(run_id, data, info, preset)
         # A real stack (the smallest) as input example: saved with every model.
         example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
-        result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
-                        callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example),
-                        attributions=True)
+        callbacks = tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example)
+        served_tabular = None
+        if table is None:
+            result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
+                            callbacks=callbacks, attributions=True)
+        else:
+            tracking_tabular.log_koi_input(run_id, table.table, str(koi_path))
+            result = run_fusion_cv(data, preset, table, n_folds=n_folds, seed=seed, repeats=repeats,
+                                   inner_folds=inner_folds, callbacks=callbacks, attributions=True)
+            served_tabular = table.fit_excluding(np.array([], dtype=np.int64), seed)[0]  # every labelled KOI
         tracking_cv.log_cv_summary(run_id, result)
         model_info, version = tracking_cv.log_ensemble(
-            run_id, result, register, alias, input_example=example, dataset_digest=data.digest)
+            run_id, result, register, alias, input_example=example, dataset_digest=data.digest,
+            tabular_model=served_tabular)
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
                     "wall_s": time.perf_counter() - start}
+
+
+def koi_table_of(info: dict) -> Path:
+    """The KOI table beside the stacks a prepared dataset was made from (``info["source"]`` is
+    the ``stacks/`` folder prep read), else the data folder's (:func:`resolve_data_dir`).
+
+    Raises
+    ------
+    DataError
+        Neither exists.
+    """
+    source = info.get("source") or ""
+    if source:
+        candidate = Path(source).parent / "koi_cumulative.csv"
+        if candidate.is_file():
+            return candidate
+    path = resolve_data_dir(None) / "koi_cumulative.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: no KOI table for the tabular branch")
+    return path
 
 
 def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
