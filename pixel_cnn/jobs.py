@@ -361,10 +361,14 @@ def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed
     ``runs:/`` URI) is not a prep output. The JSON is written atomically
     (temporary file, then rename).
     """
-    data, _ = runs.open_dataset(dataset)
+    data, info = runs.open_dataset(dataset)
+    koi = None
+    if "tabular" in presets or any(p != "tabular" and is_fusion(get_preset(p)) for p in presets):
+        koi = load_koi_table(koi_table_of(info))
     with runs.job_run(runs.EXPERIMENT_BENCH, "bench-quality", cli_params) as run_id:
         bench = run_bench(data, presets, n_folds=n_folds, seed=seed, repeats=repeats,
-                          inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True))
+                          inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True),
+                          koi=koi)
         bench["run_id"] = run_id
         table = format_table(bench)
         path = Path(out)
