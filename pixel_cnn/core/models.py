@@ -152,6 +152,10 @@ def is_fusion(preset: Preset) -> bool:
     """True for a preset of :data:`FUSION_PRESETS` (pixel branch + tabular branch + combiner)."""
     return preset.name in FUSION_PRESETS
 DEFAULT_PRESET = "phase2"
+#: What ``make cv`` (the ``cv`` entry point) runs by default: the fusion vetter, the best of the
+#: presets on the benchmark (README "Results"). :data:`DEFAULT_PRESET` stays the default pixel
+#: network (tuning, the speed benchmark, the pixel branch of ``fusion``).
+CV_DEFAULT_PRESET = "fusion"
 
 
 def channels_from_base(base_channels: int) -> tuple[int, int, int]:
