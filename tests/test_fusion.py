@@ -224,3 +224,23 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, real_dataset, k
         r = post({"inputs": [stack, stack], "params": params})
         assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
         assert post({"inputs": [stack]}).status_code == 200  # still serving
+
+
+@pytest.mark.slow
+def test_predict_cli_prints_each_branch(fusion_run, data_dir):
+    import subprocess
+    import sys
+
+    stacks = data_dir / "stacks"
+    renamed = fusion_run["root"] / "no_kepid.npy"
+    renamed.write_bytes((stacks / "pixdiff_9967771.npy").read_bytes())
+    cmd = [sys.executable, "-m", "pixel_cnn.predict", str(stacks / "pixdiff_9967771.npy"), str(renamed)]
+    env = {**fusion_run["env"], "PYTHONPATH": str(__import__("tests.conftest").conftest.PROJECT)}
+    out = subprocess.run(cmd, env=env, cwd=fusion_run["root"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert "(fused; pixel" in lines[0] and "tabular" in lines[0] and "KOI K01875.01" in lines[0]
+    assert lines[1].startswith("no_kepid.npy -> p=") and "pixel only: no kepid in the file name" in lines[1]
+    alone = subprocess.run(cmd[:4] + ["--no-koi"], env=env, cwd=fusion_run["root"], capture_output=True,
+                           text=True, timeout=300)
+    assert alone.returncode == 0 and "(pixel only: --no-koi)" in alone.stdout, alone.stderr[-2000:]

@@ -141,3 +141,25 @@ def test_koi_cv_grouped_and_deterministic(koi):
     oof2, summary2 = T.koi_cv(small, n_folds=3, seed=1, n_boot=50)
     assert summary2 == summary
     assert summary["roc_auc"] > 0.9  # the transit fit alone separates planets from false positives well
+
+
+@pytest.mark.slow
+def test_bench_tabular_is_its_own_run(tracking_store, data_dir):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from pixel_cnn import jobs
+
+    out = tracking_store / "tabular.json"
+    s = jobs.bench_tabular(str(data_dir), n_folds=5, seed=42, n_boot=20, out=str(out))
+    run = MlflowClient().get_run(s["run_id"])
+    for name in ("pr_auc", "roc_auc", "recall_at_p99", "recall_at_p95"):
+        assert run.data.metrics[name] == pytest.approx(s[name])
+        assert run.data.metrics[f"{name}_ci_low"] <= run.data.metrics[f"{name}_ci_high"]
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    koi = load_koi_table(data_dir / "koi_cumulative.csv")
+    assert inputs["koi-cumulative"].digest == T.table_digest(T.training_table(koi)) == s["koi_table_digest"]
+    assert s["n_kois"] == len(T.koi_labels(koi))
+    saved = json.loads(out.read_text())
+    assert saved["summary"]["pr_auc"] == s["pr_auc"] and saved["run_id"] == s["run_id"]
