@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 
 import httpx
 import mlflow
@@ -19,7 +21,7 @@ from pixel_cnn.core.fusion import BRANCHES, KOITable, run_fusion_cv
 from pixel_cnn.core.metrics import binary_metrics
 from pixel_cnn.core.models import get_preset
 from pixel_cnn.io.dataset import load_koi_table
-from tests.conftest import served_model, store_env
+from tests.conftest import PROJECT, served_model, store_env
 
 JSON = {"Content-Type": "application/json"}
 QUICK = {"epochs": 2}
@@ -225,17 +227,29 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, real_dataset, k
         assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
         assert post({"inputs": [stack]}).status_code == 200  # still serving
 
+        # The README's two curl examples, as written, against this server.
+        readme = (PROJECT / "README.md").read_text()
+        port = url.rsplit(":", 1)[1]
+        for marker, branch in (("serve-example", "pixel"), ("serve-fusion-example", "fused")):
+            block = re.search(rf"<!-- {marker}:start -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+            assert "127.0.0.1:5001" in block
+            proc = subprocess.run(["bash", "-c", block.replace("127.0.0.1:5001", f"127.0.0.1:{port}")],
+                                  cwd=PROJECT, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            pred = json.loads(proc.stdout)["predictions"]
+            assert len(pred) == 1 and pred[0]["branch"] == branch, proc.stdout[:300]
+        assert pred[0]["probability"] == pytest.approx(expected["probability"], rel=1e-6)
+
 
 @pytest.mark.slow
 def test_predict_cli_prints_each_branch(fusion_run, data_dir):
-    import subprocess
     import sys
 
     stacks = data_dir / "stacks"
     renamed = fusion_run["root"] / "no_kepid.npy"
     renamed.write_bytes((stacks / "pixdiff_9967771.npy").read_bytes())
     cmd = [sys.executable, "-m", "pixel_cnn.predict", str(stacks / "pixdiff_9967771.npy"), str(renamed)]
-    env = {**fusion_run["env"], "PYTHONPATH": str(__import__("tests.conftest").conftest.PROJECT)}
+    env = {**fusion_run["env"], "PYTHONPATH": str(PROJECT)}
     out = subprocess.run(cmd, env=env, cwd=fusion_run["root"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
