@@ -80,6 +80,16 @@ class KOITable:
 
 
 @dataclass
+class FusionFoldOutcome(FoldOutcome):
+    """A fusion cv fold: :class:`~pixel_cnn.core.cv.FoldOutcome` (fused ``metrics`` and ``threshold``)
+    plus its combiner, pixel-only threshold and the kepids of the tabular training KOIs (one per KOI)."""
+
+    combiner: Combiner | None = None
+    threshold_pixel: float = FOLD_THRESHOLD
+    tabular_train_kepids: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
 class FusionCVResult(CVResult):
     """:class:`~pixel_cnn.core.cv.CVResult` of a fusion cv, plus what the served model needs.
 
@@ -199,15 +209,14 @@ def run_fusion_cv(
                 extra[f"threshold_{b}"] = thresholds[b]
             extra.update({f"combiner_{key}": v for key, v in combiner.to_dict().items()})
             extra["n_tabular_train_kois"] = float(n_tab_train)
-            outcome = FoldOutcome(
+            outcome = FusionFoldOutcome(
                 repeat=r, fold=k, train_idx=train_idx, val_idx=val_idx, result=result,
                 metrics=binary_metrics(labels[val_idx], val_fused, threshold),
                 val_kepids=val_stars, val_labels=labels[val_idx], threshold=threshold, val_inputs=x[val_idx],
                 attributions=integrated_gradients(preset, result.state_dict, x[val_idx]) if attributions else None,
-                extra_metrics=extra,
+                extra_metrics=extra, combiner=combiner, threshold_pixel=threshold_pixel,
+                tabular_train_kepids=tab_train_kepids,
             )
-            outcome.combiner, outcome.threshold_pixel = combiner, threshold_pixel
-            outcome.tabular_train_kepids = tab_train_kepids
             callbacks.fold_end(r, k, outcome)
             outcomes.append(outcome)
             oof_rows.append(pd.DataFrame({
