@@ -260,3 +260,27 @@ def test_predict_cli_prints_each_branch(fusion_run, data_dir):
     alone = subprocess.run(cmd[:4] + ["--no-koi"], env=env, cwd=fusion_run["root"], capture_output=True,
                            text=True, timeout=300)
     assert alone.returncode == 0 and "(pixel only: --no-koi)" in alone.stdout, alone.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_cv_entry_point_defaults_to_fusion_and_prints_branches(tmp_path, prepared_dir, data_dir):
+    """`mlflow run . -e cv` with its defaults (preset fusion), short: the branches are printed and logged."""
+    from tests.conftest import mlflow_run
+
+    env = store_env(tmp_path)
+    proc = mlflow_run("cv", {"dataset": prepared_dir, "epochs": 2, "n_folds": 3, "inner_folds": 2}, env, tmp_path)
+    assert "--preset fusion" in proc.stderr + proc.stdout
+    assert "cv branches (pooled OOF): pixel PR-AUC" in proc.stdout
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                             "tags.`mlflow.project.entryPoint` = 'cv'")[0]
+    assert run.data.tags["preset"] == "fusion" and "pr_auc_oof_tabular" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_bench_tabular_entry_point(tmp_path):
+    from tests.conftest import mlflow_run
+
+    env = store_env(tmp_path)
+    proc = mlflow_run("bench_tabular", {"n_boot": 20, "out": tmp_path / "t.json"}, env, tmp_path)
+    assert "recall at precision 0.99" in proc.stdout and json.loads((tmp_path / "t.json").read_text())["summary"]
