@@ -284,3 +284,25 @@ def test_bench_tabular_entry_point(tmp_path):
     env = store_env(tmp_path)
     proc = mlflow_run("bench_tabular", {"n_boot": 20, "out": tmp_path / "t.json"}, env, tmp_path)
     assert "recall at precision 0.99" in proc.stdout and json.loads((tmp_path / "t.json").read_text())["summary"]
+
+
+@pytest.mark.slow
+def test_bench_quality_tabular_and_fusion_rows(tracking_store, prepared_dir, monkeypatch):
+    """``make bench-quality``'s job with phase2, tabular and fusion: one table on the same folds; the fusion
+    cv's pixel branch equals the separately run phase2 row, its tabular branch is the tabular row."""
+    from pixel_cnn import jobs
+    from pixel_cnn.core import models
+
+    for name in ("phase2", "fusion"):
+        monkeypatch.setitem(models.PRESETS, name, models.PRESETS[name].replace(epochs=1))
+    out = tracking_store / "quality.json"
+    bench, table = jobs.bench_quality(str(prepared_dir), ("phase2", "tabular", "fusion"), n_folds=3, repeats=2,
+                                      inner_folds=2, out=str(out))
+    rows = json.loads(out.read_text())["presets"]
+    assert list(rows) == ["phase2", "tabular", "fusion"]
+    for m in ("pr_auc", "roc_auc", "f1", "brier"):
+        assert rows["fusion"]["branch_pixel"][m] == rows["phase2"][m]["mean"]
+        assert rows["fusion"]["branch_tabular"][m] == rows["tabular"][m]["mean"]
+    assert "| tabular |" in table and "| fusion |" in table
+    run = MlflowClient().get_run(bench["run_id"])
+    assert run.data.metrics["tabular.pr_auc_mean"] == pytest.approx(rows["tabular"]["pr_auc"]["mean"])
