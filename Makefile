@@ -34,11 +34,11 @@ MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local
 .PHONY: help venv prep cv test test-fast ui serve predict clean
 
 help:
-	@echo "make cv      set up .venv, prepare the dataset, 5-fold cv, register pixel-cnn@champion"
+	@echo "make cv      set up .venv, prepare the dataset, 5-fold cv of the fusion vetter, register pixel-cnn@champion"
 	@echo "make test    run the whole test suite (what CI runs)"
 	@echo "make ui      mlflow ui on http://$(HOST):$(UI_PORT)"
 	@echo "make serve   serve $(MODEL_URI) on http://$(HOST):$(SERVE_PORT)/invocations"
-	@echo "make tune, promote, bench, bench-quality, prep-tpf, server, server-stop, tune-workers N=4,"
+	@echo "make tune, promote, bench, bench-quality, bench-tabular, prep-tpf, server, server-stop, tune-workers N=4,"
 	@echo "     test-fast, load, check-model: see README.md and docs/"
 
 venv: $(STAMP)

@@ -51,15 +51,17 @@ def raw_params(argv: list[str]) -> dict:
     return out
 
 
-def add_cv_arguments(parser: argparse.ArgumentParser, preset: bool = True, seed_help: str | None = None) -> None:
+def add_cv_arguments(parser: argparse.ArgumentParser, preset: bool = True, seed_help: str | None = None,
+                     default_preset: str | None = None) -> None:
     """The options every cv-based entry point takes: ``--dataset``, ``--preset``, ``--n-folds``, ``--seed``.
 
-    ``preset=False`` leaves ``--preset`` out (``bench_quality`` takes several).
+    ``preset=False`` leaves ``--preset`` out (``bench_quality`` takes several); ``default_preset``
+    (default :data:`~pixel_cnn.core.models.DEFAULT_PRESET`) is ``--preset``'s default.
     """
     from pixel_cnn.core.models import DEFAULT_PRESET, PRESETS
 
     parser.add_argument("--dataset", default="data/processed", help="prep output folder")
     if preset:
-        parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
+        parser.add_argument("--preset", default=default_preset or DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
     parser.add_argument("--n-folds", type=whole, default=5)
     parser.add_argument("--seed", type=whole, default=42, help=seed_help)

@@ -1,4 +1,5 @@
-"""Entry point `bench_quality`: the seed, phase and default presets on the same folds, honest protocol.
+"""Entry point `bench_quality`: the seed, phase, phase2 presets, the tabular branch alone and the fusion
+vetter on the same folds, honest protocol.
 
 Prints the table and writes it as JSON (``--out``); logs one MLflow run with
 the table's metrics and the JSON.
@@ -11,7 +12,6 @@ from pathlib import Path
 from pixel_cnn import jobs
 from pixel_cnn.core.cv import INNER_FOLDS, CVError
 from pixel_cnn.io.dataset import DataError
-from pixel_cnn.core.models import DEFAULT_PRESET
 
 from entrypoints._args import add_cv_arguments, raw_params, whole
 
@@ -20,7 +20,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
     add_cv_arguments(parser, preset=False)
-    parser.add_argument("--presets", default=f"seed,phase,{DEFAULT_PRESET}", help="comma-separated preset names")
+    parser.add_argument("--presets", default="seed,phase,phase2,tabular,fusion",
+                        help="comma-separated preset names; tabular = the tabular branch of the fusion cv")
     parser.add_argument("--repeats", type=whole, default=5)
     parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS)
     parser.add_argument("--out", default="bench/results/quality.json", help="JSON output file")

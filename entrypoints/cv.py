@@ -5,6 +5,7 @@ import sys
 
 from pixel_cnn import jobs
 from pixel_cnn.core.cv import INNER_FOLDS, CVError
+from pixel_cnn.core.models import CV_DEFAULT_PRESET
 from pixel_cnn.tracking.stores import StoreError
 from pixel_cnn.io.dataset import DataError
 
@@ -14,7 +15,7 @@ from entrypoints._args import add_cv_arguments, boolean, optional_float, optiona
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
-    add_cv_arguments(parser)
+    add_cv_arguments(parser, default_preset=CV_DEFAULT_PRESET)
     parser.add_argument("--repeats", type=whole, default=1)
     parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS,
                         help="inner grouped folds that choose each fold's threshold (0: fixed 0.5)")
@@ -46,6 +47,10 @@ def main(argv=None) -> int:
           f"{s['roc_auc_std']:.3f}, {s['roc_auc_oof']:.3f} OOF; PR-AUC 95% bootstrap interval "
           f"{s['pr_auc_oof_ci_low']:.3f}-{s['pr_auc_oof_ci_high']:.3f}; F1 {s['f1_oof']:.3f} and Brier "
           f"{s['brier_oof']:.3f} OOF; threshold {s['threshold']:.3f} (from training folds)")
+    if "pr_auc_oof_pixel" in s:  # a fusion preset: the branches side by side
+        print("cv branches (pooled OOF): " + "; ".join(
+            f"{b} PR-AUC {s[f'pr_auc_oof_{b}']:.3f} ROC-AUC {s[f'roc_auc_oof_{b}']:.3f}"
+            for b in ("pixel", "tabular", "fused")))
     where = f"registered pixel-cnn version {info['version']}" + (f" @{args.alias}" if args.alias else "") \
         if info["version"] else "not registered (register=false)"
     print(f"cv: run {info['run_id']}, model {info['model_uri']}, {where}; {info['wall_s']:.1f} s")

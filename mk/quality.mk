@@ -3,3 +3,9 @@ BENCH_QUALITY_ARGS ?=
 .PHONY: bench-quality
 bench-quality: prep
 	$(MLFLOW_RUN) -e bench_quality $(BENCH_QUALITY_ARGS)
+
+# Issue 14: the tabular branch over every labelled KOI (grouped by star), its own MLflow run.
+BENCH_TABULAR_ARGS ?=
+.PHONY: bench-tabular
+bench-tabular: $(STAMP)
+	$(MLFLOW_RUN) -e bench_tabular --experiment-name pixel-cnn-bench $(BENCH_TABULAR_ARGS)

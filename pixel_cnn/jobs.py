@@ -18,17 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.core import tuning
-from pixel_cnn.core.cv import CVResult, plan_splits, run_cv
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.core import tabular, tuning
+from pixel_cnn.core.cv import CVError, CVResult, plan_splits, run_cv
+from pixel_cnn.core.fusion import KOITable, run_fusion_cv
+from pixel_cnn.core.models import get_preset, is_fusion
 from pixel_cnn.core.quality import bench_quality as run_bench, format_table
 from pixel_cnn.io import tpf
-from pixel_cnn.io.dataset import KOI_REQUIRED_COLUMNS, Dataset, DataError, prepare_dataset, resolve_data_dir, write_dataset
+from pixel_cnn.io.dataset import (KOI_REQUIRED_COLUMNS, Dataset, DataError, load_koi_table, prepare_dataset,
+                                  resolve_data_dir, write_dataset)
 from pixel_cnn.tracking import cv as tracking_cv
 from pixel_cnn.tracking import prep as tracking_prep
 from pixel_cnn.tracking import quality as tracking_quality
 from pixel_cnn.tracking import runs
 from pixel_cnn.tracking import stores
+from pixel_cnn.tracking import tabular as tracking_tabular
 from pixel_cnn.tracking import tune as tracking_tune
 
 
@@ -63,12 +66,16 @@ def cv(
     register: bool = False,
     alias: str = "champion",
     cli_params: dict | None = None,
+    koi_table: str | None = None,
 ) -> tuple[CVResult, dict]:
     """Cross-validate a preset on a prepared dataset, tracked in MLflow.
 
     One parent run (this invocation) with a nested child run per fold; the
     repeat-0 fold ensemble logged as ``model`` and, with ``register``, registered
-    as ``pixel-cnn`` with ``alias``. Returns ``(result, info)`` with
+    as ``pixel-cnn`` with ``alias``. A fusion preset (``fusion``) also trains the tabular
+    branch on the KOI table ``koi_table`` (default: :func:`koi_table_of` the dataset) and
+    logs that table with ``mlflow.log_input``; its model is the fusion model (pixel members,
+    tabular branch trained on every labelled KOI, combiner). Returns ``(result, info)`` with
     ``run_id``, ``model_uri``, ``version`` and ``wall_s``. ``dataset`` is a
     prep output folder or an artifact URI such as ``runs:/<prep_run_id>/dataset``
     (:func:`pixel_cnn.tracking.runs.open_dataset`), or a dataset already opened
@@ -91,18 +98,53 @@ def cv(
     data, info = runs.open_dataset(dataset) if isinstance(dataset, str) else dataset
     # Refuse before any run is created: too few targets, or a fold (or inner split) lacking a class.
     plan_splits(data.kepids, data.labels, n_folds, seed, repeats, inner_folds)
+    table = koi_path = None
+    if is_fusion(preset):
+        if inner_folds < 2:
+            raise CVError(f"inner_folds={inner_folds}: preset {preset.name!r} fits its combiner on inner "
+                          "out-of-fold predictions; use inner_folds >= 2")
+        koi_path = Path(koi_table) if koi_table else koi_table_of(info)
+        table = KOITable(load_koi_table(koi_path))
     with runs.job_run(runs.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
         tracking_cv.log_cv_inputs(run_id, data, info, preset)
         # A real stack (the smallest) as input example: saved with every model.
         example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
-        result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
-                        callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset),
-                        attributions=True)
+        callbacks = tracking_cv.MlflowCVCallbacks(run_id, preset)
+        served_tabular = None
+        if table is None:
+            result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
+                            callbacks=callbacks, attributions=True)
+        else:
+            tracking_tabular.log_koi_input(run_id, table.table, str(koi_path))
+            result = run_fusion_cv(data, preset, table, n_folds=n_folds, seed=seed, repeats=repeats,
+                                   inner_folds=inner_folds, callbacks=callbacks, attributions=True)
+            served_tabular = table.fit_excluding(np.array([], dtype=np.int64), seed)[0]  # every labelled KOI
         tracking_cv.log_cv_summary(run_id, result)
         model_info, version = tracking_cv.log_ensemble(
-            run_id, result, register, alias, input_example=example, dataset_digest=data.digest)
+            run_id, result, register, alias, input_example=example, dataset_digest=data.digest,
+            tabular_model=served_tabular)
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
                     "wall_s": time.perf_counter() - start}
+
+
+def koi_table_of(info: dict) -> Path:
+    """The KOI table beside the stacks a prepared dataset was made from (``info["source"]`` is
+    the ``stacks/`` folder prep read), else the data folder's (:func:`resolve_data_dir`).
+
+    Raises
+    ------
+    DataError
+        Neither exists.
+    """
+    source = info.get("source") or ""
+    if source:
+        candidate = Path(source).parent / "koi_cumulative.csv"
+        if candidate.is_file():
+            return candidate
+    path = resolve_data_dir(None) / "koi_cumulative.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: no KOI table for the tabular branch")
+    return path
 
 
 def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
@@ -319,10 +361,14 @@ def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed
     ``runs:/`` URI) is not a prep output. The JSON is written atomically
     (temporary file, then rename).
     """
-    data, _ = runs.open_dataset(dataset)
+    data, info = runs.open_dataset(dataset)
+    koi = None
+    if "tabular" in presets or any(p != "tabular" and is_fusion(get_preset(p)) for p in presets):
+        koi = load_koi_table(koi_table_of(info))
     with runs.job_run(runs.EXPERIMENT_BENCH, "bench-quality", cli_params) as run_id:
         bench = run_bench(data, presets, n_folds=n_folds, seed=seed, repeats=repeats,
-                          inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True))
+                          inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True),
+                          koi=koi)
         bench["run_id"] = run_id
         table = format_table(bench)
         path = Path(out)
@@ -332,3 +378,41 @@ def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed
         os.replace(tmp, path)
         tracking_quality.log_bench(run_id, bench, table)
     return bench, table
+
+
+def bench_tabular(data_dir: str | None = None, n_folds: int = 5, seed: int = 42, n_boot: int = 1000,
+                  out: str = "bench/results/tabular.json", cli_params: dict | None = None) -> dict:
+    """The KOI-wide benchmark of the tabular branch: grouped, stratified k-fold cv over every
+    labelled KOI of the KOI table (:func:`pixel_cnn.core.tabular.koi_cv`), one MLflow run.
+
+    Logs the KOI training table (``mlflow.log_input``, digest), the pooled-OOF figures with their
+    bootstrap intervals, fold means, ``oof_predictions.csv`` and the PR/ROC figure; writes the
+    summary as JSON to ``out`` (atomically). Returns the summary with ``run_id`` and ``wall_s``.
+
+    Raises
+    ------
+    DataError
+        The data folder or its KOI table is unusable.
+    """
+    start = time.perf_counter()
+    root = resolve_data_dir(data_dir)
+    koi = load_koi_table(root / "koi_cumulative.csv")
+    protocol = {"n_folds": n_folds, "seed": seed, "n_boot": n_boot,
+                "split": "StratifiedGroupKFold(shuffle=True, random_state=seed), groups = kepid",
+                "model": "HistGradientBoostingClassifier(early_stopping=False, random_state=seed + fold)",
+                "labels": "koi_disposition: CONFIRMED 1, FALSE POSITIVE 0, CANDIDATE left out",
+                "features": list(tabular.FEATURE_NAMES),
+                "intervals": "95% percentile bootstrap over stars (kepid), all KOIs of a drawn star kept",
+                "pr_auc": "average precision (sklearn average_precision_score)"}
+    with runs.job_run(runs.EXPERIMENT_BENCH, "bench-tabular", cli_params) as run_id:
+        digest = tracking_tabular.log_koi_input(run_id, tabular.training_table(koi), str(root / "koi_cumulative.csv"))
+        oof, summary = tabular.koi_cv(koi, n_folds=n_folds, seed=seed, n_boot=n_boot)
+        summary["wall_s"] = round(time.perf_counter() - start, 1)
+        tracking_tabular.log_tabular_bench(run_id, oof, summary, protocol)
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"protocol": protocol, "koi_table_digest": digest, "run_id": run_id,
+                                   "summary": summary}, indent=2) + "\n")
+        os.replace(tmp, path)
+    return {**summary, "run_id": run_id, "koi_table_digest": digest}

@@ -22,7 +22,8 @@ def e2e(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     env = store_env(root)
     prep = mlflow_run("prep", {"out_dir": root / "processed"}, env, root)
-    cv = mlflow_run("cv", {"dataset": root / "processed", "register": "true", "epochs": 2,
+    # The pixel-only model's end to end (make cv's default, fusion, is tests/test_fusion.py's).
+    cv = mlflow_run("cv", {"dataset": root / "processed", "register": "true", "epochs": 2, "preset": "phase2",
                            "lr": "0.00001", "dropout": 0}, env, root)
     return {"root": root, "env": env, "prep": prep, "cv": cv}
 

@@ -15,8 +15,8 @@ def test_mlproject_defaults_and_every_parameter_used():
     project = yaml.safe_load((PROJECT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
     entry_points = project["entry_points"]
-    assert entry_points["cv"]["parameters"]["preset"]["default"] == models.DEFAULT_PRESET
-    assert entry_points["bench_quality"]["parameters"]["presets"]["default"] == f"seed,phase,{models.DEFAULT_PRESET}"
+    assert entry_points["cv"]["parameters"]["preset"]["default"] == models.CV_DEFAULT_PRESET
+    assert entry_points["bench_quality"]["parameters"]["presets"]["default"] == "seed,phase,phase2,tabular,fusion"
     for name, entry in entry_points.items():
         for param in entry.get("parameters", {}):
             assert "{" + param + "}" in entry["command"], f"{name}: {param} unused"

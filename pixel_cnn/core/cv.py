@@ -103,6 +103,8 @@ class FoldOutcome:
     val_inputs: np.ndarray | None = None
     #: Integrated-Gradients maps of the validation inputs, same shape (``run_cv(attributions=True)``).
     attributions: np.ndarray | None = None
+    #: More metrics of the fold logged beside ``metrics`` (the fusion cv's per-branch scores).
+    extra_metrics: dict[str, float] | None = None
 
     @property
     def positive_rate(self) -> float:
@@ -221,12 +223,26 @@ def inner_threshold(
     """
     if inner_folds == 0:
         return FOLD_THRESHOLD
+    return f1_optimal_threshold(labels, inner_oof(x, labels, kepids, preset, inner_folds, seed, x_extra, y_extra))
+
+
+def inner_oof(
+    x: np.ndarray, labels: np.ndarray, kepids: np.ndarray, preset: Preset, inner_folds: int, seed: int,
+    x_extra: np.ndarray | None = None, y_extra: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inner out-of-fold probabilities of one outer fold's training targets, float64 ``(N,)``.
+
+    The split (``make_folds(kepids, labels, inner_folds, seed)``) and the networks (seed
+    ``seed + 100 * (j + 1)``) are those of :func:`inner_threshold`, which takes its
+    F1-optimal threshold from these predictions; the fusion cv
+    (:mod:`pixel_cnn.core.fusion`) also fits its combiner on them. ``inner_folds`` >= 2.
+    """
     prob = np.empty(len(labels))
     for j, (tr, va) in enumerate(make_folds(kepids, labels, inner_folds, seed)):
         xt, yt = with_extra(x[tr], labels[tr], x_extra, y_extra)
         prob[va] = train_fold(xt, yt, preset, seed=seed + 100 * (j + 1),
                               x_val=x[va], y_val=labels[va]).val_prob
-    return f1_optimal_threshold(labels, prob)
+    return prob
 
 
 def plan_splits(kepids: np.ndarray, labels: np.ndarray, n_folds: int, seed: int, repeats: int,

@@ -20,11 +20,14 @@ import pandas as pd
 
 from pixel_cnn.core.cv import INNER_FOLDS, CVResult, run_cv
 from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.metrics import binary_metrics, thresholded_metrics
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.core.fusion import run_fusion_cv
+from pixel_cnn.core.metrics import binary_metrics, bootstrap_pr_auc, thresholded_metrics
+from pixel_cnn.core.models import get_preset, is_fusion
 
 #: Columns of the table: pooled-OOF metric keys of :func:`pixel_cnn.core.cv.summarize`.
 TABLE_METRICS = ("pr_auc", "roc_auc", "f1", "brier")
+#: Table row of the tabular branch alone (from a fusion cv: same folds and repeats).
+TABULAR = "tabular"
 
 
 def fold_digest(result: CVResult) -> str:
@@ -33,14 +36,38 @@ def fold_digest(result: CVResult) -> str:
     return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
 
 
-def per_repeat_scores(result: CVResult) -> pd.DataFrame:
-    """One row per repeat: pooled-OOF PR-AUC, ROC-AUC, Brier and F1 / accuracy at the fold thresholds."""
+def per_repeat_scores(result: CVResult, column: str = "probability", threshold: str = "threshold") -> pd.DataFrame:
+    """One row per repeat: pooled-OOF PR-AUC, ROC-AUC, Brier and F1 / accuracy at the fold thresholds.
+
+    ``column`` / ``threshold``: the OOF columns scored (a fusion cv's branches:
+    ``probability_tabular`` / ``threshold_tabular`` ...).
+    """
     rows = []
     for r, g in result.oof.groupby("repeat"):
-        scores = binary_metrics(g["label"], g["probability"])
-        scores.update(thresholded_metrics(g["label"], g["probability"], g["threshold"]))
+        scores = binary_metrics(g["label"], g[column])
+        scores.update(thresholded_metrics(g["label"], g[column], g[threshold]))
         rows.append({"repeat": int(r), **scores})
     return pd.DataFrame(rows)
+
+
+def table_entry(result: CVResult, column: str = "probability", threshold: str = "threshold",
+                seed: int = 0) -> dict:
+    """One row of the table: ``{metric: {"mean", "std", "per_repeat"}}``, ``pr_auc_ci95``, ``threshold_mean``."""
+    scores = per_repeat_scores(result, column, threshold)
+    entry = {
+        m: {"mean": float(scores[m].mean()),
+            "std": float(scores[m].std(ddof=1)) if len(scores) > 1 else 0.0,
+            "per_repeat": [float(v) for v in scores[m]]}
+        for m in TABLE_METRICS
+    }
+    if column == "probability":
+        entry["pr_auc_ci95"] = [result.summary["pr_auc_oof_ci_low"], result.summary["pr_auc_oof_ci_high"]]
+    else:
+        wide = result.oof.pivot(index="kepid", columns="repeat", values=column)
+        labels = result.oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
+        entry["pr_auc_ci95"] = list(bootstrap_pr_auc(labels.to_numpy(), wide.to_numpy().T, seed=seed))
+    entry["threshold_mean"] = float(result.oof.drop_duplicates(["repeat", "fold"])[threshold].mean())
+    return entry
 
 
 def bench_quality(
@@ -51,6 +78,7 @@ def bench_quality(
     repeats: int = 5,
     inner_folds: int = INNER_FOLDS,
     progress=None,
+    koi: pd.DataFrame | None = None,
 ) -> dict:
     """Cross-validate each preset on the same folds; return the table as a JSON-able dict.
 
@@ -64,6 +92,10 @@ def bench_quality(
         Passed to :func:`pixel_cnn.core.cv.run_cv`, identical for every preset.
     progress : callable, optional
         ``progress(message)`` after each preset.
+    koi : DataFrame, optional
+        The KOI table; needed by a fusion preset and by ``tabular`` (:data:`TABULAR`: the
+        tabular-only row, which is the tabular branch of the fusion cv on the same folds; the
+        fusion cv is run for it if no fusion preset is listed).
 
     Returns
     -------
@@ -94,26 +126,37 @@ def bench_quality(
         "presets": {},
     }
     digests = {}
-    for name in preset_names:
+    wanted = [n for n in preset_names if n != TABULAR]
+    if TABULAR in preset_names and not any(is_fusion(get_preset(n)) for n in wanted):
+        wanted.append("fusion")  # the tabular-only row is the fusion cv's tabular branch
+    for name in wanted:
         preset = get_preset(name)
         start = time.perf_counter()
-        result = run_cv(dataset, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds)
+        if is_fusion(preset):
+            if koi is None:
+                raise ValueError(f"preset {name!r} needs the KOI table (koi=...)")
+            result = run_fusion_cv(dataset, preset, koi, n_folds=n_folds, seed=seed, repeats=repeats,
+                                   inner_folds=inner_folds)
+        else:
+            result = run_cv(dataset, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds)
         wall = time.perf_counter() - start
         digests[name] = fold_digest(result)
-        scores = per_repeat_scores(result)
-        entry = {
-            m: {"mean": float(scores[m].mean()),
-                "std": float(scores[m].std(ddof=1)) if len(scores) > 1 else 0.0,
-                "per_repeat": [float(v) for v in scores[m]]}
-            for m in TABLE_METRICS
-        }
-        entry["pr_auc_ci95"] = [result.summary["pr_auc_oof_ci_low"], result.summary["pr_auc_oof_ci_high"]]
+        entry = table_entry(result, seed=seed)
         entry["threshold_mean"] = float(np.mean([f.threshold for f in result.folds]))
         entry["wall_s"] = round(wall, 1)
         entry["config"] = preset.to_dict()
-        out["presets"][name] = entry
+        if name in preset_names:
+            out["presets"][name] = entry
+        if is_fusion(preset):
+            for branch in ("pixel", "tabular"):
+                sub = table_entry(result, f"probability_{branch}", f"threshold_{branch}", seed=seed)
+                sub["wall_s"], sub["config"] = round(wall, 1), {"branch_of": name, "branch": branch}
+                entry[f"branch_{branch}"] = {m: sub[m]["mean"] for m in TABLE_METRICS}
+                if branch == "tabular" and TABULAR in preset_names:
+                    out["presets"][TABULAR] = sub
         if progress:
             progress(f"{name}: PR-AUC {entry['pr_auc']['mean']:.3f} in {wall:.0f} s")
+    out["presets"] = {n: out["presets"][n] for n in preset_names}
     if len(set(digests.values())) > 1:
         raise RuntimeError(f"presets saw different folds: {digests}")
     out["fold_digest"] = next(iter(digests.values()))

@@ -37,7 +37,7 @@ from sqlalchemy.exc import ArgumentError
 
 from pixel_cnn.core.cv import CVCallbacks, FoldOutcome, run_cv
 from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.models import DEFAULT_PRESET, Preset, get_preset
+from pixel_cnn.core.models import DEFAULT_PRESET, Preset, get_preset, is_fusion
 from pixel_cnn.core.representation import build_inputs
 
 #: Default storage: an sqlite file in the working directory (the project root
@@ -161,7 +161,9 @@ class TuneConfig:
             raise TuneError(f"max_epochs={self.max_epochs}; need at least 1")
         if not self.study_name.strip():
             raise TuneError("study_name is empty")
-        get_preset(self.preset)  # ValueError listing the known presets
+        if is_fusion(get_preset(self.preset)):  # get_preset: ValueError listing the known presets
+            raise TuneError(f"preset {self.preset!r} is a fusion preset; tune its pixel branch "
+                            "(preset phase2) instead")
 
 
 # ---------------------------------------------------------------- storage

@@ -15,9 +15,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pixel_cnn.core import explain
+from pixel_cnn.core import explain, tabular
 from pixel_cnn.core.cv import CVCallbacks, CVResult, FoldOutcome
 from pixel_cnn.core.ensemble import save_members
+from pixel_cnn.core.fusion import BRANCHES, FusionCVResult
 from pixel_cnn.core.metrics import pr_roc_figure, reliability_figure
 from pixel_cnn.core.models import Preset
 from pixel_cnn.io.dataset import Dataset
@@ -68,7 +69,8 @@ class MlflowCVCallbacks(CVCallbacks):
 
     def fold_end(self, repeat, fold, outcome: FoldOutcome):
         run_id = self.child_ids[(repeat, fold)]
-        final = [Metric(k, v, now_ms(), 0) for k, v in {**outcome.metrics, "threshold": outcome.threshold}.items()]
+        final = [Metric(k, v, now_ms(), 0) for k, v in
+                 {**outcome.metrics, **(outcome.extra_metrics or {}), "threshold": outcome.threshold}.items()]
         metrics = self._epochs + final
         for i in range(0, len(metrics), _MAX_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
@@ -128,18 +130,32 @@ def log_cv_inputs(run_id: str, dataset: Dataset, info: dict, preset: Preset) -> 
 
 
 def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
-                 input_example: np.ndarray | None, dataset_digest: str):
+                 input_example: np.ndarray | None, dataset_digest: str, tabular_model=None):
     """Log the fold ensemble (repeat 0) as ``model`` of the parent run; optionally register.
 
     With ``register`` a new version of ``pixel-cnn`` is created, tagged with
     its OOF scores, and ``alias`` (e.g. ``champion``) set to it. Returns
-    ``(model_info, version or None)``.
+    ``(model_info, version or None)``. A fusion result
+    (:class:`~pixel_cnn.core.fusion.FusionCVResult`) with its served ``tabular_model``
+    (trained on every labelled KOI) is logged as one model: pixel members (pixel-only
+    threshold), tabular branch, the mean combiner of repeat 0's folds and the fused threshold.
     """
     members = result.ensemble_folds()
     info = {"cv_run_id": run_id, "dataset_digest": dataset_digest,
             "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"]}
+    threshold = result.summary["threshold"]
+    if isinstance(result, FusionCVResult):
+        if tabular_model is None:
+            raise ValueError("a fusion cv result needs its served tabular_model")
+        info["fusion"] = {"combiner": result.combiner.to_dict(), "threshold": threshold,
+                          "threshold_pixel": result.threshold_pixel, "koi_table_digest": result.koi_digest,
+                          "tabular_features": list(tabular.FEATURE_NAMES),
+                          **{f"{m}_oof_{b}": result.summary[f"{m}_oof_{b}"] for m in ("pr_auc", "roc_auc")
+                             for b in BRANCHES}}
+        threshold = result.threshold_pixel
     model_info = log_pyfunc(run_id, result.preset, [f.result.state_dict for f in members],
-                            result.summary["threshold"], info, input_example=input_example)
+                            threshold, info, input_example=input_example,
+                            tabular_model=tabular_model if isinstance(result, FusionCVResult) else None)
     version = None
     if register:
         tags = {key: f"{result.summary[key]:.4f}" for key in ("pr_auc_oof", "roc_auc_oof", "threshold")}

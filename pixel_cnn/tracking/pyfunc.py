@@ -8,6 +8,7 @@ copied with the package layout, so it loads and serves from any directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -21,9 +22,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from pixel_cnn.core import ensemble as ens
+from pixel_cnn.core import tabular
 from pixel_cnn.core.models import Preset
 from pixel_cnn.core.stack import StackError
 
@@ -36,11 +38,21 @@ SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
     outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold")]),
 )
+#: Input of the served fusion model: the same stacks, plus the KOI parameters of the star as
+#: MLflow inference ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``),
+#: each optional (None = not given; units in :data:`pixel_cnn.core.tabular.ALLOWED_INPUTS`).
+FUSION_SIGNATURE = ModelSignature(
+    inputs=SIGNATURE.inputs,
+    outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
+                    ColSpec("double", "pixel_probability"), ColSpec("double", "tabular_probability", required=False),
+                    ColSpec("string", "branch"), ColSpec("string", "inputs_used")]),
+    params=ParamSchema([ParamSpec(name, "double", None) for name in tabular.ALLOWED_INPUTS]),
+)
 #: The package's files that the served model imports (paths inside ``pixel_cnn/``): its whole code.
 SERVED_MODULES = (
     "__init__.py",
     "core/__init__.py", "core/stack.py", "core/vetting.py", "core/representation.py", "core/models.py",
-    "core/ensemble.py",
+    "core/ensemble.py", "core/tabular.py", "core/combiner.py",
     "tracking/__init__.py", "tracking/pyfunc.py", "tracking/serving_model.py",
 )
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -116,12 +128,21 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         self.ensemble = ens.Ensemble.from_files(context.artifacts["config"], context.artifacts["weights"])
+        self.fusion = None
+        if "tabular" in context.artifacts:  # a fusion model (preset ``fusion``): pixel + tabular + combiner
+            from pixel_cnn.core.combiner import Combiner, FusionPredictor, loads_tabular
+
+            config = json.loads(Path(context.artifacts["config"]).read_text())["fusion"]
+            self.fusion = FusionPredictor(self.ensemble, loads_tabular(Path(context.artifacts["tabular"]).read_bytes()),
+                                          Combiner.from_dict(config["combiner"]), config["threshold"])
         release_code_path(Path(context.artifacts["config"]).resolve().parents[1] / "code")
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         try:
+            if self.fusion is not None:
+                return self.fusion.predict(_as_stack_list(model_input), params)
             return self.ensemble.predict_stacks(_as_stack_list(model_input))
-        except StackError as exc:
+        except (StackError, tabular.TabularInputError) as exc:
             raise BadRequestError(f"bad request: {exc}") from None
 
 
@@ -149,6 +170,8 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     import cloudpickle
+    import sklearn
+    import skops
     import torch
 
     return [
@@ -157,6 +180,8 @@ def pip_requirements() -> list[str]:
         f"numpy=={np.__version__}",
         f"pandas=={pd.__version__}",
         f"cloudpickle=={cloudpickle.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+        f"skops=={skops.__version__}",
         f"uvloop=={version('uvloop')}",
     ]
 
@@ -172,15 +197,28 @@ def served_code(dest: Path) -> Path:
 
 
 def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: float, info: dict,
-               registered_model_name: str | None = None, input_example: np.ndarray | None = None):
+               registered_model_name: str | None = None, input_example: np.ndarray | None = None,
+               tabular_model=None):
     """Log a :class:`PixelCNNPyfunc` of ``state_dicts`` as ``model`` of ``run_id``; returns the ``ModelInfo``.
 
-    Registers it as ``registered_model_name`` when given.
+    Registers it as ``registered_model_name`` when given. With ``tabular_model`` (a fusion
+    model) the tabular branch is saved as ``tabular.skops`` and ``info`` must hold ``fusion``
+    = ``{"combiner": Combiner.to_dict(), "threshold": fused threshold, ...}``; ``threshold``
+    is then the pixel-only one. The model then takes KOI parameters (:data:`FUSION_SIGNATURE`).
     """
+    signature = SIGNATURE
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # predict() takes stacks of any size on purpose: no type-hint validation wanted.
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         artifacts = ens.save_members(Path(tmp) / "artifacts", preset, state_dicts, threshold, info)
+        if tabular_model is not None:
+            from pixel_cnn.core.combiner import dumps_tabular
+
+            if "fusion" not in info:
+                raise ValueError("a fusion model needs info['fusion'] (combiner and fused threshold)")
+            path = Path(tmp) / "artifacts" / "tabular.skops"
+            path.write_bytes(dumps_tabular(tabular_model))
+            artifacts["tabular"], signature = str(path), FUSION_SIGNATURE
         code = served_code(Path(tmp) / "code")
         with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
             return mlflow.pyfunc.log_model(
@@ -189,7 +227,7 @@ def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: 
                 artifacts=artifacts,
                 code_paths=[str(code)],
                 pip_requirements=pip_requirements(),
-                signature=SIGNATURE,
+                signature=signature,
                 input_example=input_example,
                 registered_model_name=registered_model_name,
             )

@@ -1,0 +1,369 @@
+"""The tabular branch: one KOI's transit fit and host-star parameters -> probability of planet.
+
+Pure science (pandas, numpy, scikit-learn); no MLflow, no file paths. Inputs are
+columns of the NASA Exoplanet Archive Kepler KOI cumulative table
+(https://exoplanetarchive.ipac.caltech.edu/docs/API_kepcandidate_columns.html).
+
+- :data:`ALLOWED_INPUTS`: the only KOI-table columns the model may read, with units
+  and the physical range a served value must lie in.
+- :data:`DERIVED_FEATURES`: physics features computed from them (formula + source).
+- :data:`BANNED_COLUMNS` / :func:`is_banned`: vetting outputs and identifiers that must
+  never reach the model (dispositions, score, false-positive flags, names, kepid,
+  TCE delivery, epoch, sky position). :func:`build_features` copies only the allow-list
+  and asserts that no banned name is among its output columns.
+- :func:`koi_labels`: labels from ``koi_disposition`` only (CONFIRMED 1, FALSE POSITIVE 0,
+  CANDIDATE left out). :func:`star_koi`: the per-star KOI rule (the star's first KOI).
+- :func:`fit_tabular`: scikit-learn ``HistGradientBoostingClassifier`` (native missing
+  values), seeded. :func:`koi_cv`: grouped (kepid), stratified k-fold cv over all
+  labelled KOIs, with bootstrap intervals (:func:`scores_with_intervals`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+#: The allowed KOI-table inputs: ``name -> (description [unit], low, high)``. A served value
+#: must be a finite number with ``low < value <= high`` when ``low`` is a strict bound
+#: (see :data:`STRICT_LOW`), else ``low <= value <= high``. The ranges are physical limits
+#: (a period or radius is positive, a depth is at most the whole flux = 1e6 ppm), wide
+#: enough for every value of the KOI table.
+ALLOWED_INPUTS: dict[str, tuple[str, float, float]] = {
+    "koi_period": ("orbital period [days]", 0.0, 1e7),
+    "koi_duration": ("transit duration, first to last contact [hours]", 0.0, 1e4),
+    "koi_depth": ("transit depth [ppm]", 0.0, 1e6),
+    "koi_impact": ("impact parameter b [stellar radii]", 0.0, 1e3),
+    "koi_model_snr": ("transit signal-to-noise ratio of the fit [dimensionless]", 0.0, 1e6),
+    "koi_prad": ("planet radius [Earth radii]", 0.0, 1e7),
+    "koi_teq": ("equilibrium temperature [K]", 0.0, 1e6),
+    "koi_insol": ("insolation flux [Earth flux]", 0.0, 1e9),
+    "koi_steff": ("stellar effective temperature [K]", 0.0, 1e6),
+    "koi_slogg": ("stellar surface gravity [log10(cm/s^2)]", -5.0, 12.0),
+    "koi_srad": ("stellar radius [solar radii]", 0.0, 1e5),
+    "koi_kepmag": ("Kepler-band magnitude [mag]", -30.0, 40.0),
+}
+#: Inputs whose lower bound is strict (the value must be > low): zero is unphysical.
+STRICT_LOW = frozenset({"koi_period", "koi_duration", "koi_prad", "koi_teq", "koi_steff", "koi_srad"})
+
+#: Derived physics features: ``name -> (definition, source)``.
+DERIVED_FEATURES: dict[str, tuple[str, str]] = {
+    "a_over_rstar": (
+        "a/R* of a circular orbit from Kepler's third law with M* = g R*^2 / G "
+        "(g = 10**koi_slogg cgs, R* = koi_srad): (G M* P^2 / (4 pi^2))^(1/3) / R*",
+        "Kepler's third law; Seager & Mallen-Ornelas 2003, ApJ 585, 1038, eq. 8 (stellar density)",
+    ),
+    "duration_ratio": (
+        "observed duration koi_duration over the central (b = 0, Rp << R*) duration expected for that "
+        "circular orbit, T = (P / pi) asin(R*/a); an eclipsing binary or a blend is often far from 1",
+        "Seager & Mallen-Ornelas 2003 eq. 3; Winn 2010, 'Transits and Occultations', eq. 14 and 16",
+    ),
+    "radius_ratio": (
+        "k = Rp / R* from koi_prad and koi_srad (IAU 2015 nominal R_earth / R_sun)",
+        "IAU 2015 Resolution B3 nominal radii",
+    ),
+    "depth_over_k2": (
+        "transit depth (koi_depth 1e-6) over k^2; about 1 for a planet (limb darkening and grazing "
+        "geometry move it), far from 1 when the radius does not explain the depth",
+        "Seager & Mallen-Ornelas 2003 eq. 1; Winn 2010 eq. 1 (depth ~ k^2)",
+    ),
+}
+
+#: Model inputs, in column order: the allowed KOI columns, then the derived features.
+FEATURE_NAMES: tuple[str, ...] = tuple(ALLOWED_INPUTS) + tuple(DERIVED_FEATURES)
+
+#: Columns that are vetting outputs or identifiers: never an input (exact names).
+BANNED_COLUMNS = frozenset({
+    "koi_disposition", "koi_pdisposition", "koi_score", "kepler_name", "kepoi_name", "kepid",
+    "koi_tce_delivname", "koi_tce_plnt_num", "koi_time0bk", "koi_time0bk_err1", "koi_time0bk_err2",
+    "koi_time0", "ra", "dec",
+})
+#: Prefixes of banned columns: every false-positive flag and every epoch column.
+BANNED_PREFIXES = ("koi_fpflag_", "koi_time0")
+
+CONFIRMED, FALSE_POSITIVE = "CONFIRMED", "FALSE POSITIVE"
+#: IAU 2015 Resolution B3: nominal solar radius and Earth equatorial radius [cm]; G (CODATA 2018) [cgs].
+R_SUN_CM, R_EARTH_CM, G_CGS = 6.957e10, 6.3781e8, 6.67430e-8
+KOI_NAME = re.compile(r"^K(\d+)\.(\d+)$")
+
+
+class TabularInputError(ValueError):
+    """A KOI parameter that cannot be used; the message names it and says why."""
+
+
+def is_banned(column: str) -> bool:
+    """True for a vetting output or identifier column (:data:`BANNED_COLUMNS`, :data:`BANNED_PREFIXES`)."""
+    return column in BANNED_COLUMNS or column.startswith(BANNED_PREFIXES)
+
+
+assert not any(is_banned(c) for c in FEATURE_NAMES), "a banned column is in FEATURE_NAMES"
+
+
+def derived_features(table: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`DERIVED_FEATURES` of KOI rows (float64, NaN where an input is missing or unusable).
+
+    Parameters
+    ----------
+    table : DataFrame with the allowed columns (float; NaN = missing).
+    """
+    period_s = table["koi_period"].to_numpy(float) * 86400.0
+    r_star = table["koi_srad"].to_numpy(float) * R_SUN_CM
+    g = 10.0 ** table["koi_slogg"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        mass = g * r_star**2 / G_CGS
+        a_over_r = np.cbrt(G_CGS * mass * period_s**2 / (4 * math.pi**2)) / r_star
+        expected_h = period_s / math.pi * np.arcsin(np.clip(1.0 / a_over_r, 0.0, 1.0)) / 3600.0
+        duration_ratio = table["koi_duration"].to_numpy(float) / expected_h
+        k = table["koi_prad"].to_numpy(float) * R_EARTH_CM / r_star
+        depth_over_k2 = table["koi_depth"].to_numpy(float) * 1e-6 / k**2
+    out = pd.DataFrame({"a_over_rstar": a_over_r, "duration_ratio": duration_ratio,
+                        "radius_ratio": k, "depth_over_k2": depth_over_k2}, index=table.index)
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+def build_features(table: pd.DataFrame) -> pd.DataFrame:
+    """Model inputs of KOI rows: the allowed columns (and nothing else) plus the derived features.
+
+    Parameters
+    ----------
+    table : DataFrame
+        KOI-table rows; any other columns (dispositions, names, flags...) are ignored:
+        only :data:`ALLOWED_INPUTS` are read. An allowed column that is absent is all
+        NaN (the model handles missing values natively).
+
+    Returns
+    -------
+    DataFrame ``(N, len(FEATURE_NAMES))`` float64, columns :data:`FEATURE_NAMES`, same index.
+
+    Raises
+    ------
+    AssertionError
+        A banned column would reach the model (cannot happen unless the lists are edited).
+    """
+    allowed = pd.DataFrame(index=table.index)
+    for name in ALLOWED_INPUTS:
+        allowed[name] = pd.to_numeric(table[name], errors="coerce") if name in table else np.nan
+    allowed = allowed.astype(float)
+    features = pd.concat([allowed, derived_features(allowed)], axis=1)[list(FEATURE_NAMES)]
+    banned = [c for c in features.columns if is_banned(c)]
+    assert not banned, f"banned column(s) {banned} would reach the tabular model"
+    return features
+
+
+def koi_number(name: str) -> tuple[int, int]:
+    """``"K00752.01"`` -> ``(752, 1)``: the KOI number and the planet suffix.
+
+    Raises
+    ------
+    ValueError
+        Not a KOI name of the form ``K<digits>.<digits>``.
+    """
+    m = KOI_NAME.match(str(name))
+    if not m:
+        raise ValueError(f"{name!r} is not a KOI name like K00752.01")
+    return int(m.group(1)), int(m.group(2))
+
+
+def koi_labels(koi: pd.DataFrame) -> pd.DataFrame:
+    """Every labelled KOI: ``koi_disposition`` CONFIRMED -> 1, FALSE POSITIVE -> 0; CANDIDATE left out.
+
+    Returns the rows of ``koi`` with a ``label`` column (int64), original order and index reset.
+    The label comes from ``koi_disposition`` and nothing else.
+    """
+    disp = koi["koi_disposition"].astype(str)
+    out = koi[disp.isin([CONFIRMED, FALSE_POSITIVE])].copy()
+    out["label"] = (out["koi_disposition"] == CONFIRMED).astype(np.int64)
+    return out.reset_index(drop=True)
+
+
+def star_koi(koi: pd.DataFrame, kepids=None) -> pd.DataFrame:
+    """The per-star KOI rule: each star's first KOI (lowest KOI number, then lowest suffix, i.e. ``.01``).
+
+    A stack is folded on one KOI's ephemeris and the dataset does not record which; the
+    ``.01`` KOI is the first threshold-crossing event found on the star (the strongest TCE
+    of the first pipeline run that found it; NASA Exoplanet Archive KOI table docs). The
+    rule looks at names only, never at a disposition.
+
+    Parameters
+    ----------
+    koi : KOI table rows (any dispositions).
+    kepids : optional iterable of int: only these stars (a star absent from ``koi`` is absent
+        from the result).
+
+    Returns
+    -------
+    DataFrame: one row of ``koi`` per kepid, sorted by kepid, index reset.
+    """
+    rows = koi if kepids is None else koi[koi["kepid"].isin(np.asarray(list(kepids), dtype=np.int64))]
+    order = rows["kepoi_name"].map(koi_number)
+    rows = rows.assign(_order=order).sort_values(["kepid", "_order"], kind="stable")
+    return rows.drop_duplicates("kepid").drop(columns="_order").reset_index(drop=True)
+
+
+def make_model(seed: int) -> HistGradientBoostingClassifier:
+    """scikit-learn ``HistGradientBoostingClassifier`` with fixed settings, ``random_state=seed``.
+
+    Defaults of scikit-learn 1.9 (100 iterations, learning rate 0.1, 31 leaves) with early
+    stopping off, so the number of trees never depends on a random validation split; not tuned.
+    """
+    return HistGradientBoostingClassifier(early_stopping=False, random_state=seed)
+
+
+def fit_tabular(features: pd.DataFrame, labels, seed: int = 42) -> HistGradientBoostingClassifier:
+    """Fit the tabular branch on :func:`build_features` rows and 0/1 labels.
+
+    Raises
+    ------
+    ValueError
+        ``features`` columns are not exactly :data:`FEATURE_NAMES` (a banned or unknown
+        column, or a missing one), or lengths differ.
+    """
+    if list(features.columns) != list(FEATURE_NAMES):
+        raise ValueError(f"tabular features must be exactly {list(FEATURE_NAMES)}; got {list(features.columns)}")
+    labels = np.asarray(labels).astype(int)
+    if len(labels) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    model = make_model(seed).fit(features, labels)
+    assert not any(is_banned(c) for c in model.feature_names_in_)
+    return model
+
+
+def predict_tabular(model: HistGradientBoostingClassifier, features: pd.DataFrame) -> np.ndarray:
+    """Probability of CONFIRMED, float64 ``(N,)``, for :func:`build_features` rows."""
+    return model.predict_proba(features[list(FEATURE_NAMES)])[:, 1].astype(np.float64)
+
+
+def check_parameters(params: dict) -> dict[str, float]:
+    """Validate served KOI parameters; returns ``{name: float}`` of those given (None = not given).
+
+    Raises
+    ------
+    TabularInputError
+        An unknown name (the message lists the allowed ones), a value that is not a finite
+        number, or one out of its physical range (:data:`ALLOWED_INPUTS`); the message names it.
+    """
+    out = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name not in ALLOWED_INPUTS:
+            raise TabularInputError(f"unknown parameter {name!r}; allowed: {', '.join(ALLOWED_INPUTS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TabularInputError(f"parameter {name}: {value!r} is not a number")
+        value = float(value)
+        desc, low, high = ALLOWED_INPUTS[name]
+        if not math.isfinite(value):
+            raise TabularInputError(f"parameter {name}: {value} is not a finite number")
+        low_ok = value > low if name in STRICT_LOW else value >= low
+        if not (low_ok and value <= high):
+            bound = ">" if name in STRICT_LOW else ">="
+            raise TabularInputError(f"parameter {name} ({desc}) = {value} is out of physical range "
+                                    f"({bound} {low:g} and <= {high:g})")
+        out[name] = value
+    return out
+
+
+def recall_at_precision(y_true, prob, precision_target: float) -> float:
+    """Highest recall over thresholds whose precision is at least ``precision_target`` (0 if none).
+
+    The operating points AstroNet (Shallue & Vanderburg 2018) and ExoMiner (Valizadegan et al.
+    2022) report; computed from scikit-learn's ``precision_recall_curve``.
+    """
+    precision, recall, _ = precision_recall_curve(np.asarray(y_true).astype(int), np.asarray(prob, float))
+    ok = precision >= precision_target
+    return float(recall[ok].max()) if ok.any() else 0.0
+
+
+#: Scores of :func:`scores_with_intervals`: name -> score(y, p).
+SCORES = {
+    "pr_auc": average_precision_score,
+    "roc_auc": roc_auc_score,
+    "recall_at_p99": lambda y, p: recall_at_precision(y, p, 0.99),
+    "recall_at_p95": lambda y, p: recall_at_precision(y, p, 0.95),
+}
+
+
+def scores_with_intervals(y_true, prob, groups, n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> dict[str, float]:
+    """:data:`SCORES` and their percentile bootstrap intervals, resampling stars (``groups``).
+
+    Each resample draws as many stars as there are, with replacement, and keeps all their
+    KOIs (a cluster bootstrap: KOIs of one star are not independent); percentile interval
+    (Efron & Tibshirani 1993, ch. 13). Returns ``{name, name_ci_low, name_ci_high}``.
+    """
+    y_true, prob, groups = np.asarray(y_true).astype(int), np.asarray(prob, float), np.asarray(groups)
+    out = {name: float(f(y_true, prob)) for name, f in SCORES.items()}
+    stars, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == i) for i in range(len(stars))]
+    rng = np.random.default_rng(seed)
+    boot = {name: [] for name in SCORES}
+    while len(boot["pr_auc"]) < n_boot:
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(stars), len(stars))])
+        y, p = y_true[idx], prob[idx]
+        if y.min() == y.max():
+            continue
+        for name, f in SCORES.items():
+            boot[name].append(f(y, p))
+    for name, values in boot.items():
+        low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
+    return out
+
+
+def koi_cv(koi: pd.DataFrame, n_folds: int = 5, seed: int = 42, n_boot: int = 1000) -> tuple[pd.DataFrame, dict]:
+    """Grouped (by kepid), stratified k-fold cv of the tabular branch over every labelled KOI.
+
+    scikit-learn ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``; fold
+    ``k``'s model is seeded ``seed + k``. No star has KOIs on both sides of a fold (asserted).
+
+    Returns
+    -------
+    oof : DataFrame ``kepid, kepoi_name, label, fold, probability`` (one row per labelled KOI).
+    summary : dict
+        Pooled-OOF :data:`SCORES` with cluster-bootstrap intervals
+        (:func:`scores_with_intervals`), their fold means ``<name>_fold_mean`` / ``_fold_std``,
+        ``n_kois``, ``n_stars``, ``n_confirmed``, ``n_false_positive``.
+    """
+    labelled = koi_labels(koi)
+    x, y, groups = build_features(labelled), labelled["label"].to_numpy(), labelled["kepid"].to_numpy()
+    prob = np.empty(len(y))
+    fold_of = np.empty(len(y), dtype=int)
+    per_fold = []
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (tr, va) in enumerate(splitter.split(x, y, groups)):
+        assert not np.intersect1d(groups[tr], groups[va]).size, f"fold {k}: a star on both sides"
+        model = fit_tabular(x.iloc[tr], y[tr], seed=seed + k)
+        prob[va], fold_of[va] = predict_tabular(model, x.iloc[va]), k
+        per_fold.append({name: f(y[va], prob[va]) for name, f in SCORES.items()})
+    oof = pd.DataFrame({"kepid": groups, "kepoi_name": labelled["kepoi_name"], "label": y,
+                        "fold": fold_of, "probability": prob})
+    summary = scores_with_intervals(y, prob, groups, n_boot=n_boot, seed=seed)
+    for name in SCORES:
+        values = np.array([f[name] for f in per_fold])
+        summary[f"{name}_fold_mean"], summary[f"{name}_fold_std"] = float(values.mean()), float(values.std(ddof=1))
+    summary.update(n_kois=int(len(y)), n_stars=int(len(np.unique(groups))), n_confirmed=int(y.sum()),
+                   n_false_positive=int(len(y) - y.sum()))
+    return oof, summary
+
+
+def training_table(koi: pd.DataFrame) -> pd.DataFrame:
+    """The KOI training table as logged: ``kepid, kepoi_name, label`` and the allowed inputs.
+
+    The identifiers are kept for the record (which KOIs trained the model); the model reads
+    only :func:`build_features` of it.
+    """
+    labelled = koi_labels(koi)
+    cols = ["kepid", "kepoi_name", "label"] + [c for c in ALLOWED_INPUTS if c in labelled]
+    return labelled[cols].reset_index(drop=True)
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """16 hex digits of SHA-256 over a table's CSV text (columns and rows in their order)."""
+    import hashlib
+
+    return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]

@@ -1,0 +1,308 @@
+"""The fusion vetter (issue 14): cv without leakage, the combiner, what cv logs, the served endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pixel_cnn.core import tabular
+from pixel_cnn.core.combiner import Combiner, logit
+from pixel_cnn.core.cv import run_cv
+from pixel_cnn.core.fusion import BRANCHES, KOITable, run_fusion_cv
+from pixel_cnn.core.metrics import binary_metrics
+from pixel_cnn.core.models import get_preset
+from pixel_cnn.io.dataset import load_koi_table
+from tests.conftest import PROJECT, served_model, store_env
+
+JSON = {"Content-Type": "application/json"}
+QUICK = {"epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def koi(data_dir) -> pd.DataFrame:
+    return load_koi_table(data_dir / "koi_cumulative.csv")
+
+
+@pytest.fixture(scope="module")
+def table(koi) -> KOITable:
+    return KOITable(koi)
+
+
+@pytest.fixture(scope="module")
+def fusion_result(real_dataset, table):
+    return run_fusion_cv(real_dataset, get_preset("fusion", **QUICK), table, n_folds=3, seed=5, inner_folds=2)
+
+
+def test_combiner_formula_by_hand():
+    c = Combiner(w_pixel=0.5, w_tabular=2.0, intercept=-1.0)
+    p_pix, p_tab = np.array([0.5, 0.9]), np.array([0.2, 0.7])
+    z = 0.5 * np.log(p_pix / (1 - p_pix)) + 2.0 * np.log(p_tab / (1 - p_tab)) - 1.0
+    assert np.allclose(c.predict(p_pix, p_tab), 1 / (1 + np.exp(-z)))
+    assert np.isfinite(logit([0.0, 1.0])).all()  # clipped, never +-inf
+    assert Combiner.from_dict(c.to_dict()) == c
+    assert Combiner.mean([c, Combiner(1.5, 0.0, 1.0)]) == Combiner(1.0, 1.0, 0.0)
+
+
+def test_combiner_fit_weighs_the_informative_branch():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    informative = np.clip(0.5 + 0.4 * (2 * y - 1) + rng.normal(0, 0.1, 400), 0.01, 0.99)
+    noise = rng.uniform(0.01, 0.99, 400)
+    c = Combiner.fit(noise, informative, y)
+    assert c.w_tabular > 1.0 and abs(c.w_pixel) < 0.3
+
+
+@pytest.mark.slow
+def test_pixel_branch_is_phase2_bit_for_bit(real_dataset, fusion_result):
+    """The fusion cv's pixel predictions and thresholds are phase2's run_cv, same seed and folds."""
+    base = run_cv(real_dataset, get_preset("phase2", **QUICK), n_folds=3, seed=5, inner_folds=2)
+    a = base.oof.sort_values(["repeat", "kepid"]).reset_index(drop=True)
+    b = fusion_result.oof.sort_values(["repeat", "kepid"]).reset_index(drop=True)
+    assert (a["kepid"] == b["kepid"]).all() and (a["fold"] == b["fold"]).all()
+    assert np.array_equal(a["probability"].to_numpy(), b["probability_pixel"].to_numpy())
+    assert np.array_equal(a["threshold"].to_numpy(), b["threshold_pixel"].to_numpy())
+
+
+@pytest.mark.slow
+def test_no_validation_star_koi_in_tabular_training(fusion_result, table, koi):
+    labelled = tabular.koi_labels(koi)
+    for fold in fusion_result.folds:
+        train = fold.tabular_train_kepids
+        assert not np.isin(fold.val_kepids, train).any()
+        # Independently: every labelled KOI of the other stars is used, none of the validation stars'.
+        expected = int((~labelled["kepid"].isin(fold.val_kepids)).sum())
+        assert len(train) == expected == fold.extra_metrics["n_tabular_train_kois"]
+        assert int(labelled["kepid"].isin(fold.val_kepids).sum()) >= len(fold.val_kepids)
+
+
+@pytest.mark.slow
+def test_validation_stars_dispositions_do_not_move_their_predictions(real_dataset, koi, fusion_result):
+    """Flip the KOI-table dispositions of fold 0's validation stars: their fused and tabular
+    predictions stay the same (the tabular branch and the combiner never saw them)."""
+    val = fusion_result.folds[0].val_kepids
+    flip = {"CONFIRMED": "FALSE POSITIVE", "FALSE POSITIVE": "CONFIRMED"}
+    changed = koi.copy()
+    rows = changed["kepid"].isin(val)
+    changed.loc[rows, "koi_disposition"] = changed.loc[rows, "koi_disposition"].map(lambda d: flip.get(d, d))
+    assert (changed["koi_disposition"] != koi["koi_disposition"]).sum() >= len(val)
+    again = run_fusion_cv(real_dataset, get_preset("fusion", **QUICK), changed, n_folds=3, seed=5, inner_folds=2)
+    a = fusion_result.oof[fusion_result.oof["fold"] == 0].set_index("kepid").sort_index()
+    b = again.oof[again.oof["fold"] == 0].set_index("kepid").sort_index()
+    for col in ("probability_tabular", "probability_fused", "threshold_fused"):
+        assert np.array_equal(a[col].to_numpy(), b[col].to_numpy()), col
+    # ... while the other folds, which trained on those KOIs, do change.
+    others = fusion_result.oof["fold"] != 0
+    assert not np.array_equal(fusion_result.oof.loc[others, "probability_tabular"].to_numpy(),
+                              again.oof.loc[others.to_numpy(), "probability_tabular"].to_numpy())
+
+
+@pytest.mark.slow
+def test_branch_metrics_side_by_side(fusion_result):
+    s, oof = fusion_result.summary, fusion_result.oof
+    for b in BRANCHES:
+        expected = binary_metrics(oof["label"], oof[f"probability_{b}"])
+        assert s[f"pr_auc_oof_{b}"] == pytest.approx(expected["pr_auc"])
+        assert s[f"roc_auc_oof_{b}"] == pytest.approx(expected["roc_auc"])
+        for f in fusion_result.folds:
+            assert f"pr_auc_{b}" in f.extra_metrics
+    assert s["pr_auc_oof"] == s["pr_auc_oof_fused"]
+    assert (oof["probability"] == oof["probability_fused"]).all()
+    # Every benchmark star is scored by its first KOI.
+    assert oof["tabular_koi"].str.endswith(".01").all()
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory, prepared_dir, data_dir):
+    """``jobs.cv`` of the fusion preset (3 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
+    from pixel_cnn import jobs
+
+    root = tmp_path_factory.mktemp("fusion-store")
+    env = store_env(root)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result, info = jobs.cv(str(prepared_dir), "fusion", dict(QUICK), n_folds=3, seed=3, inner_folds=2,
+                               register=True, alias="champion", koi_table=str(data_dir / "koi_cumulative.csv"))
+        model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
+        yield {"root": root, "env": env, "result": result, "info": info, "model": model}
+    finally:
+        os.chdir(cwd)
+        mlflow.set_tracking_uri(None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _koi_params(koi, kepid) -> dict:
+    row = tabular.star_koi(koi, [kepid]).iloc[0]
+    return {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if pd.notna(row[k])}
+
+
+@pytest.mark.slow
+def test_fusion_cv_run_logs_branches_and_koi_input(fusion_run):
+    client = MlflowClient(tracking_uri=fusion_run["env"]["MLFLOW_TRACKING_URI"])
+    run = client.get_run(fusion_run["info"]["run_id"])
+    for b in BRANCHES:
+        for m in ("pr_auc", "roc_auc"):
+            assert run.data.metrics[f"{m}_oof_{b}"] == pytest.approx(fusion_run["result"].summary[f"{m}_oof_{b}"])
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    assert inputs["koi-cumulative"].digest == run.data.tags["koi_table_digest"]
+    assert inputs["koi-cumulative"].digest == fusion_run["result"].koi_digest
+    local = client.download_artifacts(run.info.run_id, "oof_predictions.csv", str(fusion_run["root"]))
+    oof = pd.read_csv(local)
+    assert {f"probability_{b}" for b in BRANCHES} <= set(oof.columns)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 3
+    assert all({"pr_auc_pixel", "pr_auc_tabular", "pr_auc_fused"} <= set(c.data.metrics) for c in children)
+
+
+@pytest.mark.slow
+def test_fusion_model_in_process(fusion_run, real_dataset, koi):
+    model, result = fusion_run["model"], fusion_run["result"]
+    stack = real_dataset.stacks[9967771][None].astype(np.float32)
+    alone = model.predict(stack).iloc[0]
+    assert alone["branch"] == "pixel" and alone["tabular_probability"] is None
+    assert alone["threshold"] == pytest.approx(result.threshold_pixel)
+    assert alone["probability"] == alone["pixel_probability"]
+    params = _koi_params(koi, 9967771)
+    fused = model.predict(stack, params=params).iloc[0]
+    assert fused["branch"] == "fused" and fused["threshold"] == pytest.approx(result.summary["threshold"])
+    assert fused["pixel_probability"] == pytest.approx(alone["pixel_probability"])
+    # Recompute the fused probability from the parts: the model's combiner on the two branches.
+    assert fused["probability"] == pytest.approx(
+        float(result.combiner.predict(fused["pixel_probability"], fused["tabular_probability"])))
+    assert fused["inputs_used"].split(",")[0] == "stack" and "koi_period" in fused["inputs_used"]
+
+
+@pytest.mark.slow
+def test_served_fusion_and_fallback_bodies_over_http(fusion_run, real_dataset, koi):
+    stack = real_dataset.stacks[9967771].astype(np.float64).tolist()
+    params = _koi_params(koi, 9967771)
+    expected = fusion_run["model"].predict(np.asarray([stack], dtype=np.float32), params=params).iloc[0]
+    with served_model("models:/pixel-cnn@champion", fusion_run["env"], fusion_run["root"]) as url:
+        def post(body):
+            return httpx.post(f"{url}/invocations", content=json.dumps(body), headers=JSON, timeout=120)
+
+        old = post({"inputs": [stack]})  # today's body, unchanged
+        assert old.status_code == 200, old.text[:300]
+        rec = old.json()["predictions"][0]
+        assert rec["branch"] == "pixel" and rec["tabular_probability"] is None
+        assert rec["probability"] == pytest.approx(rec["pixel_probability"])
+
+        new = post({"inputs": [stack], "params": params})
+        assert new.status_code == 200, new.text[:300]
+        rec = new.json()["predictions"][0]
+        assert rec["branch"] == "fused"
+        assert rec["probability"] == pytest.approx(expected["probability"], rel=1e-6)
+        assert rec["tabular_probability"] == pytest.approx(expected["tabular_probability"], rel=1e-6)
+        assert rec["label"] in ("CONFIRMED", "FALSE POSITIVE") and rec["threshold"] == pytest.approx(expected["threshold"])
+
+        partial = post({"inputs": [stack], "params": {"koi_period": params["koi_period"]}})  # one parameter
+        assert partial.status_code == 200 and partial.json()["predictions"][0]["inputs_used"] == "stack,koi_period"
+
+        for bad, name in (({"koi_period": -3.0}, "koi_period"), ({"koi_depth": 5e6}, "koi_depth"),
+                          ({"koi_srad": 0.0}, "koi_srad")):
+            r = post({"inputs": [stack], "params": {**params, **bad}})
+            assert r.status_code == 400 and name in r.json()["message"], r.text[:300]
+        r = httpx.post(f"{url}/invocations", headers=JSON, timeout=60,
+                       content=json.dumps({"inputs": [stack], "params": {"koi_steff": float("nan")}}))
+        assert r.status_code == 400 and "koi_steff" in r.json()["message"], r.text[:300]
+        r = post({"inputs": [stack], "params": {"koi_impact": "high"}})
+        assert r.status_code == 400 and "koi_impact" in r.json()["message"], r.text[:300]
+        r = post({"inputs": [stack, stack], "params": params})
+        assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
+        r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # not a model input: dropped by MLflow
+        assert r.status_code == 200 and r.json()["predictions"][0]["inputs_used"] == "stack", r.text[:300]
+        assert post({"inputs": [stack]}).status_code == 200  # still serving
+
+        # The README's two curl examples, as written, against this server.
+        readme = (PROJECT / "README.md").read_text()
+        port = url.rsplit(":", 1)[1]
+        for marker, branch in (("serve-example", "pixel"), ("serve-fusion-example", "fused")):
+            block = re.search(rf"<!-- {marker}:start -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+            assert "127.0.0.1:5001" in block
+            proc = subprocess.run(["bash", "-c", block.replace("127.0.0.1:5001", f"127.0.0.1:{port}")],
+                                  cwd=PROJECT, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            pred = json.loads(proc.stdout)["predictions"]
+            assert len(pred) == 1 and pred[0]["branch"] == branch, proc.stdout[:300]
+        assert pred[0]["probability"] == pytest.approx(expected["probability"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_predict_cli_prints_each_branch(fusion_run, data_dir):
+    import sys
+
+    stacks = data_dir / "stacks"
+    renamed = fusion_run["root"] / "no_kepid.npy"
+    renamed.write_bytes((stacks / "pixdiff_9967771.npy").read_bytes())
+    cmd = [sys.executable, "-m", "pixel_cnn.predict", str(stacks / "pixdiff_9967771.npy"), str(renamed)]
+    env = {**fusion_run["env"], "PYTHONPATH": str(PROJECT)}
+    out = subprocess.run(cmd, env=env, cwd=fusion_run["root"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert "(fused; pixel" in lines[0] and "tabular" in lines[0] and "KOI K01875.01" in lines[0]
+    assert lines[1].startswith("no_kepid.npy -> p=") and "pixel only: no kepid in the file name" in lines[1]
+    alone = subprocess.run(cmd[:4] + ["--no-koi"], env=env, cwd=fusion_run["root"], capture_output=True,
+                           text=True, timeout=300)
+    assert alone.returncode == 0 and "(pixel only: --no-koi)" in alone.stdout, alone.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_cv_entry_point_defaults_to_fusion_and_prints_branches(tmp_path, prepared_dir, data_dir):
+    """`mlflow run . -e cv` with its defaults (preset fusion), short: the branches are printed and logged."""
+    from tests.conftest import mlflow_run
+
+    env = store_env(tmp_path)
+    proc = mlflow_run("cv", {"dataset": prepared_dir, "epochs": 2, "n_folds": 3, "inner_folds": 2}, env, tmp_path)
+    assert "--preset fusion" in proc.stderr + proc.stdout
+    assert "cv branches (pooled OOF): pixel PR-AUC" in proc.stdout
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                             "tags.`mlflow.project.entryPoint` = 'cv'")[0]
+    assert run.data.tags["preset"] == "fusion" and "pr_auc_oof_tabular" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_bench_tabular_entry_point(tmp_path):
+    from tests.conftest import mlflow_run
+
+    env = store_env(tmp_path)
+    proc = mlflow_run("bench_tabular", {"n_boot": 20, "out": tmp_path / "t.json"}, env, tmp_path)
+    assert "recall at precision 0.99" in proc.stdout and json.loads((tmp_path / "t.json").read_text())["summary"]
+
+
+@pytest.mark.slow
+def test_bench_quality_tabular_and_fusion_rows(tracking_store, prepared_dir, monkeypatch):
+    """``make bench-quality``'s job with phase2, tabular and fusion: one table on the same folds; the fusion
+    cv's pixel branch equals the separately run phase2 row, its tabular branch is the tabular row."""
+    from pixel_cnn import jobs
+    from pixel_cnn.core import models
+
+    for name in ("phase2", "fusion"):
+        monkeypatch.setitem(models.PRESETS, name, models.PRESETS[name].replace(epochs=1))
+    out = tracking_store / "quality.json"
+    bench, table = jobs.bench_quality(str(prepared_dir), ("phase2", "tabular", "fusion"), n_folds=3, repeats=2,
+                                      inner_folds=2, out=str(out))
+    rows = json.loads(out.read_text())["presets"]
+    assert list(rows) == ["phase2", "tabular", "fusion"]
+    for m in ("pr_auc", "roc_auc", "f1", "brier"):
+        assert rows["fusion"]["branch_pixel"][m] == rows["phase2"][m]["mean"]
+        assert rows["fusion"]["branch_tabular"][m] == rows["tabular"][m]["mean"]
+    assert "| tabular |" in table and "| fusion |" in table
+    run = MlflowClient().get_run(bench["run_id"])
+    assert run.data.metrics["tabular.pr_auc_mean"] == pytest.approx(rows["tabular"]["pr_auc"]["mean"])
