@@ -35,7 +35,7 @@ from pixel_cnn.core.metrics import METRIC_NAMES, binary_metrics, f1_optimal_thre
 from pixel_cnn.core.models import Preset
 from pixel_cnn.core.representation import build_inputs
 from pixel_cnn.core.training import train_fold
-from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.dataset import Dataset
 
 BRANCHES = ("pixel", "tabular", "fused")
 

@@ -21,7 +21,7 @@ from pixel_cnn.core.ensemble import save_members
 from pixel_cnn.core.fusion import BRANCHES, FusionCVResult
 from pixel_cnn.core.metrics import pr_roc_figure, reliability_figure
 from pixel_cnn.core.models import Preset
-from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.tracking import registry
 from pixel_cnn.tracking.pyfunc import log_pyfunc
 from pixel_cnn.tracking.runs import log_dataset_input, log_df, log_figure, log_params_once, model_params, now_ms

@@ -21,8 +21,9 @@ import pandas as pd
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.models import Preset
-from pixel_cnn.io.dataset import Dataset, read_dataset
+from pixel_cnn.io.dataset import read_dataset
 from pixel_cnn.tracking import stores
 
 EXPERIMENT_CV = "pixel-cnn-cv"

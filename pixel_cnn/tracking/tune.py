@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from pixel_cnn.tracking.runs import EXPERIMENT_TUNE, log_df, log_params_once, model_params, now_ms
-from pixel_cnn.io.dataset import Dataset
+from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.models import Preset
 from pixel_cnn.core.tuning import TuneHooks
 
