@@ -1,11 +1,19 @@
-"""Score stack files with a registered model from the command line.
+"""Score stack files and folders with a registered model from the command line.
 
-    python -m pixel_cnn.predict pixdiff_9967771.npy [more.npy ...] [--model-uri URI]
+    python -m pixel_cnn.predict PATH [PATH ...] [--out results.csv] [--sheets DIR] [--model-uri URI]
 
-prints one line per file, ``pixdiff_9967771.npy -> p=0.46 FALSE POSITIVE``. A
-file that cannot be scored gets a line ``NAME: error: REASON`` on stderr; the
-others are still scored. Exit status: 0 all scored, 1 some file failed, 2 the
-model could not be loaded.
+PATH is a stack file ``pixdiff_<kepid>.npy`` or a folder (every ``*.npy`` below it).
+Prints one line per file, ``pixdiff_9967771.npy -> p=0.46 FALSE POSITIVE``; a file
+that cannot be scored gets ``NAME: REASON`` on stderr and the others are still
+scored. ``--out`` writes the table (one row per file: kepid, file, status, the
+model's probabilities, label and threshold, the vetting statistics, the reason of
+a skipped file); ``--sheets`` writes one vetting sheet (PNG) per scored stack.
+The logic is :mod:`pixel_cnn.scoring`.
+
+The tracking store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the
+checkout's ``mlflow.db`` when it exists (so the command works from any directory),
+else MLflow's default. Exit status: 0 every file scored, 1 some file or path was
+skipped, 2 the model could not be loaded or nothing was given to score.
 """
 
 from __future__ import annotations
@@ -16,16 +24,31 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
+CHECKOUT_STORE = Path(__file__).resolve().parents[1] / "mlflow.db"
+
+
+def default_tracking_uri() -> str | None:
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<checkout>/mlflow.db`` if that file exists, else None."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{CHECKOUT_STORE}" if CHECKOUT_STORE.exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixel_cnn.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", type=Path, help="stack files pixdiff_<kepid>.npy")
+    parser.add_argument("paths", nargs="+", type=Path, help="stack files pixdiff_<kepid>.npy and/or folders")
     parser.add_argument("--model-uri", default=os.environ.get("PIXEL_CNN_MODEL_URI", DEFAULT_MODEL_URI))
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking store (see above)")
+    parser.add_argument("--out", type=Path, default=None, help="write the table of every file as CSV here")
+    parser.add_argument("--sheets", type=Path, default=None, help="write a vetting sheet PNG per stack here")
+    parser.add_argument("--quiet", action="store_true", help="no per-file lines, no progress bar")
     args = parser.parse_args(argv)
 
-    from pixel_cnn.io.dataset import DataError, load_stack
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    from pixel_cnn import scoring
     from pixel_cnn.tracking.pyfunc import ModelLoadError, load
 
     try:
@@ -33,18 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(exc, file=sys.stderr)
         return 2
-    ensemble = model.unwrap_python_model().ensemble
-    failed = 0
-    for path in args.files:
-        try:
-            out = ensemble.predict_stacks([load_stack(path)]).iloc[0]
-        except (DataError, ValueError, OSError) as exc:
-            failed += 1
-            msg = str(exc)
-            print(msg if msg.startswith(path.name) else f"{path.name}: {msg}", file=sys.stderr)
-            continue
-        print(f"{path.name} -> p={out['probability']:.2f} {out['label']}")
-    return 1 if failed else 0
+
+    def show(row: dict) -> None:
+        if row["status"] == "scored":
+            if not args.quiet:
+                scoring.tqdm.write(f"{row['file']} -> p={row['probability']:.2f} {row['label']}", file=sys.stdout)
+            if row["reason"]:
+                scoring.tqdm.write(f"{row['file']}: {row['reason']}", file=sys.stderr)
+        else:
+            scoring.tqdm.write(f"{row['file']}: {row['reason']}", file=sys.stderr)
+
+    report = scoring.score_paths(args.paths, scoring.ModelScorer(model), sheets_dir=args.sheets,
+                                 progress=not args.quiet, on_row=show)
+    if args.out is not None:
+        scoring.write_table(report.table, args.out)
+    if len(report.table) == 0:
+        print("nothing to score", file=sys.stderr)
+        return 2
+    if args.out is not None or args.sheets is not None:
+        where = [f"table {args.out}"] if args.out is not None else []
+        where += [f"{len(report.sheets)} sheets in {args.sheets}"] if args.sheets is not None else []
+        print(f"{report.n_scored} scored, {report.n_skipped} skipped; " + ", ".join(where), file=sys.stderr)
+    return 1 if report.n_skipped else 0
 
 
 if __name__ == "__main__":
