@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from pixel_cnn.core import tuning
-from pixel_cnn.core.cv import CVResult, plan_splits, run_cv
+from pixel_cnn.core.cv import CVResult, cv_description, cv_run_name, oof_interval, plan_splits, run_cv, worst_oof
 from pixel_cnn.core.models import get_preset
 from pixel_cnn.core.quality import bench_quality as run_bench, format_table
+from pixel_cnn.core.sheet import mistake_sheets
 from pixel_cnn.io import tpf
 from pixel_cnn.io.dataset import KOI_REQUIRED_COLUMNS, Dataset, DataError, prepare_dataset, resolve_data_dir, write_dataset
 from pixel_cnn.tracking import cv as tracking_cv
@@ -63,6 +65,8 @@ def cv(
     register: bool = False,
     alias: str = "champion",
     cli_params: dict | None = None,
+    run_name: str | None = None,
+    mistakes: bool = True,
 ) -> tuple[CVResult, dict]:
     """Cross-validate a preset on a prepared dataset, tracked in MLflow.
 
@@ -73,6 +77,15 @@ def cv(
     prep output folder or an artifact URI such as ``runs:/<prep_run_id>/dataset``
     (:func:`pixel_cnn.tracking.runs.open_dataset`), or a dataset already opened
     (``(Dataset, info)``, as tune's ``register_best`` passes it).
+
+    The parent run is named ``run_name``, else after what it is
+    (:func:`pixel_cnn.core.cv.cv_run_name`, ``cv phase2 seed=42 x5``; under
+    ``mlflow run --run-name`` the user's name is kept), and described by its
+    headline figures (pooled OOF PR-AUC and ROC-AUC with their 95 % bootstrap
+    intervals, threshold: :func:`pixel_cnn.core.cv.cv_description`). With
+    ``mistakes`` it logs the vetting sheets of the 4 planets scored lowest and the 4
+    false positives scored highest out of fold (repeat 0) under ``figures/mistakes/``
+    (:func:`pixel_cnn.core.sheet.mistake_sheets`).
 
     Raises
     ------
@@ -91,7 +104,9 @@ def cv(
     data, info = runs.open_dataset(dataset) if isinstance(dataset, str) else dataset
     # Refuse before any run is created: too few targets, or a fold (or inner split) lacking a class.
     plan_splits(data.kepids, data.labels, n_folds, seed, repeats, inner_folds)
-    with runs.job_run(runs.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    name = run_name or cv_run_name(preset.name, seed, n_folds, repeats, given)
+    with runs.job_run(runs.EXPERIMENT_CV, name, cli_params) as run_id:
         tracking_cv.log_cv_inputs(run_id, data, info, preset)
         # A real stack (the smallest) as input example: saved with every model.
         example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
@@ -99,6 +114,12 @@ def cv(
                         callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example),
                         attributions=True)
         tracking_cv.log_cv_summary(run_id, result)
+        roc = oof_interval(result.oof, seed, roc_auc_score)
+        tracking_cv.log_cv_description(run_id, cv_description(result.summary, roc, len(data.labels), repeats), roc)
+        if mistakes:
+            worst = worst_oof(result.oof)
+            sheets = mistake_sheets(worst, result.folds, data.stacks, preset.in_channels - preset.n_scalars)
+            tracking_cv.log_mistakes(run_id, sheets, worst)
         model_info, version = tracking_cv.log_ensemble(
             run_id, result, register, alias, input_example=example, dataset_digest=data.digest)
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
@@ -106,7 +127,7 @@ def cv(
 
 
 def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
-         cli_params: dict | None = None) -> dict:
+         cli_params: dict | None = None, run_name: str | None = None) -> dict:
     """Run an Optuna study of cv on a prepared dataset, tracked in MLflow.
 
     One parent run (this invocation; under ``mlflow run`` the run it created)
@@ -115,7 +136,9 @@ def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
     params/value, trial counts, ``trials.csv`` and Optuna's figures. With
     ``register_best`` the best params are cross-validated again by :func:`cv`
     (a nested child run), registered as ``pixel-cnn`` and given the alias
-    ``challenger``.
+    ``challenger``. The parent is named ``run_name``, else after what it is
+    (:func:`pixel_cnn.core.tuning.tune_run_name`; a ``mlflow run --run-name`` is kept),
+    and described by the best trial (:func:`pixel_cnn.core.tuning.tune_description`).
 
     Parameters
     ----------
@@ -144,7 +167,7 @@ def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
     start = time.perf_counter()
     config.check()
     data, info = runs.open_dataset(dataset)
-    with runs.job_run(runs.EXPERIMENT_TUNE, f"tune-{config.study_name}", cli_params) as run_id:
+    with runs.job_run(runs.EXPERIMENT_TUNE, run_name or tuning.tune_run_name(config), cli_params) as run_id:
         tracking_tune.log_tune_inputs(run_id, tuning.config_dict(config), data, info)
         study, _ = tuning.run_study(config, data, tracking_tune.trial_logger(run_id, config, data))
         summary = tracking_tune.log_study_summary(run_id, study, time.perf_counter() - start)
@@ -159,6 +182,7 @@ def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
                                              "tuned_from_trial": summary["best_trial"]})
             out["registered"] = {"run_id": info_cv["run_id"], "version": info_cv["version"],
                                  "pr_auc_oof": result.summary["pr_auc_oof"]}
+        runs.describe_run(run_id, tuning.tune_description(summary, out.get("registered")))
     out["wall_s"] = time.perf_counter() - start
     return out
 

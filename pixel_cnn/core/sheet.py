@@ -15,6 +15,7 @@ Every number on the sheet comes from :func:`pixel_cnn.core.vetting.vetting_stati
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -24,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.patches import Ellipse
+from matplotlib.ticker import MaxNLocator
 
 from pixel_cnn.core.stack import (
     IN_TRANSIT_BINS,
@@ -90,6 +92,8 @@ def _image_panel(fig, ax, image, title, cbar_label, cmap, symmetric=True, extent
     ax.set_xlabel("column (pixel)", fontsize=8)
     ax.set_ylabel("row (pixel)", fontsize=8)
     ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     cb.set_label(cbar_label, fontsize=7)
     cb.ax.tick_params(labelsize=7)
@@ -179,7 +183,7 @@ def sheet_figure(
     extent = (-0.5, width - 0.5, -0.5, height - 0.5)
 
     fig = plt.figure(figsize=SHEET_SIZE_IN, dpi=SHEET_DPI)
-    grid = fig.add_gridspec(2, 4, height_ratios=[1.0, 0.9], hspace=0.55, wspace=0.62,
+    grid = fig.add_gridspec(2, 4, height_ratios=[1.0, 0.9], hspace=0.72, wspace=0.62,
                             left=0.055, right=0.955, top=0.86, bottom=0.08)
 
     ax = fig.add_subplot(grid[0, 0])
@@ -191,22 +195,22 @@ def sheet_figure(
                 label="dimming centroid")
         _ellipse(ax, stats.centroid_rc, stats.centroid_cov, 1.0, color="lime", lw=1.2)
         _ellipse(ax, stats.centroid_rc, stats.centroid_cov, 3.0, color="lime", lw=0.8, ls="--")
-        note = "x: dimming centroid, ellipses 1 and 3 sigma"
+        note = "x: dimming centroid, 1 and 3 sigma ellipses"
     else:
         note = "no significant dimming: no centroid"
     ax.set_xlim(extent[:2])
     ax.set_ylim(extent[2:])
-    ax.text(0.0, -0.36, f"+: target (flux centroid); {note}\n"
+    ax.text(0.0, -0.33, f"+: target (out-of-transit flux centroid)\n{note}\n"
             f"dotted: target aperture; 1 pixel = {KEPLER_PIXEL_SCALE_ARCSEC} arcsec",
-            transform=ax.transAxes, fontsize=7, va="top")
+            transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
 
     ax = fig.add_subplot(grid[0, 1])
     if attribution is not None:
         _image_panel(fig, ax, np.asarray(attribution, dtype=float), "attribution\n(Integrated Gradients)",
                      "logit (+: toward CONFIRMED)", "PiYG", extent=extent)
         ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2)
-        ax.text(0.0, -0.36, attribution_note or "model input resampled onto the stamp",
-                transform=ax.transAxes, fontsize=7, va="top")
+        ax.text(0.0, -0.33, "\n".join(textwrap.wrap(attribution_note or "model input resampled onto the stamp", 44)),
+                transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
     else:
         ax.axis("off")
         ax.text(0.5, 0.5, "attribution not available\nfor this model", ha="center", va="center", fontsize=9)
@@ -220,8 +224,8 @@ def sheet_figure(
     sigma = np.where(np.isfinite(stats.sigma_ppm), stats.sigma_ppm, np.nan)
     _image_panel(fig, ax, sigma, "out-of-transit scatter\n(bins 4-11, 20-27)", "robust scatter per bin, ppm", "viridis",
                  symmetric=False)
-    ax.text(0.0, -0.36, "low scatter = bright pixel (photon noise);\ngrey: no data",
-            transform=ax.transAxes, fontsize=7, va="top")
+    ax.text(0.0, -0.33, "low scatter = bright pixel (photon noise);\ngrey: no data",
+            transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
 
     ax = fig.add_subplot(grid[1, :2])
     for bins, colour, name in ((IN_TRANSIT_BINS, "tab:red", "in transit (0, 31)"),
@@ -279,4 +283,48 @@ def table_cells(fig: plt.Figure) -> dict[str, list[str]]:
             n_rows = max(r for r, _ in cells) + 1
             for r in range(1, n_rows):
                 out.setdefault(cells[(r, 0)].get_text().get_text(), []).append(cells[(r, 1)].get_text().get_text())
+    return out
+
+
+def mistake_sheets(worst, folds, stacks: dict, n_maps: int) -> list[tuple[str, plt.Figure]]:
+    """Vetting sheets of a cv's worst out-of-fold calls, each with the attribution of the fold that scored it.
+
+    Parameters
+    ----------
+    worst : pandas.DataFrame
+        :func:`pixel_cnn.core.cv.worst_oof` rows (``kepid, label, repeat, fold,
+        probability, threshold, rank, mistake``).
+    folds : list of :class:`~pixel_cnn.core.cv.FoldOutcome`
+        The cv's folds; ``attributions`` (``(n_val, C, S, S)``) may be None (no panel).
+    stacks : dict
+        kepid -> validated ``(32, H, W)`` stack.
+    n_maps : int
+        Leading image channels of the model input (their attributions are summed).
+
+    Returns
+    -------
+    list of ``(artifact path, Figure)``, paths
+    ``figures/mistakes/planet_<rank>_<kepid>.png`` (planets scored lowest) and
+    ``figures/mistakes/fp_<rank>_<kepid>.png`` (false positives scored highest).
+    """
+    from pixel_cnn.core.ensemble import LABELS
+
+    by_fold = {(f.repeat, f.fold): f for f in folds}
+    out = []
+    for row in worst.itertuples(index=False):
+        kepid, label = int(row.kepid), int(row.label)
+        fold = by_fold[(int(row.repeat), int(row.fold))]
+        attribution, note = None, ""
+        if fold.attributions is not None:
+            i = int(np.flatnonzero(np.asarray(fold.val_kepids) == kepid)[0])
+            attr = fold.attributions[i]
+            attribution = attr[:n_maps].sum(0)
+            note = f"fold {row.fold} network (out of fold); scalar inputs {float(attr[n_maps:].sum()):+.2f} logit"
+        prob, threshold = float(row.probability), float(row.threshold)
+        prediction = {"probability": prob, "label": LABELS[int(prob >= threshold)], "threshold": threshold}
+        kind = "planet" if label == 1 else "fp"
+        what = ("planet scored lowest" if label == 1 else "false positive scored highest") + f" #{row.rank}"
+        fig = sheet_figure(stacks[kepid], kepid, prediction, attribution, note, truth=LABELS[label],
+                           source=f"cv out-of-fold, {what}, fold {row.fold}")
+        out.append((f"figures/mistakes/{kind}_{row.rank}_{kepid}.png", fig))
     return out
