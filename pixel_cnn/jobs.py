@@ -23,8 +23,9 @@ from pixel_cnn.core import tuning
 from pixel_cnn.core.cv import CVResult, cv_description, cv_run_name, oof_interval, plan_splits, run_cv, worst_oof
 from pixel_cnn.core.models import get_preset
 from pixel_cnn.core.quality import bench_quality as run_bench, format_table
-from pixel_cnn.core.sheet import mistake_sheets
+from pixel_cnn.core.sheet import mistake_sheet_specs
 from pixel_cnn.io import tpf
+from pixel_cnn.scoring import BackgroundSheets
 from pixel_cnn.io.dataset import KOI_REQUIRED_COLUMNS, Dataset, DataError, prepare_dataset, resolve_data_dir, write_dataset
 from pixel_cnn.tracking import cv as tracking_cv
 from pixel_cnn.tracking import prep as tracking_prep
@@ -85,7 +86,8 @@ def cv(
     intervals, threshold: :func:`pixel_cnn.core.cv.cv_description`). With
     ``mistakes`` it logs the vetting sheets of the 4 planets scored lowest and the 4
     false positives scored highest out of fold (repeat 0) under ``figures/mistakes/``
-    (:func:`pixel_cnn.core.sheet.mistake_sheets`).
+    (:func:`pixel_cnn.core.sheet.mistake_sheet_specs`, drawn in a worker process
+    while the model is logged: :class:`pixel_cnn.scoring.BackgroundSheets`).
 
     Raises
     ------
@@ -113,15 +115,23 @@ def cv(
         result = run_cv(data, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
                         callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example),
                         attributions=True)
-        tracking_cv.log_cv_summary(run_id, result)
-        roc = oof_interval(result.oof, seed, roc_auc_score)
-        tracking_cv.log_cv_description(run_id, cv_description(result.summary, roc, len(data.labels), repeats), roc)
-        if mistakes:
+        sheets = None
+        if mistakes:  # drawn in a worker process while the summary and the model are logged
             worst = worst_oof(result.oof)
-            sheets = mistake_sheets(worst, result.folds, data.stacks, preset.in_channels - preset.n_scalars)
-            tracking_cv.log_mistakes(run_id, sheets, worst)
-        model_info, version = tracking_cv.log_ensemble(
-            run_id, result, register, alias, input_example=example, dataset_digest=data.digest)
+            sheets = BackgroundSheets(mistake_sheet_specs(worst, result.folds, data.stacks,
+                                                          preset.in_channels - preset.n_scalars))
+        try:
+            tracking_cv.log_cv_summary(run_id, result)
+            roc = oof_interval(result.oof, seed, roc_auc_score)
+            tracking_cv.log_cv_description(run_id, cv_description(result.summary, roc, len(data.labels), repeats),
+                                           roc)
+            model_info, version = tracking_cv.log_ensemble(
+                run_id, result, register, alias, input_example=example, dataset_digest=data.digest)
+            if sheets is not None:
+                tracking_cv.log_mistakes(run_id, sheets.result(), worst)
+        finally:
+            if sheets is not None:
+                sheets.close()
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
                     "wall_s": time.perf_counter() - start}
 

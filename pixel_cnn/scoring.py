@@ -151,6 +151,52 @@ def write_sheet(path: Path, stack: np.ndarray, kepid, prediction: dict, scorer: 
     return path
 
 
+def render_sheets(specs: list[tuple[str, dict]], out_dir: str | os.PathLike) -> list[Path]:
+    """Draw each ``(relative path, sheet_figure kwargs)`` and save it as PNG under ``out_dir``; returns the paths."""
+    import matplotlib.pyplot as plt
+
+    from pixel_cnn.core.sheet import SHEET_DPI, sheet_figure
+
+    paths = []
+    for rel, kwargs in specs:
+        path = Path(out_dir) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = sheet_figure(**kwargs)
+        try:
+            fig.savefig(path, dpi=SHEET_DPI)
+        finally:
+            plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+class BackgroundSheets:
+    """Render vetting sheets in one worker process while the caller goes on (cv logs its model meanwhile).
+
+    Sheets are CPU-bound matplotlib work; cv trains on one thread, so on a machine with a
+    free core this hides their cost. ``result()`` waits and returns the folder holding them
+    (``<tmp>/<relative path>``); the folder lives until :meth:`close`. Uses ``fork`` where the
+    platform has it (nothing to re-import), else ``spawn``.
+    """
+
+    def __init__(self, specs: list[tuple[str, dict]]):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="pixel-cnn-sheets-")
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method))
+        self._future = self._pool.submit(render_sheets, specs, self._tmp.name)
+
+    def result(self) -> Path:
+        self._future.result()
+        return Path(self._tmp.name)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._tmp.cleanup()
+
+
 @dataclass
 class ScoreReport:
     """What :func:`score_paths` did: the table, and the sheets written."""

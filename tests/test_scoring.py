@@ -31,7 +31,7 @@ GOOD = (9967771, 3557341, 10419211, 8240861, 6666233, 2720309)  # benchmark stac
 BAD = {
     "pixdiff_13261401.npy": ("placeholder", "1 phase bins"),
     "pixdiff_1.npy": ("text", "not an .npy file"),
-    "pixdiff_2.npy": ("pickle", "pickled"),
+    "pixdiff_2.npy": ("pickle", "pickle"),
     "pixdiff_3.npy": ("all_nan", "every value is NaN"),
     "pixdiff_4.npy": ("truncated", "not a readable .npy file"),
     "pixdiff_5.npy": ("tiny", "smaller than 3x3"),

@@ -6,6 +6,8 @@ fluent "active run".
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
@@ -114,11 +116,10 @@ def log_cv_summary(run_id: str, result: CVResult) -> None:
     client.log_dict(run_id, result.preset.to_dict(), "config.json")
 
 
-def log_mistakes(run_id: str, sheets: list, worst: pd.DataFrame) -> None:
-    """Log the vetting sheets of the worst out-of-fold calls under ``figures/mistakes/`` (and their table)."""
-    for path, fig in sheets:
-        log_figure(run_id, fig, path)
+def log_mistakes(run_id: str, folder, worst: pd.DataFrame) -> None:
+    """Log the vetting sheets of the worst out-of-fold calls, ``folder/figures/mistakes/*.png``, and their table."""
     log_df(run_id, worst, "figures/mistakes/mistakes.csv")
+    MlflowClient().log_artifacts(run_id, str(Path(folder) / "figures" / "mistakes"), "figures/mistakes")
 
 
 def log_cv_description(run_id: str, text: str, roc_interval: tuple[float, float]) -> None:
