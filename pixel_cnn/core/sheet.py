@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.patches import Ellipse
-from matplotlib.ticker import MaxNLocator
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from pixel_cnn.core.stack import (
     IN_TRANSIT_BINS,
@@ -51,6 +52,8 @@ STATISTIC_LABELS = {
     "centroid_offset_sigma": "centroid offset / its error",
     "frac_on_target": "share of dimming on target",
 }
+#: Colour-bar label of the difference images.
+DIFF_UNIT = "dimming, ppm of stamp flux (out - in)"
 #: Phase shown on the light curve: [-0.25, 0.75), so the transit (0) and the secondary (0.5) are whole.
 PHASE_START = -0.25
 
@@ -81,9 +84,9 @@ def _image_panel(fig, ax, image, title, cbar_label, cmap, symmetric=True, extent
         lim = float(np.abs(finite).max()) if finite.size else 1.0
         lim = lim or 1.0
         kw = {"vmin": -lim, "vmax": lim}
-    else:
-        kw = {"vmin": float(finite.min()) if finite.size else 0.0,
-              "vmax": float(finite.max()) if finite.size else 1.0}
+    else:  # positive quantities over decades (scatter): logarithmic
+        kw = {"norm": LogNorm(vmin=float(finite.min()) if finite.size else 1.0,
+                              vmax=float(finite.max()) if finite.size else 10.0)}
     cm = plt.get_cmap(cmap).copy()
     cm.set_bad("0.6")
     im = ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cm, interpolation="nearest",
@@ -94,7 +97,11 @@ def _image_panel(fig, ax, image, title, cbar_label, cmap, symmetric=True, extent
     ax.tick_params(labelsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, ticks=MaxNLocator(5))
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, ticks=MaxNLocator(5) if symmetric else None)
+    if symmetric:
+        cb.formatter = ScalarFormatter(useOffset=False)
+        cb.formatter.set_powerlimits((-9, 9))
+        cb.update_ticks()
     cb.set_label(cbar_label, fontsize=7)
     cb.ax.tick_params(labelsize=7)
     return im
@@ -178,8 +185,10 @@ def sheet_figure(
     stack = np.asarray(stack, dtype=np.float64)
     stats = vetting_statistics(stack) if stats is None else stats
     height, width = stack.shape[1:]
-    dimming = -stack[list(IN_TRANSIT_BINS)].mean(axis=0) * PPM       # out - in, + = dimming
-    secondary = -stack[list(SECONDARY_BINS)].mean(axis=0) * PPM
+    # difference images in units of the stamp's flux (flux proxy x fractional change): faint pixels,
+    # whose fractional change is mostly noise, weigh what their flux weighs (as in flux units)
+    dimming = -stack[list(IN_TRANSIT_BINS)].mean(axis=0) * stats.weight * PPM       # out - in, + = dimming
+    secondary = -stack[list(SECONDARY_BINS)].mean(axis=0) * stats.weight * PPM
     extent = (-0.5, width - 0.5, -0.5, height - 0.5)
 
     fig = plt.figure(figsize=SHEET_SIZE_IN, dpi=SHEET_DPI)
@@ -187,7 +196,7 @@ def sheet_figure(
                             left=0.055, right=0.955, top=0.86, bottom=0.08)
 
     ax = fig.add_subplot(grid[0, 0])
-    _image_panel(fig, ax, dimming, "in-transit difference\n(bins 0, 31)", "dimming, ppm (out - in)", "RdBu_r")
+    _image_panel(fig, ax, dimming, "in-transit difference\n(bins 0, 31)", DIFF_UNIT, "RdBu_r")
     _outline(ax, stats.aperture)
     ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2, label="target (flux centroid)")
     if stats.centroid_rc is not None:
@@ -216,13 +225,12 @@ def sheet_figure(
         ax.text(0.5, 0.5, "attribution not available\nfor this model", ha="center", va="center", fontsize=9)
 
     ax = fig.add_subplot(grid[0, 2])
-    _image_panel(fig, ax, secondary, "secondary-eclipse difference\n(bins 15-16)", "dimming, ppm (out - in)",
-                 "RdBu_r")
+    _image_panel(fig, ax, secondary, "secondary-eclipse difference\n(bins 15-16)", DIFF_UNIT, "RdBu_r")
     ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2)
 
     ax = fig.add_subplot(grid[0, 3])
     sigma = np.where(np.isfinite(stats.sigma_ppm), stats.sigma_ppm, np.nan)
-    _image_panel(fig, ax, sigma, "out-of-transit scatter\n(bins 4-11, 20-27)", "robust scatter per bin, ppm", "viridis",
+    _image_panel(fig, ax, sigma, "out-of-transit scatter\n(bins 4-11, 20-27)", "robust scatter per bin, ppm (log)", "viridis",
                  symmetric=False)
     ax.text(0.0, -0.33, "low scatter = bright pixel (photon noise);\ngrey: no data",
             transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)

@@ -279,7 +279,10 @@ class VettingStatistics:
     no WCS), ``centroid_rc`` the dimming centroid (None when not measured), ``centroid_cov``
     its 2x2 covariance, pixel**2; ``phase_curve_ppm`` float64 ``(32,)`` the aperture light
     curve per phase bin and ``noise_ppm`` its per-bin robust scatter; ``aperture`` bool
-    ``(H, W)``; ``sigma_ppm`` float64 ``(H, W)`` per-pixel out-of-transit scatter (inf: dead pixel).
+    ``(H, W)``; ``sigma_ppm`` float64 ``(H, W)`` per-pixel out-of-transit scatter (inf: dead pixel);
+    ``weight`` float64 ``(H, W)`` the flux proxy (:func:`flux_proxy`, sum 1): ``weight * (fractional
+    change)`` is a pixel's change in units of the stamp's flux, the difference image the centroid is
+    measured on (summed over the stamp it gives the aperture light curve).
     """
 
     depth_ppm: float
@@ -298,6 +301,7 @@ class VettingStatistics:
     noise_ppm: float
     aperture: np.ndarray
     sigma_ppm: np.ndarray
+    weight: np.ndarray
 
     def row(self) -> dict[str, float]:
         """The scalars, keyed as :data:`STATISTICS_COLUMNS` (one CSV row's statistics)."""
@@ -346,4 +350,5 @@ def vetting_statistics(stack: np.ndarray, sigma: np.ndarray | None = None) -> Ve
         noise_ppm=float(m["s_a"][0] * PPM),
         aperture=m["aperture"][0].copy(),
         sigma_ppm=m["sigma"][0] * PPM,
+        weight=m["w"][0].copy(),
     )
