@@ -256,6 +256,7 @@ def tune_finish(study, parent_run_id: str, reached: bool, wall_s: float) -> tupl
     """
     closed = tracking_tune.close_failed_trial_runs(study)
     summary = tracking_tune.log_study_summary(parent_run_id, study, wall_s)
+    runs.describe_run(parent_run_id, tuning.tune_description(summary))
     stores.end_run(parent_run_id, "FINISHED" if reached else "FAILED")
     return summary, closed
 

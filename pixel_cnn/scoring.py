@@ -235,8 +235,9 @@ def score_paths(paths: list[str | os.PathLike], scorer: ModelScorer, sheets_dir:
     -------
     ScoreReport
         One row per file (and per missing path), in the order found.
-        Never raises for a bad file: unreadable, not a stack, refused by the
-        model, or a sheet that cannot be drawn -> ``status="skipped"`` and the reason.
+        Never raises for a bad file: unreadable, not a stack, or refused by the
+        model -> ``status="skipped"`` and the reason. A sheet that cannot be written
+        (disk full, unwritable folder) leaves the row ``scored`` with the reason.
     """
     files, missing = stack_files(paths)
     rows: list[dict] = [candidate_row(p, None, reason=why) for p, why in missing]

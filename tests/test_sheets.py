@@ -193,3 +193,25 @@ def test_job_run_names_the_run_unless_the_user_did(tracking_store, monkeypatch):
     with job_run("names", "tune phase2 study=s seed=1 x5 n=3") as run_id:
         pass
     assert client.get_run(run_id).info.run_name == "tune phase2 study=s seed=1 x5 n=3"
+
+
+def test_run_names_and_descriptions_say_what_the_run_is():
+    from pixel_cnn.core.cv import cv_description, cv_run_name
+    from pixel_cnn.core.tuning import TuneConfig, tune_description, tune_run_name
+
+    assert cv_run_name("phase2", 42, 5) == "cv phase2 seed=42 x5"
+    assert cv_run_name("seed", 7, 3, repeats=5, overrides={"lr": 1e-4, "dropout": None}) == "cv seed seed=7 x3 r5 lr=0.0001"
+    summary = {"pr_auc_oof": 0.8021, "pr_auc_oof_ci_low": 0.68, "pr_auc_oof_ci_high": 0.9, "roc_auc_oof": 0.839,
+               "threshold": 0.4567}
+    text = cv_description(summary, (0.75, 0.91), 97, 1)
+    assert "PR-AUC (average precision): **0.802** (95 % bootstrap interval 0.680-0.900)" in text
+    assert "ROC-AUC: **0.839** (95 % bootstrap interval 0.750-0.910)" in text
+    assert "threshold: **0.457**" in text and "97 targets" in text
+    config = TuneConfig(preset="phase2", study_name="s1", seed=3, n_folds=4, n_trials=6, storage="sqlite:///:memory:")
+    assert tune_run_name(config) == "tune phase2 study=s1 seed=3 x4 n=6"
+    counts = {"n_trials": 6, "n_trials_complete": 4, "n_trials_pruned": 2, "n_trials_fail": 0, "run_trials": 6}
+    text = tune_description({"best_value": 0.7123, "best_params": {"lr": 0.001, "epochs": 20}, "best_trial": 2,
+                             "counts": counts})
+    assert "best trial 2: mean fold PR-AUC (average precision) **0.712** with epochs=20, lr=0.001" in text
+    assert "6 (4 complete, 2 pruned, 0 failed)" in text
+    assert "No trial completed." in tune_description({"best_value": None, "counts": counts})
