@@ -86,7 +86,7 @@ def cv(
     intervals, threshold: :func:`pixel_cnn.core.cv.cv_description`). With
     ``mistakes`` it logs the vetting sheets of the 4 planets scored lowest and the 4
     false positives scored highest out of fold (repeat 0) under ``figures/mistakes/``
-    (:func:`pixel_cnn.core.sheet.mistake_sheet_specs`, drawn in a worker process
+    (:func:`pixel_cnn.core.sheet.mistake_sheet_specs`, drawn in worker processes
     while the model is logged: :class:`pixel_cnn.scoring.BackgroundSheets`).
 
     Raises
@@ -116,7 +116,7 @@ def cv(
                         callbacks=tracking_cv.MlflowCVCallbacks(run_id, preset, input_example=example),
                         attributions=True)
         sheets = None
-        if mistakes:  # drawn in a worker process while the summary and the model are logged
+        if mistakes:  # drawn in worker processes while the summary and the model are logged
             worst = worst_oof(result.oof)
             sheets = BackgroundSheets(mistake_sheet_specs(worst, result.folds, data.stacks,
                                                           preset.in_channels - preset.n_scalars))

@@ -171,25 +171,28 @@ def render_sheets(specs: list[tuple[str, dict]], out_dir: str | os.PathLike) -> 
 
 
 class BackgroundSheets:
-    """Render vetting sheets in one worker process while the caller goes on (cv logs its model meanwhile).
+    """Render vetting sheets in worker processes while the caller goes on (cv logs its model meanwhile).
 
-    Sheets are CPU-bound matplotlib work; cv trains on one thread, so on a machine with a
-    free core this hides their cost. ``result()`` waits and returns the folder holding them
+    Sheets are CPU-bound matplotlib work and the caller is mostly waiting on the tracking
+    store meanwhile; ``workers`` processes (2: the project's machines have 2 cores) each
+    draw every ``workers``-th sheet. ``result()`` waits and returns the folder holding them
     (``<tmp>/<relative path>``); the folder lives until :meth:`close`. Uses ``fork`` where the
     platform has it (nothing to re-import), else ``spawn``.
     """
 
-    def __init__(self, specs: list[tuple[str, dict]]):
+    def __init__(self, specs: list[tuple[str, dict]], workers: int = 2):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self._tmp = tempfile.TemporaryDirectory(prefix="pixel-cnn-sheets-")
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method))
-        self._future = self._pool.submit(render_sheets, specs, self._tmp.name)
+        workers = max(1, min(workers, len(specs)))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        self._futures = [self._pool.submit(render_sheets, specs[i::workers], self._tmp.name) for i in range(workers)]
 
     def result(self) -> Path:
-        self._future.result()
+        for future in self._futures:
+            future.result()
         return Path(self._tmp.name)
 
     def close(self) -> None:
