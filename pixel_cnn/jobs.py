@@ -107,7 +107,7 @@ def cv(
     # Refuse before any run is created: too few targets, or a fold (or inner split) lacking a class.
     plan_splits(data.kepids, data.labels, n_folds, seed, repeats, inner_folds)
     given = {k: v for k, v in overrides.items() if v is not None}
-    name = run_name or cv_run_name(preset.name, seed, n_folds, repeats, given)
+    name = run_name or cv_run_name(preset.name, seed, n_folds, repeats, given, inner_folds)
     with runs.job_run(runs.EXPERIMENT_CV, name, cli_params) as run_id:
         tracking_cv.log_cv_inputs(run_id, data, info, preset)
         # A real stack (the smallest) as input example: saved with every model.

@@ -234,7 +234,7 @@ def test_cv_parent_named_described_and_logs_worst_call_sheets(registered):
 
     client = MlflowClient(registered["env"]["MLFLOW_TRACKING_URI"])
     run = client.get_run(registered["info"]["run_id"])
-    assert run.info.run_name == "cv phase2 seed=3 x2 epochs=2"
+    assert run.info.run_name == "cv phase2 seed=3 x2 inner=0 epochs=2"
     note = run.data.tags["mlflow.note.content"]
     m = run.data.metrics
     for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "roc_auc_oof", "roc_auc_oof_ci_low",

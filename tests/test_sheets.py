@@ -201,6 +201,7 @@ def test_run_names_and_descriptions_say_what_the_run_is():
 
     assert cv_run_name("phase2", 42, 5) == "cv phase2 seed=42 x5"
     assert cv_run_name("seed", 7, 3, repeats=5, overrides={"lr": 1e-4, "dropout": None}) == "cv seed seed=7 x3 r5 lr=0.0001"
+    assert cv_run_name("phase2", 1, 2, inner_folds=0) == "cv phase2 seed=1 x2 inner=0"
     summary = {"pr_auc_oof": 0.8021, "pr_auc_oof_ci_low": 0.68, "pr_auc_oof_ci_high": 0.9, "roc_auc_oof": 0.839,
                "threshold": 0.4567}
     text = cv_description(summary, (0.75, 0.91), 97, 1)

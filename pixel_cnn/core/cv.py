@@ -199,9 +199,12 @@ def worst_oof(oof: pd.DataFrame, n: int = 4, repeat: int = 0) -> pd.DataFrame:
     return out
 
 
-def cv_run_name(preset: str, seed: int, n_folds: int, repeats: int = 1, overrides: dict | None = None) -> str:
-    """What a cv run is, as its name: ``cv phase2 seed=42 x5`` (``x5 r3`` with repeats, overrides after)."""
+def cv_run_name(preset: str, seed: int, n_folds: int, repeats: int = 1, overrides: dict | None = None,
+                inner_folds: int = INNER_FOLDS) -> str:
+    """What a cv run is, as its name: ``cv phase2 seed=42 x5`` (``x5 r3`` with repeats, ``inner=0`` when
+    the inner threshold split is not the default, then the preset overrides)."""
     name = f"cv {preset} seed={seed} x{n_folds}" + (f" r{repeats}" if repeats > 1 else "")
+    name += f" inner={inner_folds}" if inner_folds != INNER_FOLDS else ""
     extra = " ".join(f"{k}={v}" for k, v in sorted((overrides or {}).items()) if v is not None)
     return f"{name} {extra}" if extra else name
 
