@@ -29,6 +29,8 @@ MODEL_URI ?= models:/pixel-cnn@champion
 # Extra `mlflow run` parameters, e.g. CV_ARGS="-P preset=seed -P repeats=5".
 PREP_ARGS ?=
 CV_ARGS ?=
+# Arguments of `make predict`, e.g. PREDICT_ARGS="../shared/data/kepler-pixdiff/stacks --out results.csv --sheets sheets/".
+PREDICT_ARGS ?= ../shared/data/kepler-pixdiff/stacks --out results.csv
 MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local
 
 .PHONY: help venv prep cv test test-fast ui serve predict clean
@@ -38,6 +40,7 @@ help:
 	@echo "make test    run the whole test suite (what CI runs)"
 	@echo "make ui      mlflow ui on http://$(HOST):$(UI_PORT)"
 	@echo "make serve   serve $(MODEL_URI) on http://$(HOST):$(SERVE_PORT)/invocations"
+	@echo "make predict score stacks into a table (+ vetting sheets): PREDICT_ARGS=\"DIR --out results.csv --sheets sheets/\""
 	@echo "make tune, promote, bench, bench-quality, bench-tabular, prep-tpf, server, server-stop, tune-workers N=4,"
 	@echo "     test-fast, load, check-model: see README.md and docs/"
 
@@ -67,6 +70,9 @@ serve: $(STAMP)
 	@$(PY) -m entrypoints.check_model $(MODEL_URI)
 	$(VENV)/bin/mlflow models serve -m $(MODEL_URI) --env-manager local --host $(HOST) --port $(SERVE_PORT) \
 	  --workers $(SERVE_WORKERS)
+
+predict: $(STAMP)
+	$(PY) -m pixel_cnn.predict --model-uri $(MODEL_URI) $(PREDICT_ARGS)
 
 clean:
 	rm -rf data/processed

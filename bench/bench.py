@@ -74,6 +74,9 @@ def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -
     as jobs.cv runs it), so the ratio is the cost of logging alone. The sqlite store is created
     first and timed apart (``tracking_store_init_s``): a new ``mlflow.db`` runs MLflow's schema
     migrations once, not on every cv.
+    Also the full cv / the same without the vetting sheets of its worst OOF calls
+    (``mistakes=False``): what the sheets add to ``make cv`` (target <= 1.10).
+
     """
     from pixel_cnn import jobs
     from pixel_cnn.core.cv import run_cv
@@ -95,9 +98,18 @@ def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -
     t0 = time.perf_counter()
     jobs.cv(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True, alias="bench")
     tracked = time.perf_counter() - t0
+    # The sheets of the worst OOF calls: the same cv without them, then with them again (both after the
+    # first tracked cv, which pays the store's one-time costs: experiment, registered model).
+    walls = {}
+    for sheets in (False, True):
+        t0 = time.perf_counter()
+        jobs.cv(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True,
+                alias=f"bench-sheets-{str(sheets).lower()}", mistakes=sheets)
+        walls[sheets] = time.perf_counter() - t0
     return {"cv_untracked_s": untracked, "cv_tracked_s": tracked, "cv_plain_s": plain,
-            "tracking_overhead_ratio": tracked / untracked,
-            "tracking_and_attributions_ratio": tracked / plain, "tracking_store_init_s": store_init}
+            "tracking_overhead_ratio": tracked / untracked, "tracking_and_attributions_ratio": tracked / plain,
+            "tracking_store_init_s": store_init, "cv_tracked_no_sheets_s": walls[False],
+            "cv_tracked_sheets_s": walls[True], "mistake_sheets_overhead_ratio": walls[True] / walls[False]}
 
 
 # ------------------------------------------------------------------ start-up
@@ -224,6 +236,36 @@ def bench_scoring(dataset, model_uri: str, n: int, rounds: int = 3) -> dict:
             "ensemble_mflop_per_image": flop / 1e6, "batch_scoring_gflop_per_s": flop * n / secs["pyfunc"] / 1e9}
 
 
+# ------------------------------------------------------------------ batch scoring into a table, vetting sheets
+
+
+def bench_batch(model_uri: str, root: Path, n_sheets: int, rounds: int = 3) -> dict:
+    """`python -m pixel_cnn.predict` work without the start-up: rows/s into the table, sheets/s.
+
+    Rows: :func:`pixel_cnn.scoring.score_paths` over the data folder's ``stacks/`` (every file:
+    the real stacks and the placeholders, which get a row with their reason), best of ``rounds``
+    after a warm-up. Sheets: the same on ``n_sheets`` real stacks with ``sheets_dir`` (each sheet:
+    Integrated Gradients of every member, the figure, the PNG), once after a warm-up sheet.
+    """
+    from pixel_cnn import scoring
+    from pixel_cnn.io.dataset import resolve_data_dir
+    from pixel_cnn.tracking.pyfunc import load
+
+    scorer = scoring.ModelScorer(load(model_uri))
+    stacks_dir = resolve_data_dir() / "stacks"
+    n_files = len(scoring.stack_files([stacks_dir])[0])
+    secs = best_of({"rows": lambda: scoring.score_paths([stacks_dir], scorer, progress=False)}, rounds)
+    table = scoring.score_paths([stacks_dir], scorer, progress=False).table
+    good = [stacks_dir / f for f in table.loc[table["status"] == "scored", "file"]]
+    scoring.score_paths(good[:1], scorer, sheets_dir=root / "sheets-warmup", progress=False)
+    t0 = time.perf_counter()
+    report = scoring.score_paths(good[:n_sheets], scorer, sheets_dir=root / "sheets", progress=False)
+    sheet_s = time.perf_counter() - t0
+    return {"batch_rows_per_s": n_files / secs["rows"], "batch_rows_files": n_files,
+            "batch_rows_skipped": int((table["status"] == "skipped").sum()),
+            "sheets_per_s": len(report.sheets) / sheet_s, "sheets_n": len(report.sheets)}
+
+
 # ------------------------------------------------------------------ serving
 
 
@@ -275,11 +317,14 @@ def bench_tune(root: Path, quick: bool, max_epochs: int) -> dict:
 ROWS = [
     ("tracking_overhead_ratio", "cv wall time, full MLflow tracking / tracking off (same science)", "≤ 1.15"),
     ("tracking_and_attributions_ratio", "the same / cv without attributions (the definition before)", ""),
+    ("mistake_sheets_overhead_ratio", "cv wall time with the worst-call vetting sheets / without", "≤ 1.1"),
     ("startup_s", "`mlflow run . -e cv` launch → first training step (s)", ""),
     ("train_throughput_ratio", "train_fold images/s / bare torch loop", "≥ 0.8"),
     ("batch_scoring_ratio", "pyfunc predict (raw stacks) / raw torch forward", "≥ 0.5"),
     ("batch_scoring_images_per_s", "pyfunc predict, images/s (mixed-size raw stacks)", ""),
     ("batch_scoring_gflop_per_s", "pyfunc predict, GFLOP/s of the ensemble's arithmetic", ""),
+    ("batch_rows_per_s", "batch scoring into the table (`predict --out`), files/s", ""),
+    ("sheets_per_s", "vetting sheets (`predict --sheets`), sheets/s", ""),
     ("serve_p50_ms_c1", "served p50 latency, concurrency 1 (ms), `make serve` workers", "≤ 10"),
     ("serve_p99_ms_c1", "served p99 latency, concurrency 1 (ms)", ""),
     ("serve_rps_c1", "served requests/s, concurrency 1", ""),
@@ -309,7 +354,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the machine")
-    parser.add_argument("--skip", default="", help="comma-separated: tracking,startup,training,scoring,serve,tune")
+    parser.add_argument("--skip", default="", help="comma-separated: tracking,startup,training,scoring,batch,serve,tune")
     parser.add_argument("--out-dir", default=str(PROJECT / "bench" / "results"))
     parser.add_argument("--tune-max-epochs", type=int, default=16,
                         help="epochs cap of the tuning studies (keeps `make bench` near 15 minutes)")
@@ -328,6 +373,7 @@ def main(argv=None) -> int:
         ("startup", lambda: bench_startup(prepared, root / "startup")),
         ("training", lambda: bench_training(dataset, preset, 2 if quick else 10)),
         ("scoring", lambda: bench_scoring(dataset, "models:/pixel-cnn@bench", 100 if quick else 1000)),
+        ("batch", lambda: bench_batch("models:/pixel-cnn@bench", root / "tracking", 4 if quick else 20)),
         ("serve", lambda: bench_serving(dataset, "models:/pixel-cnn@bench", root / "tracking", 100 if quick else 2000)),
         ("tune", lambda: bench_tune(root / "tune", quick, args.tune_max_epochs)),
     ]
@@ -336,7 +382,7 @@ def main(argv=None) -> int:
             continue
         for sub in ("tracking", "startup", "tune"):
             (root / sub).mkdir(exist_ok=True)
-        if name in ("scoring", "serve"):
+        if name in ("scoring", "batch", "serve"):
             use_store(root / "tracking")
         t0 = time.perf_counter()
         print(f"bench: {name} ...", flush=True)

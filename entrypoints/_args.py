@@ -34,10 +34,11 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true/false")
 
 
-def raw_params(argv: list[str]) -> dict:
+def raw_params(argv: list[str], drop: tuple[str, ...] = ()) -> dict:
     """The parameters as given on the command line (``--lr 1e-5`` -> ``{"lr": "1e-5"}``).
 
     Logged as they are, so a parameter is never logged again in another string form.
+    Keys in ``drop`` (options that are not parameters of the run, e.g. ``run_name``) are left out.
     """
     out, key = {}, None
     for token in argv:
@@ -48,7 +49,7 @@ def raw_params(argv: list[str]) -> dict:
                 out[key], key = value, None
         elif key is not None:
             out[key], key = token, None
-    return out
+    return {k: v for k, v in out.items() if k not in drop}
 
 
 def add_cv_arguments(parser: argparse.ArgumentParser, preset: bool = True, seed_help: str | None = None,

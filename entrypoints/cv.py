@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=optional_int, default=None)
     parser.add_argument("--base-channels", type=optional_int, default=None,
                         help="conv widths (b, 2b, 4b); '' keeps the preset's")
+    parser.add_argument("--run-name", default="",
+                        help="name of the parent run ('' = after what it is; `mlflow run --run-name` is kept)")
     args = parser.parse_args(argv)
     overrides = {"lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay,
                  "epochs": args.epochs, "batch_size": args.batch_size,
@@ -37,7 +39,8 @@ def main(argv=None) -> int:
         result, info = jobs.cv(args.dataset, args.preset, overrides, n_folds=args.n_folds,
                                seed=args.seed, repeats=args.repeats, inner_folds=args.inner_folds,
                                register=args.register,
-                               alias=args.alias, cli_params=raw_params(argv))
+                               alias=args.alias, cli_params=raw_params(argv, drop=("run_name",)),
+                               run_name=args.run_name or None)
     except (DataError, CVError, ValueError, StoreError) as exc:
         print(f"cv: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-epochs", type=whole, default=40, help="upper bound of the epochs range")
     parser.add_argument("--register-best", type=boolean, default=False,
                         help="cv the best params again and register them as pixel-cnn@challenger")
+    parser.add_argument("--run-name", default="",
+                        help="name of the parent run ('' = after what it is; `mlflow run --run-name` is kept)")
     args = parser.parse_args(argv)
     config = TuneConfig(
         preset=args.preset, n_folds=args.n_folds, seed=args.seed, n_trials=args.n_trials,
@@ -33,7 +35,8 @@ def main(argv=None) -> int:
         n_workers=args.n_workers, pruner=args.pruner, max_epochs=args.max_epochs,
     )
     try:
-        out = jobs.tune(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv))
+        out = jobs.tune(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv, drop=("run_name",)),
+                        run_name=args.run_name or None)
     except (DataError, CVError, TuneError, ValueError, StoreError) as exc:
         print(f"tune: {exc}", file=sys.stderr)
         return 2

@@ -17,15 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from pixel_cnn.core import tabular, tuning
-from pixel_cnn.core.cv import CVError, CVResult, plan_splits, run_cv
+from pixel_cnn.core.cv import CVError, CVResult, cv_description, cv_run_name, oof_interval, plan_splits, run_cv, worst_oof
 from pixel_cnn.core.fusion import KOITable, run_fusion_cv
 from pixel_cnn.core.models import get_preset, is_fusion
 from pixel_cnn.core.quality import bench_quality as run_bench, format_table
+from pixel_cnn.core.sheet import mistake_sheet_specs
 from pixel_cnn.io import tpf
 from pixel_cnn.io.dataset import (KOI_REQUIRED_COLUMNS, Dataset, DataError, load_koi_table, prepare_dataset,
                                   resolve_data_dir, write_dataset)
+from pixel_cnn.scoring import BackgroundSheets
 from pixel_cnn.tracking import cv as tracking_cv
 from pixel_cnn.tracking import prep as tracking_prep
 from pixel_cnn.tracking import quality as tracking_quality
@@ -67,6 +70,8 @@ def cv(
     alias: str = "champion",
     cli_params: dict | None = None,
     koi_table: str | None = None,
+    run_name: str | None = None,
+    mistakes: bool = True,
 ) -> tuple[CVResult, dict]:
     """Cross-validate a preset on a prepared dataset, tracked in MLflow.
 
@@ -80,6 +85,16 @@ def cv(
     prep output folder or an artifact URI such as ``runs:/<prep_run_id>/dataset``
     (:func:`pixel_cnn.tracking.runs.open_dataset`), or a dataset already opened
     (``(Dataset, info)``, as tune's ``register_best`` passes it).
+
+    The parent run is named ``run_name``, else after what it is
+    (:func:`pixel_cnn.core.cv.cv_run_name`, ``cv phase2 seed=42 x5``; under
+    ``mlflow run --run-name`` the user's name is kept), and described by its
+    headline figures (pooled OOF PR-AUC and ROC-AUC with their 95 % bootstrap
+    intervals, threshold: :func:`pixel_cnn.core.cv.cv_description`). With
+    ``mistakes`` it logs the vetting sheets of the 4 planets scored lowest and the 4
+    false positives scored highest out of fold (repeat 0) under ``figures/mistakes/``
+    (:func:`pixel_cnn.core.sheet.mistake_sheet_specs`, drawn in worker processes
+    while the model is logged: :class:`pixel_cnn.scoring.BackgroundSheets`).
 
     Raises
     ------
@@ -105,7 +120,9 @@ def cv(
                           "out-of-fold predictions; use inner_folds >= 2")
         koi_path = Path(koi_table) if koi_table else koi_table_of(info)
         table = KOITable(load_koi_table(koi_path))
-    with runs.job_run(runs.EXPERIMENT_CV, f"cv-{preset.name}", cli_params) as run_id:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    name = run_name or cv_run_name(preset.name, seed, n_folds, repeats, given, inner_folds)
+    with runs.job_run(runs.EXPERIMENT_CV, name, cli_params) as run_id:
         tracking_cv.log_cv_inputs(run_id, data, info, preset)
         # A real stack (the smallest) as input example: saved with every model.
         example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
@@ -119,10 +136,24 @@ def cv(
             result = run_fusion_cv(data, preset, table, n_folds=n_folds, seed=seed, repeats=repeats,
                                    inner_folds=inner_folds, callbacks=callbacks, attributions=True)
             served_tabular = table.fit_excluding(np.array([], dtype=np.int64), seed)[0]  # every labelled KOI
-        tracking_cv.log_cv_summary(run_id, result)
-        model_info, version = tracking_cv.log_ensemble(
-            run_id, result, register, alias, input_example=example, dataset_digest=data.digest,
-            tabular_model=served_tabular)
+        sheets = None
+        if mistakes:  # drawn in worker processes while the summary and the model are logged
+            worst = worst_oof(result.oof)
+            sheets = BackgroundSheets(mistake_sheet_specs(worst, result.folds, data.stacks,
+                                                          preset.in_channels - preset.n_scalars))
+        try:
+            tracking_cv.log_cv_summary(run_id, result)
+            roc = oof_interval(result.oof, seed, roc_auc_score)
+            tracking_cv.log_cv_description(run_id, cv_description(result.summary, roc, len(data.labels), repeats),
+                                           roc)
+            model_info, version = tracking_cv.log_ensemble(
+                run_id, result, register, alias, input_example=example, dataset_digest=data.digest,
+                tabular_model=served_tabular)
+            if sheets is not None:
+                tracking_cv.log_mistakes(run_id, sheets.result(), worst)
+        finally:
+            if sheets is not None:
+                sheets.close()
     return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
                     "wall_s": time.perf_counter() - start}
 
@@ -148,7 +179,7 @@ def koi_table_of(info: dict) -> Path:
 
 
 def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
-         cli_params: dict | None = None) -> dict:
+         cli_params: dict | None = None, run_name: str | None = None) -> dict:
     """Run an Optuna study of cv on a prepared dataset, tracked in MLflow.
 
     One parent run (this invocation; under ``mlflow run`` the run it created)
@@ -157,7 +188,9 @@ def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
     params/value, trial counts, ``trials.csv`` and Optuna's figures. With
     ``register_best`` the best params are cross-validated again by :func:`cv`
     (a nested child run), registered as ``pixel-cnn`` and given the alias
-    ``challenger``.
+    ``challenger``. The parent is named ``run_name``, else after what it is
+    (:func:`pixel_cnn.core.tuning.tune_run_name`; a ``mlflow run --run-name`` is kept),
+    and described by the best trial (:func:`pixel_cnn.core.tuning.tune_description`).
 
     Parameters
     ----------
@@ -186,7 +219,7 @@ def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
     start = time.perf_counter()
     config.check()
     data, info = runs.open_dataset(dataset)
-    with runs.job_run(runs.EXPERIMENT_TUNE, f"tune-{config.study_name}", cli_params) as run_id:
+    with runs.job_run(runs.EXPERIMENT_TUNE, run_name or tuning.tune_run_name(config), cli_params) as run_id:
         tracking_tune.log_tune_inputs(run_id, tuning.config_dict(config), data, info)
         study, _ = tuning.run_study(config, data, tracking_tune.trial_logger(run_id, config, data))
         summary = tracking_tune.log_study_summary(run_id, study, time.perf_counter() - start)
@@ -201,6 +234,7 @@ def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,
                                              "tuned_from_trial": summary["best_trial"]})
             out["registered"] = {"run_id": info_cv["run_id"], "version": info_cv["version"],
                                  "pr_auc_oof": result.summary["pr_auc_oof"]}
+        runs.describe_run(run_id, tuning.tune_description(summary, out.get("registered")))
     out["wall_s"] = time.perf_counter() - start
     return out
 
@@ -264,6 +298,7 @@ def tune_finish(study, parent_run_id: str, reached: bool, wall_s: float) -> tupl
     """
     closed = tracking_tune.close_failed_trial_runs(study)
     summary = tracking_tune.log_study_summary(parent_run_id, study, wall_s)
+    runs.describe_run(parent_run_id, tuning.tune_description(summary))
     stores.end_run(parent_run_id, "FINISHED" if reached else "FAILED")
     return summary, closed
 

@@ -1,16 +1,25 @@
-"""Score stack files with a registered model from the command line.
+"""Score stack files and folders with a registered model from the command line.
 
-    python -m pixel_cnn.predict pixdiff_9967771.npy [more.npy ...] [--model-uri URI]
+    python -m pixel_cnn.predict PATH [PATH ...] [--out results.csv] [--sheets DIR] [--model-uri URI]
 
-prints one line per file, ``pixdiff_9967771.npy -> p=0.46 FALSE POSITIVE``. With a fusion
-model (preset ``fusion``) the star's KOI parameters are looked up in the KOI table
-(``--koi-table``, default the data folder's ``koi_cumulative.csv``) by the kepid of the file
-name and its first KOI, and the line gives each branch:
+PATH is a stack file ``pixdiff_<kepid>.npy`` or a folder (every ``*.npy`` below it).
+Prints one line per file, ``pixdiff_9967771.npy -> p=0.46 FALSE POSITIVE``; a file
+that cannot be scored gets ``NAME: REASON`` on stderr and the others are still
+scored. ``--out`` writes the table (one row per file: kepid, file, status, the
+model's probabilities, label and threshold, the vetting statistics, the reason of
+a skipped file); ``--sheets`` writes one vetting sheet (PNG) per scored stack.
+The logic is :mod:`pixel_cnn.scoring`.
+
+The tracking store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the
+checkout's ``mlflow.db`` when it exists (so the command works from any directory),
+else MLflow's default. Exit status: 0 every file scored, 1 some file or path was
+skipped, 2 the model could not be loaded or nothing was given to score.
+
+With a fusion model (preset ``fusion``) the star's KOI parameters are looked up in the
+KOI table (``--koi-table``, default the data folder's ``koi_cumulative.csv``) by the kepid
+of the file name and its first KOI, and each line gives every branch:
 ``pixdiff_9967771.npy -> p=1.00 CONFIRMED (fused; pixel 0.52, tabular 0.99; KOI K01875.01)``;
-``--no-koi`` (or a kepid not in the table) scores the stack alone (``pixel only``). A
-file that cannot be scored gets a line ``NAME: error: REASON`` on stderr; the
-others are still scored. Exit status: 0 all scored, 1 some file failed, 2 the
-model could not be loaded.
+``--no-koi`` (or a kepid not in the table) scores the stack alone (``pixel only``).
 """
 
 from __future__ import annotations
@@ -21,19 +30,35 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
+CHECKOUT_STORE = Path(__file__).resolve().parents[1] / "mlflow.db"
+
+
+def default_tracking_uri() -> str | None:
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<checkout>/mlflow.db`` if that file exists, else None."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{CHECKOUT_STORE}" if CHECKOUT_STORE.exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixel_cnn.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", type=Path, help="stack files pixdiff_<kepid>.npy")
+    parser.add_argument("paths", nargs="+", type=Path, help="stack files pixdiff_<kepid>.npy and/or folders")
     parser.add_argument("--model-uri", default=os.environ.get("PIXEL_CNN_MODEL_URI", DEFAULT_MODEL_URI))
     parser.add_argument("--no-koi", action="store_true", help="fusion model: do not look up KOI parameters")
     parser.add_argument("--koi-table", type=Path, default=None,
                         help="KOI cumulative table (default: the data folder's koi_cumulative.csv)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking store (see above)")
+    parser.add_argument("--out", type=Path, default=None, help="write the table of every file as CSV here")
+    parser.add_argument("--sheets", type=Path, default=None, help="write a vetting sheet PNG per stack here")
+    parser.add_argument("--quiet", action="store_true", help="no per-file lines, no progress bar")
     args = parser.parse_args(argv)
 
-    from pixel_cnn.io.dataset import DataError, load_stack
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    from pixel_cnn import scoring
+    from pixel_cnn.io.dataset import DataError
     from pixel_cnn.tracking.pyfunc import ModelLoadError, load
 
     try:
@@ -41,29 +66,34 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(exc, file=sys.stderr)
         return 2
-    python_model = model.unwrap_python_model()
-    ensemble = python_model.ensemble
-    fusion = getattr(python_model, "fusion", None)
+
+    def show(row: dict) -> None:
+        if row["status"] == "scored":
+            if not args.quiet:
+                scoring.tqdm.write(line(row), file=sys.stdout)
+            if row["reason"]:
+                scoring.tqdm.write(f"{row['file']}: {row['reason']}", file=sys.stderr)
+        else:
+            scoring.tqdm.write(f"{row['file']}: {row['reason']}", file=sys.stderr)
+
     koi = None
-    if fusion is not None and not args.no_koi:
+    if not args.no_koi and getattr(model.unwrap_python_model(), "fusion", None) is not None:
         try:
             koi = load_koi(args.koi_table)
         except DataError as exc:
             print(f"KOI table not used: {exc}", file=sys.stderr)
-    failed = 0
-    for path in args.files:
-        try:
-            if fusion is not None:
-                print(f"{path.name} -> {score_with_koi(fusion, load_stack(path), path, koi)}")
-                continue
-            out = ensemble.predict_stacks([load_stack(path)]).iloc[0]
-        except (DataError, ValueError, OSError) as exc:
-            failed += 1
-            msg = str(exc)
-            print(msg if msg.startswith(path.name) else f"{path.name}: {msg}", file=sys.stderr)
-            continue
-        print(f"{path.name} -> p={out['probability']:.2f} {out['label']}")
-    return 1 if failed else 0
+    report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi), sheets_dir=args.sheets,
+                                 progress=not args.quiet, on_row=show)
+    if args.out is not None:
+        scoring.write_table(report.table, args.out)
+    if len(report.table) == 0:
+        print("nothing to score", file=sys.stderr)
+        return 2
+    if args.out is not None or args.sheets is not None:
+        where = [f"table {args.out}"] if args.out is not None else []
+        where += [f"{len(report.sheets)} sheets in {args.sheets}"] if args.sheets is not None else []
+        print(f"{report.n_scored} scored, {report.n_skipped} skipped; " + ", ".join(where), file=sys.stderr)
+    return 1 if report.n_skipped else 0
 
 
 def load_koi(path: Path | None):
@@ -76,36 +106,16 @@ def load_koi(path: Path | None):
     return load_koi_table(path if path is not None else resolve_data_dir(None) / "koi_cumulative.csv")
 
 
-def score_with_koi(fusion, stack, path: Path, koi) -> str:
-    """Score one stack with a fusion model (:class:`pixel_cnn.core.combiner.FusionPredictor`).
-
-    The KOI parameters are those of the first KOI (:func:`pixel_cnn.core.tabular.star_koi`) of
-    the star whose kepid is in the file name ``pixdiff_<kepid>.npy``; with no table (``koi``
-    None), an unparsable name or a kepid not in the table, the stack is scored alone. Returns
-    the text after ``NAME -> ``: the answer's probability and label, then each branch.
-    """
-    import pandas as pd
-
-    from pixel_cnn.core import tabular
-    from pixel_cnn.io.dataset import DataError, parse_kepid
-
-    params, koi_name, why = {}, "", "--no-koi" if koi is None else ""
-    if koi is not None:
-        try:
-            first = tabular.star_koi(koi, [parse_kepid(path.name)])
-        except DataError:
-            first, why = pd.DataFrame(), "no kepid in the file name"
-        if len(first):
-            row = first.iloc[0]
-            params = {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if k in row and pd.notna(row[k])}
-            koi_name = str(row["kepoi_name"])
-        elif not why:
-            why = "kepid not in the KOI table"
-    out = fusion.predict([stack], params).iloc[0]
-    if out["branch"] == "pixel":
-        return f"p={out['probability']:.2f} {out['label']} (pixel only: {why or 'no KOI parameters'})"
-    return (f"p={out['probability']:.2f} {out['label']} (fused; pixel {out['pixel_probability']:.2f}, "
-            f"tabular {out['tabular_probability']:.2f}; KOI {koi_name})")
+def line(row: dict) -> str:
+    """``NAME -> p=0.88 CONFIRMED``, with each branch for a fusion model's answer."""
+    text = f"{row['file']} -> p={row['probability']:.2f} {row['label']}"
+    branch = row.get("branch")
+    if branch == "fused":
+        text += (f" (fused; pixel {row['pixel_probability']:.2f}, tabular {row['tabular_probability']:.2f}"
+                 + (f"; KOI {row['koi']}" if row.get("koi") else "") + ")")
+    elif branch == "pixel":
+        text += f" (pixel only: {row.get('koi_note') or 'no KOI parameters'})"
+    return text
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ def test_cv_parent_and_fold_runs(e2e, client):
     parent = _runs(client, "cv")
     prep = _runs(client, "prep")
     assert parent.info.status == "FINISHED"
+    # `mlflow run` without --run-name: named after what it is, headline figures in the description
+    assert parent.info.run_name == "cv phase2 seed=42 x5 dropout=0.0 epochs=2 lr=1e-05"
+    assert f"{parent.data.metrics['pr_auc_oof']:.3f}" in parent.data.tags["mlflow.note.content"]
     assert parent.data.tags["prep_run_id"] == prep.info.run_id
     assert parent.data.tags["dataset_digest"] == prep.data.tags["dataset_digest"]
     children = client.search_runs(

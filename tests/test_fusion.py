@@ -21,7 +21,7 @@ from pixel_cnn.core.fusion import BRANCHES, KOITable, run_fusion_cv
 from pixel_cnn.core.metrics import binary_metrics
 from pixel_cnn.core.models import get_preset
 from pixel_cnn.io.dataset import load_koi_table
-from tests.conftest import PROJECT, served_model, store_env
+from tests.support import PROJECT, served_model, store_env
 
 JSON = {"Content-Type": "application/json"}
 QUICK = {"epochs": 2}
@@ -265,7 +265,7 @@ def test_predict_cli_prints_each_branch(fusion_run, data_dir):
 @pytest.mark.slow
 def test_cv_entry_point_defaults_to_fusion_and_prints_branches(tmp_path, prepared_dir, data_dir):
     """`mlflow run . -e cv` with its defaults (preset fusion), short: the branches are printed and logged."""
-    from tests.conftest import mlflow_run
+    from tests.support import mlflow_run
 
     env = store_env(tmp_path)
     proc = mlflow_run("cv", {"dataset": prepared_dir, "epochs": 2, "n_folds": 3, "inner_folds": 2}, env, tmp_path)
@@ -279,7 +279,7 @@ def test_cv_entry_point_defaults_to_fusion_and_prints_branches(tmp_path, prepare
 
 @pytest.mark.slow
 def test_bench_tabular_entry_point(tmp_path):
-    from tests.conftest import mlflow_run
+    from tests.support import mlflow_run
 
     env = store_env(tmp_path)
     proc = mlflow_run("bench_tabular", {"n_boot": 20, "out": tmp_path / "t.json"}, env, tmp_path)

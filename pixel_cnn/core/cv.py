@@ -163,12 +163,66 @@ def summarize(folds: list[FoldOutcome], oof: pd.DataFrame, seed: int = 0) -> dic
         summary[f"{name}_oof"] = float(values.mean())
         if len(values) > 1:
             summary[f"{name}_oof_std"] = float(values.std(ddof=1))
-    wide = oof.pivot(index="kepid", columns="repeat", values="probability")
-    labels = oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
-    low, high = bootstrap_pr_auc(labels.to_numpy(), wide.to_numpy().T, seed=seed)
+    low, high = oof_interval(oof, seed)
     summary["pr_auc_oof_ci_low"], summary["pr_auc_oof_ci_high"] = low, high
     summary["threshold"] = float(np.mean([f.threshold for f in folds if f.repeat == 0]))
     return summary
+
+
+def oof_interval(oof: pd.DataFrame, seed: int = 0, score=None) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of a pooled-OOF score, resampling targets.
+
+    ``oof``: ``kepid, label, repeat, probability`` (every target once per repeat).
+    ``score``: ``score(y, p)``, average precision (PR-AUC) by default; e.g.
+    scikit-learn's ``roc_auc_score`` for ROC-AUC. Same draws as the PR-AUC
+    interval of :func:`summarize` for the same ``seed``
+    (:func:`~pixel_cnn.core.metrics.bootstrap_pr_auc`).
+    """
+    wide = oof.pivot(index="kepid", columns="repeat", values="probability")
+    labels = oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
+    kwargs = {} if score is None else {"score": score}
+    return bootstrap_pr_auc(labels.to_numpy(), wide.to_numpy().T, seed=seed, **kwargs)
+
+
+def worst_oof(oof: pd.DataFrame, n: int = 4, repeat: int = 0) -> pd.DataFrame:
+    """The worst out-of-fold calls of one repeat: the ``n`` planets scored lowest, the ``n`` FPs scored highest.
+
+    ``oof``: ``kepid, label, repeat, fold, probability, threshold`` (:attr:`CVResult.oof`).
+    Returns those rows (planets first, lowest first; then false positives, highest
+    first) with ``rank`` (1..n within its class) and ``mistake`` (True when the call at
+    the fold's own threshold is wrong). Ties broken by kepid.
+    """
+    rows = oof[oof["repeat"] == repeat]
+    planets = rows[rows["label"] == 1].sort_values(["probability", "kepid"]).head(n)
+    fps = rows[rows["label"] == 0].sort_values(["probability", "kepid"], ascending=[False, True]).head(n)
+    out = pd.concat([planets.assign(rank=np.arange(1, len(planets) + 1)),
+                     fps.assign(rank=np.arange(1, len(fps) + 1))], ignore_index=True)
+    out["mistake"] = (out["probability"] >= out["threshold"]).astype(int) != out["label"]
+    return out
+
+
+def cv_run_name(preset: str, seed: int, n_folds: int, repeats: int = 1, overrides: dict | None = None,
+                inner_folds: int = INNER_FOLDS) -> str:
+    """What a cv run is, as its name: ``cv phase2 seed=42 x5`` (``x5 r3`` with repeats, ``inner=0`` when
+    the inner threshold split is not the default, then the preset overrides)."""
+    name = f"cv {preset} seed={seed} x{n_folds}" + (f" r{repeats}" if repeats > 1 else "")
+    name += f" inner={inner_folds}" if inner_folds != INNER_FOLDS else ""
+    extra = " ".join(f"{k}={v}" for k, v in sorted((overrides or {}).items()) if v is not None)
+    return f"{name} {extra}" if extra else name
+
+
+def cv_description(summary: dict, roc_interval: tuple[float, float], n_targets: int, repeats: int) -> str:
+    """The headline figures of a cv, as the run's description (Markdown, MLflow ``mlflow.note.content``)."""
+    return (
+        f"Pooled out-of-fold (OOF) scores of {n_targets} targets"
+        + (f", mean over {repeats} repeats" if repeats > 1 else "") + ":\n\n"
+        f"- PR-AUC (average precision): **{summary['pr_auc_oof']:.3f}** "
+        f"(95 % bootstrap interval {summary['pr_auc_oof_ci_low']:.3f}-{summary['pr_auc_oof_ci_high']:.3f})\n"
+        f"- ROC-AUC: **{summary['roc_auc_oof']:.3f}** "
+        f"(95 % bootstrap interval {roc_interval[0]:.3f}-{roc_interval[1]:.3f})\n"
+        f"- threshold: **{summary['threshold']:.3f}** (the served model's: mean of the repeat-0 folds' "
+        f"thresholds, each from its training side)\n"
+    )
 
 
 def with_extra(x: np.ndarray, y: np.ndarray, x_extra: np.ndarray | None, y_extra: np.ndarray | None):

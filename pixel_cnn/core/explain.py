@@ -113,3 +113,13 @@ def attribution_figure(
     fig.suptitle(title or "in-transit input | Integrated Gradients", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.35 / (2.3 * rows))
     return fig
+
+
+def ensemble_attributions(preset: Preset, state_dicts: list[dict], x: np.ndarray, n_steps: int = IG_STEPS) -> np.ndarray:
+    """Mean over the ensemble's members of each member's :func:`integrated_gradients`.
+
+    x: float32 ``(N, C, S, S)`` model inputs -> float32 ``(N, C, S, S)``, logit units
+    (the mean of the members' logit attributions; the ensemble averages the
+    members' probabilities, whose logit is close to the mean logit when they agree).
+    """
+    return np.mean([integrated_gradients(preset, sd, x, n_steps) for sd in state_dicts], axis=0).astype(np.float32)

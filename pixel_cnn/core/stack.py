@@ -136,6 +136,10 @@ MAD_TO_SIGMA = 1.4826
 SIGMA_FLOOR = 1e-2
 #: Unit of the fractional-depth scalar: 1000 ppm.
 DEPTH_UNIT = 1e-3
+#: Kepler's plate scale: 3.98 arcsec per pixel (Kepler Instrument Handbook, KSCI-19033, sec. 3).
+KEPLER_PIXEL_SCALE_ARCSEC = 3.98
+#: Parts per million per unit of fractional flux change.
+PPM = 1e6
 
 
 def masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -541,3 +541,32 @@ def config_dict(config: TuneConfig) -> dict:
     d = asdict(config)
     d["storage"] = redact(config.storage)
     return d
+
+
+def tune_run_name(config: TuneConfig) -> str:
+    """What a tune parent run is, as its name: ``tune phase2 study=pixel-cnn seed=42 x5 n=20``."""
+    return (f"tune {config.preset} study={config.study_name} seed={config.seed} x{config.n_folds} "
+            f"n={config.n_trials}")
+
+
+def tune_description(summary: dict, registered: dict | None = None) -> str:
+    """The headline figures of a study, as the parent run's description (Markdown).
+
+    ``summary``: :func:`pixel_cnn.tracking.tune.log_study_summary`'s return
+    (``best_value``, ``best_params``, ``best_trial``, ``counts``); ``registered``: ``jobs.tune``'s
+    ``registered`` entry (re-cross-validated best params), when there is one.
+    """
+    c = summary["counts"]
+    lines = [f"Study trials: {c['n_trials']} ({c['n_trials_complete']} complete, {c['n_trials_pruned']} pruned, "
+             f"{c['n_trials_fail']} failed); this run {c['run_trials']}.", ""]
+    if summary.get("best_value") is None:
+        lines.append("No trial completed.")
+    else:
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(summary["best_params"].items()))
+        lines.append(f"- best trial {summary['best_trial']}: mean fold PR-AUC (average precision) "
+                     f"**{summary['best_value']:.3f}** with {params}")
+    if registered:
+        lines.append(f"- best params cross-validated again (run {registered['run_id']}): pooled OOF PR-AUC "
+                     f"**{registered['pr_auc_oof']:.3f}**, registered as version {registered['version']} @challenger")
+    return "\n".join(lines) + "\n"

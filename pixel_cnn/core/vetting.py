@@ -20,13 +20,17 @@ on the stamp the dimming sits relative to the star.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pixel_cnn.core.stack import (
     DEPTH_UNIT,
     IN_TRANSIT_BINS,
+    KEPLER_PIXEL_SCALE_ARCSEC,
     MAD_TO_SIGMA,
     OUT_OF_TRANSIT_BINS,
+    PPM,
     SECONDARY_BINS,
     SHOULDER_BINS,
     as_batch,
@@ -87,57 +91,14 @@ def _robust_sigma(values: np.ndarray) -> np.ndarray:
     return MAD_TO_SIGMA * np.median(np.abs(values - np.median(values, axis=-1, keepdims=True)), axis=-1)
 
 
-def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
-    """The vetting statistics of one stack, in the order of :data:`VETTING_FEATURES`.
+def _measure(batch: np.ndarray, sigma: np.ndarray | None) -> dict:
+    """Every intermediate of :func:`vetting_features` for a batch ``(N, 32, H, W)`` float64.
 
-    Parameters
-    ----------
-    stack : numpy.ndarray
-        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.core.stack.validate_stack`),
-        fractional flux change per phase bin; any ``H, W >= 3``. Pixels zero in
-        every bin (NaN in the TPF) carry no weight. Or a batch ``(N, 32, H, W)``
-        of stacks of one size, each measured on its own (one pass for all).
-    sigma : numpy.ndarray, optional
-        :func:`~pixel_cnn.core.stack.oot_sigma` of ``stack`` when the
-        caller already has it; computed here otherwise.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(14,)`` (``(N, 14)`` for a batch), all finite. With ``w`` the flux proxy (:func:`flux_proxy`),
-        ``a[b] = sum(w * stack[b])`` is the aperture light curve (the fractional
-        change of the flux-weighted sum, i.e. simple aperture photometry over the
-        stamp) and ``s_a`` its robust scatter over the 16 out-of-transit bins.
-        Depths ``d = -mean(bins)`` (positive = dimming); ``mean of 2 bins`` has
-        noise ``s / sqrt(2)``.
-
-        * ``ap_depth``: ``arcsinh(d_a(0, 31) / 1e-3)``.
-        * ``ap_snr``: ``arcsinh(d_a(0, 31) / (s_a / sqrt 2))``.
-        * ``ap_secondary_snr``: the same for bins 15-16.
-        * ``ap_sec_ratio``: ``d_a(15, 16) / max(d_a(0, 31), 3 s_a / sqrt 2)`` in [-1, 2]
-          (an eclipsing binary: large; a planet: near 0).
-        * ``ap_shoulder_ratio``: ``d_a(1, 30) / max(d_a(0, 31), 3 s_a / sqrt 2)``
-          in [-1, 2]: a V-shaped or long eclipse dims the shoulder bins, a planet's
-          short transit, duration / period ~ (R*/a) / pi (Seager & Mallen-Ornelas
-          2003, ApJ 585, 1038), does not.
-        * ``ap_oot_var``: ``log10(std(a[oot]) / (MAD-sigma of diff(a[oot]) / sqrt 2))``:
-          smooth variability (ellipsoidal, spots) raises the scatter, not the
-          point-to-point noise (von Neumann 1941 successive differences).
-        * ``ap_brightening``: ``arcsinh(max(a[2..13, 18..29]) / s_a)``.
-        * ``depth_brightest`` / ``depth_deepest``: ``arcsinh(d / 1e-3)`` at the pixel of
-          largest flux proxy / of lowest in-transit SNR.
-        * ``centroid_offset``: distance (pixels) between the centroid of the
-          dimming flux ``D = w * d(0, 31)`` and the flux centroid ``sum(w * r)``
-          (Bryson et al. 2013, flux-weighted centroids); 0 when nothing dims.
-        * ``centroid_offset_sigma``: ``arcsinh`` of that offset over its standard
-          error, propagated from the per-pixel noise ``w * sigma / sqrt 2``:
-          ``var(x_c) = sum((x - x_c)**2 var(D)) / (sum D)**2``.
-        * ``frac_in_3x3`` / ``frac_in_aperture``: ``sum(D+)`` inside the 3x3 around
-          the brightest pixel / inside the pixels with ``w >= 0.1 max w``, over
-          ``sum(D+)`` on the stamp (``D+ = max(D, 0)``); 1 when nothing dims.
-        * ``n_dimmed``: ``log2(1 + #pixels with d / (sigma / sqrt 2) > 3)``.
+    Shared by :func:`vetting_features` (the model's scalars) and
+    :func:`vetting_statistics` (the same quantities in physical units), so the
+    two can never disagree. Keys: see the return statement; arrays are ``(N,)``
+    unless named otherwise (``a`` ``(N, 32)``, ``w``/``sigma``/``d_pix`` ``(N, H, W)``).
     """
-    batch, single = as_batch(stack)
     n, _, height, width = batch.shape
     sigma = oot_sigma(batch) if sigma is None else np.asarray(sigma).reshape(n, height, width)  # (N, H, W)
     finite = np.isfinite(sigma)
@@ -189,6 +150,73 @@ def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.n
     frac_ap = np.where(has_dimming, spatial_sum(np.where(aperture, dim_pos, 0.0)) / pos_denom, 1.0)
     n_dimmed = spatial_sum(snr_pix > DIMMED_SIGMA)
 
+    # covariance of the two centroid coordinates (same propagation), for the error ellipse
+    cov_rc = spatial_sum((rows - dim_r[:, None, None]) * (cols - dim_c[:, None, None]) * noise_dim2) / denom ** 2
+    return {"a": a, "s_a": s_a, "noise2": noise2, "d_core": d_core, "d_sec": d_sec, "d_sh": d_sh, "ref": ref,
+            "oot_var": oot_var, "d_pix": d_pix, "stamp": stamp, "brightest": brightest, "deepest": deepest,
+            "w": w, "sigma": sigma, "aperture": aperture, "measured": measured,
+            "flux_r": flux_r, "flux_c": flux_c, "dim_r": dim_r, "dim_c": dim_c,
+            "var_r": var_r, "var_c": var_c, "cov_rc": cov_rc, "offset": offset, "offset_sigma": offset_sigma,
+            "frac_box": frac_box, "frac_ap": frac_ap, "n_dimmed": n_dimmed}
+
+
+def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
+    """The vetting statistics of one stack, in the order of :data:`VETTING_FEATURES`.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.core.stack.validate_stack`),
+        fractional flux change per phase bin; any ``H, W >= 3``. Pixels zero in
+        every bin (NaN in the TPF) carry no weight. Or a batch ``(N, 32, H, W)``
+        of stacks of one size, each measured on its own (one pass for all).
+    sigma : numpy.ndarray, optional
+        :func:`~pixel_cnn.core.stack.oot_sigma` of ``stack`` when the
+        caller already has it; computed here otherwise.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(14,)`` (``(N, 14)`` for a batch), all finite. With ``w`` the flux proxy (:func:`flux_proxy`),
+        ``a[b] = sum(w * stack[b])`` is the aperture light curve (the fractional
+        change of the flux-weighted sum, i.e. simple aperture photometry over the
+        stamp) and ``s_a`` its robust scatter over the 16 out-of-transit bins.
+        Depths ``d = -mean(bins)`` (positive = dimming); ``mean of 2 bins`` has
+        noise ``s / sqrt(2)``.
+
+        * ``ap_depth``: ``arcsinh(d_a(0, 31) / 1e-3)``.
+        * ``ap_snr``: ``arcsinh(d_a(0, 31) / (s_a / sqrt 2))``.
+        * ``ap_secondary_snr``: the same for bins 15-16.
+        * ``ap_sec_ratio``: ``d_a(15, 16) / max(d_a(0, 31), 3 s_a / sqrt 2)`` in [-1, 2]
+          (an eclipsing binary: large; a planet: near 0).
+        * ``ap_shoulder_ratio``: ``d_a(1, 30) / max(d_a(0, 31), 3 s_a / sqrt 2)``
+          in [-1, 2]: a V-shaped or long eclipse dims the shoulder bins, a planet's
+          short transit, duration / period ~ (R*/a) / pi (Seager & Mallen-Ornelas
+          2003, ApJ 585, 1038), does not.
+        * ``ap_oot_var``: ``log10(std(a[oot]) / (MAD-sigma of diff(a[oot]) / sqrt 2))``:
+          smooth variability (ellipsoidal, spots) raises the scatter, not the
+          point-to-point noise (von Neumann 1941 successive differences).
+        * ``ap_brightening``: ``arcsinh(max(a[2..13, 18..29]) / s_a)``.
+        * ``depth_brightest`` / ``depth_deepest``: ``arcsinh(d / 1e-3)`` at the pixel of
+          largest flux proxy / of lowest in-transit SNR.
+        * ``centroid_offset``: distance (pixels) between the centroid of the
+          dimming flux ``D = w * d(0, 31)`` and the flux centroid ``sum(w * r)``
+          (Bryson et al. 2013, flux-weighted centroids); 0 when nothing dims.
+        * ``centroid_offset_sigma``: ``arcsinh`` of that offset over its standard
+          error, propagated from the per-pixel noise ``w * sigma / sqrt 2``:
+          ``var(x_c) = sum((x - x_c)**2 var(D)) / (sum D)**2``.
+        * ``frac_in_3x3`` / ``frac_in_aperture``: ``sum(D+)`` inside the 3x3 around
+          the brightest pixel / inside the pixels with ``w >= 0.1 max w``, over
+          ``sum(D+)`` on the stamp (``D+ = max(D, 0)``); 1 when nothing dims.
+        * ``n_dimmed``: ``log2(1 + #pixels with d / (sigma / sqrt 2) > 3)``.
+    """
+    batch, single = as_batch(stack)
+    m = _measure(batch, sigma)
+    d_core, d_sec, d_sh, noise2, ref, a, s_a = (m[k] for k in ("d_core", "d_sec", "d_sh", "noise2", "ref", "a", "s_a"))
+    oot_var, d_pix, stamp, brightest, deepest = (m[k] for k in ("oot_var", "d_pix", "stamp", "brightest", "deepest"))
+    offset, offset_sigma, frac_box, frac_ap, n_dimmed = (
+        m[k] for k in ("offset", "offset_sigma", "frac_box", "frac_ap", "n_dimmed"))
+
     with np.errstate(divide="ignore", invalid="ignore"):
         features = np.stack([
             np.arcsinh(d_core / DEPTH_UNIT),
@@ -208,3 +236,119 @@ def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.n
         ], axis=1)
     features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
     return features[0] if single else features
+
+
+#: The columns of :meth:`VettingStatistics.row`, in order, with their units (the CSV of
+#: ``python -m pixel_cnn.predict --out`` and the table of a vetting sheet).
+STATISTICS_COLUMNS = {
+    "depth_ppm": "ppm",
+    "snr": "",
+    "secondary_depth_ppm": "ppm",
+    "secondary_snr": "",
+    "secondary_ratio": "",
+    "centroid_offset_px": "pixel",
+    "centroid_offset_arcsec": "arcsec",
+    "centroid_offset_sigma": "sigma",
+    "frac_on_target": "",
+}
+
+
+@dataclass(frozen=True)
+class VettingStatistics:
+    """The vetting statistics of one stack in physical units, and the geometry behind them.
+
+    Made by :func:`vetting_statistics` from the same intermediates as
+    :func:`vetting_features` (the model's scalars are arcsinh/clipped versions of
+    these). Scalars (float):
+
+    * ``depth_ppm``: aperture in-transit depth ``d_a(0, 31)``, ppm (+ = dimming).
+    * ``snr``: that depth over its noise ``s_a / sqrt 2``.
+    * ``secondary_depth_ppm`` / ``secondary_snr``: the same at phase 0.5 (bins 15-16).
+    * ``secondary_ratio``: ``d_a(15, 16) / max(d_a(0, 31), 3 s_a / sqrt 2)`` (not clipped).
+    * ``centroid_offset_px``: difference-image (dimming) centroid minus out-of-transit flux
+      centroid, pixels (Bryson et al. 2013, PASP 125, 889); NaN when the aperture does not
+      dim by more than 3 sigma (no centroid can be measured).
+    * ``centroid_offset_arcsec``: the same times :data:`~pixel_cnn.core.stack.KEPLER_PIXEL_SCALE_ARCSEC`.
+    * ``centroid_offset_sigma``: offset over its standard error propagated from the
+      per-pixel noise (NaN when not measured).
+    * ``frac_on_target``: share of the dimming flux inside the target aperture (pixels with
+      flux proxy >= 10 % of the brightest); 1 when nothing dims.
+
+    Geometry (pixel coordinates, row then column, pixel centres at integers):
+    ``target_rc`` the out-of-transit flux centroid (the target's position: the stacks carry
+    no WCS), ``centroid_rc`` the dimming centroid (None when not measured), ``centroid_cov``
+    its 2x2 covariance, pixel**2; ``phase_curve_ppm`` float64 ``(32,)`` the aperture light
+    curve per phase bin and ``noise_ppm`` its per-bin robust scatter; ``aperture`` bool
+    ``(H, W)``; ``sigma_ppm`` float64 ``(H, W)`` per-pixel out-of-transit scatter (inf: dead pixel);
+    ``weight`` float64 ``(H, W)`` the flux proxy (:func:`flux_proxy`, sum 1): ``weight * (fractional
+    change)`` is a pixel's change in units of the stamp's flux, the difference image the centroid is
+    measured on (summed over the stamp it gives the aperture light curve).
+    """
+
+    depth_ppm: float
+    snr: float
+    secondary_depth_ppm: float
+    secondary_snr: float
+    secondary_ratio: float
+    centroid_offset_px: float
+    centroid_offset_arcsec: float
+    centroid_offset_sigma: float
+    frac_on_target: float
+    target_rc: tuple[float, float]
+    centroid_rc: tuple[float, float] | None
+    centroid_cov: np.ndarray | None
+    phase_curve_ppm: np.ndarray
+    noise_ppm: float
+    aperture: np.ndarray
+    sigma_ppm: np.ndarray
+    weight: np.ndarray
+
+    def row(self) -> dict[str, float]:
+        """The scalars, keyed as :data:`STATISTICS_COLUMNS` (one CSV row's statistics)."""
+        return {name: getattr(self, name) for name in STATISTICS_COLUMNS}
+
+
+def vetting_statistics(stack: np.ndarray, sigma: np.ndarray | None = None) -> VettingStatistics:
+    """The vetting statistics of one validated ``(32, H, W)`` stack, in physical units.
+
+    The one source of a candidate's numbers: the CSV row of batch scoring
+    (:mod:`pixel_cnn.scoring`) and the vetting sheet (:mod:`pixel_cnn.core.sheet`)
+    both call it. Formulas: :func:`vetting_features` (same intermediates,
+    :func:`_measure`) and :class:`VettingStatistics`.
+
+    Raises
+    ------
+    ValueError
+        ``stack`` is not one ``(32, H, W)`` stack.
+    """
+    stack = np.asarray(stack)
+    if stack.ndim != 3:
+        raise ValueError(f"vetting_statistics takes one (32, H, W) stack, got shape {stack.shape}")
+    batch, _ = as_batch(stack)
+    m = _measure(batch, sigma)
+    measured = bool(m["measured"][0])
+    noise2 = float(m["noise2"][0])
+    offset = float(m["offset"][0]) if measured else float("nan")
+    offset_sigma = float(np.hypot((m["dim_r"][0] - m["flux_r"][0]) / np.sqrt(m["var_r"][0] + 1e-12),
+                                  (m["dim_c"][0] - m["flux_c"][0]) / np.sqrt(m["var_c"][0] + 1e-12))) \
+        if measured else float("nan")
+    cov = np.array([[m["var_r"][0], m["cov_rc"][0]], [m["cov_rc"][0], m["var_c"][0]]]) if measured else None
+    return VettingStatistics(
+        depth_ppm=float(m["d_core"][0] * PPM),
+        snr=float(m["d_core"][0] / noise2),
+        secondary_depth_ppm=float(m["d_sec"][0] * PPM),
+        secondary_snr=float(m["d_sec"][0] / noise2),
+        secondary_ratio=float(m["d_sec"][0] / m["ref"][0]),
+        centroid_offset_px=offset,
+        centroid_offset_arcsec=offset * KEPLER_PIXEL_SCALE_ARCSEC,
+        centroid_offset_sigma=offset_sigma,
+        frac_on_target=float(m["frac_ap"][0]),
+        target_rc=(float(m["flux_r"][0]), float(m["flux_c"][0])),
+        centroid_rc=(float(m["dim_r"][0]), float(m["dim_c"][0])) if measured else None,
+        centroid_cov=cov,
+        phase_curve_ppm=m["a"][0] * PPM,
+        noise_ppm=float(m["s_a"][0] * PPM),
+        aperture=m["aperture"][0].copy(),
+        sigma_ppm=m["sigma"][0] * PPM,
+        weight=m["w"][0].copy(),
+    )

@@ -24,7 +24,8 @@ from pixel_cnn.core.models import Preset
 from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.tracking import registry
 from pixel_cnn.tracking.pyfunc import log_pyfunc
-from pixel_cnn.tracking.runs import log_dataset_input, log_df, log_figure, log_params_once, model_params, now_ms
+from pixel_cnn.tracking.runs import (describe_run, log_dataset_input, log_df, log_figure, log_params_once,
+                                     model_params, now_ms)
 
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
@@ -116,6 +117,19 @@ def log_cv_summary(run_id: str, result: CVResult) -> None:
         [(f"pooled OOF, {oof['repeat'].nunique()} repeat(s)", oof["label"].to_numpy(), oof["probability"].to_numpy())],
         title=f"{result.preset.name}: reliability, out-of-fold"), "figures/reliability.png")
     client.log_dict(run_id, result.preset.to_dict(), "config.json")
+
+
+def log_mistakes(run_id: str, folder, worst: pd.DataFrame) -> None:
+    """Log the vetting sheets of the worst out-of-fold calls, ``folder/figures/mistakes/*.png``, and their table."""
+    log_df(run_id, worst, "figures/mistakes/mistakes.csv")
+    MlflowClient().log_artifacts(run_id, str(Path(folder) / "figures" / "mistakes"), "figures/mistakes")
+
+
+def log_cv_description(run_id: str, text: str, roc_interval: tuple[float, float]) -> None:
+    """The run's description (headline figures) and the pooled-OOF ROC-AUC interval as metrics."""
+    MlflowClient().log_batch(run_id, metrics=[Metric("roc_auc_oof_ci_low", roc_interval[0], now_ms(), 0),
+                                              Metric("roc_auc_oof_ci_high", roc_interval[1], now_ms(), 0)])
+    describe_run(run_id, text)
 
 
 def log_cv_inputs(run_id: str, dataset: Dataset, info: dict, preset: Preset) -> None:

@@ -20,6 +20,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from pixel_cnn.core.dataset import Dataset
 from pixel_cnn.core.models import Preset
@@ -110,11 +111,37 @@ def open_dataset(dataset: str) -> tuple[Dataset, dict]:
     return read_dataset(stores.local_dataset(dataset))
 
 
+def is_generated_name(name: str | None) -> bool:
+    """Whether ``name`` is one MLflow made up (``redolent-pug-696``), not one a user chose.
+
+    MLflow names an unnamed run ``<predicate>-<noun>-<integer>`` from its own word lists
+    (``mlflow.utils.name_utils._generate_random_name``, cut to 20 characters when longer);
+    ``mlflow run`` creates its run that way and only then sets ``--run-name`` when given.
+    """
+    from mlflow.utils import name_utils
+
+    if not name:
+        return True
+    parts = name.split("-")
+    if len(parts) == 3 and parts[0] in name_utils._GENERATOR_PREDICATES and parts[1] in name_utils._GENERATOR_NOUNS:
+        return parts[2].isdigit() or parts[2] == ""
+    if len(name) == 20 and len(parts) >= 2 and parts[0] in name_utils._GENERATOR_PREDICATES:
+        return any(noun.startswith(parts[1]) for noun in name_utils._GENERATOR_NOUNS)  # truncated
+    return False
+
+
+def describe_run(run_id: str, text: str) -> None:
+    """Set the run's description (the Markdown ``mlflow.note.content`` tag shown by ``mlflow ui``)."""
+    MlflowClient().set_tag(run_id, MLFLOW_RUN_NOTE, text)
+
+
 class job_run:
     """Context manager: the run of one entry point invocation; yields its run id.
 
     Under ``mlflow run`` it resumes the run that ``mlflow run`` created
-    (``MLFLOW_RUN_ID``); otherwise it starts one in ``experiment``. Inside
+    (``MLFLOW_RUN_ID``) and names it ``run_name`` unless the user named it
+    (``mlflow run --run-name``: a name MLflow did not generate, :func:`is_generated_name`,
+    is kept); otherwise it starts one named ``run_name`` in ``experiment``. Inside
     another job's active run it starts a nested child run of it, in the
     parent's experiment. The run
     ends FINISHED, or FAILED when the body raises.
@@ -137,6 +164,8 @@ class job_run:
             set_experiment(self.experiment)
             self.run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else self.run_name)
         try:
+            if self.run_name and is_generated_name(self.run.info.run_name):
+                MlflowClient().set_tag(self.run.info.run_id, MLFLOW_RUN_NAME, self.run_name)
             log_params_once(self.run.info.run_id, self.cli_params)
             if parent is None:
                 stores.check_artifacts(self.run.info.run_id)

@@ -240,7 +240,9 @@ def study_parent_run(study: optuna.Study, config, dataset: Dataset, info: dict) 
     if not parent:
         exp = client.get_experiment_by_name(EXPERIMENT_TUNE)
         exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT_TUNE)
-        run = client.create_run(exp_id, run_name=f"tune-{config.study_name}",
+        from pixel_cnn.core.tuning import tune_run_name
+
+        run = client.create_run(exp_id, run_name=tune_run_name(config),
                                 tags={"pixel_cnn.distributed": "true"})
         parent = run.info.run_id
         stores.check_artifacts(parent)

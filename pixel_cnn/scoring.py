@@ -1,0 +1,349 @@
+"""Batch scoring: stack files and folders -> one table row per file, and a vetting sheet per candidate.
+
+What ``python -m pixel_cnn.predict PATH ... --out results.csv --sheets DIR`` does
+(:mod:`pixel_cnn.predict` only parses arguments). The model is loaded through
+:func:`pixel_cnn.tracking.pyfunc.load` (the served model, in this process); this
+module makes no MLflow call itself.
+
+A row holds ``kepid``, ``file``, ``status`` (``scored`` / ``skipped``), every
+column the model returns (today ``probability``, ``label``, ``threshold``; a
+fused model's per-branch ``*_probability`` columns come along unchanged), the
+vetting statistics of :func:`pixel_cnn.core.vetting.vetting_statistics`
+(:data:`~pixel_cnn.core.vetting.STATISTICS_COLUMNS`) and ``reason`` (why a file
+was skipped; empty otherwise). A file that cannot be read or scored gets a row
+with its reason and the rest go on.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pixel_cnn.core.vetting import STATISTICS_COLUMNS, vetting_statistics
+from pixel_cnn.io.dataset import STACK_PATTERN, DataError, load_stack
+
+DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
+#: Stacks per call of the model (one bad stack in a chunk: the chunk is scored one by one).
+CHUNK = 64
+#: Leading columns of every row; the model's columns and the statistics follow, ``reason`` last.
+ID_COLUMNS = ("kepid", "file", "status")
+
+
+def stack_files(paths: list[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The ``.npy`` files named by ``paths``: files as given, folders searched for ``*.npy`` (recursively, sorted).
+
+    Returns ``(files, missing)``: ``missing`` lists ``(path, reason)`` for paths that
+    do not exist or folders that hold no ``.npy`` file. A file given explicitly is
+    kept whatever its name (it is then read, and refused if it is not a stack).
+    """
+    files, missing, seen = [], [], set()
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.npy") if p.is_file())
+            if not found:
+                missing.append((path, "folder holds no .npy file"))
+        elif path.exists():
+            found = [path]
+        else:
+            missing.append((path, "no such file or folder"))
+            found = []
+        for p in found:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(p)
+    return files, missing
+
+
+def kepid_of(path: Path) -> int | None:
+    """KIC id from ``pixdiff_<kepid>.npy``; None for another name."""
+    match = STACK_PATTERN.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def candidate_row(path: Path, prediction: dict | None, stack: np.ndarray | None = None,
+                  reason: str = "") -> dict:
+    """One table row: ids, the model's columns (``prediction``), the vetting statistics, reason.
+
+    ``prediction`` is one record of the model's output (any columns); None for a
+    skipped file. Statistics come from :func:`~pixel_cnn.core.vetting.vetting_statistics`
+    of ``stack`` (the function the vetting sheet uses too).
+    """
+    row = {"kepid": kepid_of(path), "file": path.name, "status": "skipped" if prediction is None else "scored"}
+    if prediction is not None:
+        row.update(prediction)
+        row.update(vetting_statistics(stack).row())
+    row["reason"] = reason
+    return row
+
+
+def rows_table(rows: list[dict], model_columns: list[str]) -> pd.DataFrame:
+    """Rows -> DataFrame with the columns in a fixed order (ids, model, statistics, reason)."""
+    columns = [*ID_COLUMNS, *model_columns, *STATISTICS_COLUMNS, "reason"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    table["kepid"] = table["kepid"].astype("Int64")  # whole numbers, blank for a name without kepid
+    return table
+
+
+def koi_parameters(koi: pd.DataFrame | None, kepid: int | None) -> tuple[dict[str, float], str, str]:
+    """The tabular branch's parameters of a star: ``(params, KOI name, why none)``.
+
+    The star's first KOI (:func:`pixel_cnn.core.tabular.star_koi`, the rule the
+    fusion model was trained with) in the KOI table ``koi``; its finite values of
+    :data:`pixel_cnn.core.tabular.ALLOWED_INPUTS` (KOI table names and units). No
+    table, no kepid, or a kepid not in the table: ``({}, "", reason)``.
+    """
+    from pixel_cnn.core import tabular
+
+    if koi is None:
+        return {}, "", "no KOI table"
+    if kepid is None:
+        return {}, "", "no kepid in the file name"
+    first = tabular.star_koi(koi, [kepid])
+    if not len(first):
+        return {}, "", "kepid not in the KOI table"
+    row = first.iloc[0]
+    params = {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if k in row and pd.notna(row[k])}
+    return params, str(row["kepoi_name"]), "" if params else "no KOI parameters"
+
+
+class ModelScorer:
+    """The loaded model as scoring needs it: predictions of raw stacks, and attributions when it can.
+
+    ``model`` is a ``mlflow.pyfunc`` model (:func:`pixel_cnn.tracking.pyfunc.load`);
+    its ``predict`` gets a 1-D object array of ``(32, H, W)`` stacks (mixed sizes allowed)
+    and returns one record per stack. A fusion model (preset ``fusion``) given a KOI
+    table ``koi`` is asked once per stack, with the star's KOI parameters
+    (:func:`koi_parameters`; the record then also holds ``koi``, the KOI used, or
+    ``koi_note``, why none was); without ``koi`` it answers from the pixel branch.
+    Attributions need the wrapped :class:`~pixel_cnn.core.ensemble.Ensemble`
+    (``preset`` and ``members``); a model without one gets sheets without the
+    attribution panel.
+    """
+
+    def __init__(self, model, koi: pd.DataFrame | None = None):
+        self.model = model
+        try:
+            python_model = model.unwrap_python_model()
+        except AttributeError:
+            python_model = None
+        self.ensemble = getattr(python_model, "ensemble", None)
+        self.is_fusion = getattr(python_model, "fusion", None) is not None
+        self.koi = koi if self.is_fusion else None
+
+    def predict(self, stacks: list[np.ndarray], kepids: list[int | None] | None = None) -> pd.DataFrame:
+        if self.koi is None or kepids is None:
+            batch = np.empty(len(stacks), dtype=object)
+            batch[:] = stacks
+            return pd.DataFrame(self.model.predict(batch)).reset_index(drop=True)
+        records = []
+        for stack, kepid in zip(stacks, kepids):  # the KOI parameters describe one star
+            params, koi_name, why = koi_parameters(self.koi, kepid)
+            batch = np.empty(1, dtype=object)
+            batch[:] = [stack]
+            rec = pd.DataFrame(self.model.predict(batch, params=params or None)).iloc[0].to_dict()
+            records.append({**rec, "koi": koi_name, "koi_note": why})
+        return pd.DataFrame(records)
+
+    def attribution(self, stack: np.ndarray) -> tuple[np.ndarray | None, str]:
+        """``(map (S, S), note)``: the members' mean Integrated Gradients summed over image channels."""
+        ens = self.ensemble
+        if ens is None or not hasattr(ens, "members") or not hasattr(ens, "preset"):
+            return None, ""
+        from pixel_cnn.core.explain import ensemble_attributions
+        from pixel_cnn.core.representation import build_inputs
+
+        preset = ens.preset
+        x = build_inputs([stack], preset.representation, preset.image_size, nan="reject")
+        attr = ensemble_attributions(preset, [net.state_dict() for net in ens.members], x)[0]
+        n_maps = preset.in_channels - preset.n_scalars
+        note = (f"mean of {len(ens.members)} members, {n_maps} image channels summed; "
+                f"scalar inputs {float(attr[n_maps:].sum()):+.2f} logit")
+        return attr[:n_maps].sum(0), note
+
+
+def write_sheet(path: Path, stack: np.ndarray, kepid, prediction: dict, scorer: ModelScorer,
+                source: str = "", truth: str | None = None) -> Path:
+    """Draw the vetting sheet (:func:`pixel_cnn.core.sheet.sheet_figure`) and save it as PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    from pixel_cnn.core.sheet import SHEET_DPI, sheet_figure
+
+    attribution, note = scorer.attribution(stack)
+    fig = sheet_figure(stack, kepid, prediction, attribution, note, truth=truth, source=source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=SHEET_DPI)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def render_sheets(specs: list[tuple[str, dict]], out_dir: str | os.PathLike) -> list[Path]:
+    """Draw each ``(relative path, sheet_figure kwargs)`` and save it as PNG under ``out_dir``; returns the paths."""
+    import matplotlib.pyplot as plt
+
+    from pixel_cnn.core.sheet import SHEET_DPI, sheet_figure
+
+    paths = []
+    for rel, kwargs in specs:
+        path = Path(out_dir) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = sheet_figure(**kwargs)
+        try:
+            fig.savefig(path, dpi=SHEET_DPI)
+        finally:
+            plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+class BackgroundSheets:
+    """Render vetting sheets in worker processes while the caller goes on (cv logs its model meanwhile).
+
+    Sheets are CPU-bound matplotlib work and the caller is mostly waiting on the tracking
+    store meanwhile; ``workers`` processes (2: the project's machines have 2 cores) each
+    draw every ``workers``-th sheet. ``result()`` waits and returns the folder holding them
+    (``<tmp>/<relative path>``); the folder lives until :meth:`close`. Uses ``fork`` where the
+    platform has it (nothing to re-import), else ``spawn``.
+    """
+
+    def __init__(self, specs: list[tuple[str, dict]], workers: int = 2):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="pixel-cnn-sheets-")
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        workers = max(1, min(workers, len(specs)))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        self._futures = [self._pool.submit(render_sheets, specs[i::workers], self._tmp.name) for i in range(workers)]
+
+    def result(self) -> Path:
+        for future in self._futures:
+            future.result()
+        return Path(self._tmp.name)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._tmp.cleanup()
+
+
+@dataclass
+class ScoreReport:
+    """What :func:`score_paths` did: the table, and the sheets written."""
+
+    table: pd.DataFrame
+    sheets: list[Path] = field(default_factory=list)
+
+    @property
+    def n_scored(self) -> int:
+        return int((self.table["status"] == "scored").sum())
+
+    @property
+    def n_skipped(self) -> int:
+        return int((self.table["status"] == "skipped").sum())
+
+
+def _message(path: Path, exc: Exception) -> str:
+    msg = str(exc)
+    return msg[len(path.name) + 2:] if msg.startswith(f"{path.name}: ") else msg
+
+
+def score_paths(paths: list[str | os.PathLike], scorer: ModelScorer, sheets_dir: str | os.PathLike | None = None,
+                progress: bool = True, on_row=None, chunk: int = CHUNK) -> ScoreReport:
+    """Score every stack file under ``paths``; optionally write a vetting sheet per scored stack.
+
+    Parameters
+    ----------
+    paths : files and folders (folders: every ``*.npy`` below, sorted).
+    scorer : ModelScorer
+    sheets_dir : folder for ``<file stem>.png`` sheets, or None.
+    progress : show a tqdm bar on stderr.
+    on_row : optional ``callable(row: dict)`` called for each row, in file order.
+    chunk : stacks per model call.
+
+    Returns
+    -------
+    ScoreReport
+        One row per file (and per missing path), in the order found.
+        Never raises for a bad file: unreadable, not a stack, or refused by the
+        model -> ``status="skipped"`` and the reason. A sheet that cannot be written
+        (disk full, unwritable folder) leaves the row ``scored`` with the reason.
+    """
+    files, missing = stack_files(paths)
+    rows: list[dict] = [candidate_row(p, None, reason=why) for p, why in missing]
+    for row in rows:
+        on_row and on_row(row)
+    model_columns: list[str] = []
+    sheets: list[Path] = []
+    bar = tqdm(total=len(files), unit="stack", disable=not progress or len(files) < 2, desc="scoring")
+    for start in range(0, len(files), chunk):
+        part = files[start:start + chunk]
+        loaded: list[tuple[Path, np.ndarray | None, str]] = []
+        for p in part:
+            try:
+                loaded.append((p, load_stack(p), ""))
+            except (DataError, OSError) as exc:
+                loaded.append((p, None, _message(p, exc)))
+        good = [(p, s) for p, s, _ in loaded if s is not None]
+        predictions: dict[Path, dict | str] = {}
+        if good:
+            try:
+                out = scorer.predict([s for _, s in good], [kepid_of(p) for p, _ in good])
+                predictions.update({p: rec for (p, _), rec in zip(good, out.to_dict("records"))})
+                model_columns = model_columns or list(out.columns)
+            except Exception:  # noqa: BLE001 - a stack the model refuses: score the chunk one by one
+                for p, s in good:
+                    predictions[p] = _predict_one(scorer, p, s)
+        for p, stack, reason in loaded:
+            pred = predictions.get(p)
+            if stack is None or isinstance(pred, str):
+                row = candidate_row(p, None, reason=reason or pred)
+            else:
+                if not model_columns:
+                    model_columns = list(pred)
+                row = candidate_row(p, pred, stack)
+                if sheets_dir is not None:
+                    try:
+                        sheets.append(write_sheet(Path(sheets_dir) / f"{p.stem}.png", stack,
+                                                  row["kepid"] if row["kepid"] is not None else p.stem,
+                                                  pred, scorer, source=p.name))
+                    except (OSError, ValueError) as exc:
+                        row["reason"] = f"scored, but the sheet could not be written: {exc}"
+            rows.append(row)
+            on_row and on_row(row)
+            bar.update(1)
+    bar.close()
+    return ScoreReport(rows_table(rows, model_columns), sheets)
+
+
+def _predict_one(scorer: ModelScorer, path: Path, stack: np.ndarray) -> dict | str:
+    """One stack's record, or the model's reason for refusing it."""
+    try:
+        return scorer.predict([stack], [kepid_of(path)]).iloc[0].to_dict()
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, it is this file's reason
+        return str(getattr(exc, "message", exc)).removeprefix("bad request: stack 0: ")
+
+
+def write_table(table: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """Write the table as CSV atomically (a temporary file in the same folder, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
