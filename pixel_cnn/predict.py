@@ -76,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scoring.tqdm.write(f"{row['file']}: {row['reason']}", file=sys.stderr)
 
-    koi = None
+    koi, note = None, "--no-koi"
     if not args.no_koi and getattr(model.unwrap_python_model(), "fusion", None) is not None:
         try:
             koi = load_koi(args.koi_table)
         except DataError as exc:
+            note = "KOI table not readable"
             print(f"KOI table not used: {exc}", file=sys.stderr)
-    report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi), sheets_dir=args.sheets,
+    report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi, note), sheets_dir=args.sheets,
                                  progress=not args.quiet, on_row=show)
     if args.out is not None:
         scoring.write_table(report.table, args.out)

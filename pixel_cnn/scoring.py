@@ -122,13 +122,14 @@ class ModelScorer:
     and returns one record per stack. A fusion model (preset ``fusion``) given a KOI
     table ``koi`` is asked once per stack, with the star's KOI parameters
     (:func:`koi_parameters`; the record then also holds ``koi``, the KOI used, or
-    ``koi_note``, why none was); without ``koi`` it answers from the pixel branch.
+    ``koi_note``, why none was); without ``koi`` it answers from the pixel branch and
+    ``koi_note`` says why (``no_koi_note``).
     Attributions need the wrapped :class:`~pixel_cnn.core.ensemble.Ensemble`
     (``preset`` and ``members``); a model without one gets sheets without the
     attribution panel.
     """
 
-    def __init__(self, model, koi: pd.DataFrame | None = None):
+    def __init__(self, model, koi: pd.DataFrame | None = None, no_koi_note: str = "no KOI table"):
         self.model = model
         try:
             python_model = model.unwrap_python_model()
@@ -137,12 +138,16 @@ class ModelScorer:
         self.ensemble = getattr(python_model, "ensemble", None)
         self.is_fusion = getattr(python_model, "fusion", None) is not None
         self.koi = koi if self.is_fusion else None
+        self.no_koi_note = no_koi_note
 
     def predict(self, stacks: list[np.ndarray], kepids: list[int | None] | None = None) -> pd.DataFrame:
         if self.koi is None or kepids is None:
             batch = np.empty(len(stacks), dtype=object)
             batch[:] = stacks
-            return pd.DataFrame(self.model.predict(batch)).reset_index(drop=True)
+            out = pd.DataFrame(self.model.predict(batch)).reset_index(drop=True)
+            if self.is_fusion:
+                out["koi"], out["koi_note"] = "", self.no_koi_note
+            return out
         records = []
         for stack, kepid in zip(stacks, kepids):  # the KOI parameters describe one star
             params, koi_name, why = koi_parameters(self.koi, kepid)

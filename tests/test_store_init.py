@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -53,31 +52,40 @@ def _finished_cv_runs(uri: str) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-@pytest.mark.slow
-def test_three_cv_jobs_at_once_on_a_fresh_store_all_finish_with_the_same_metrics(tmp_path, prepared_dir):
-    env = {**store_env(tmp_path), "OMP_NUM_THREADS": "1"}
-    uri = env["MLFLOW_TRACKING_URI"]
+JOB = """
+import sys
+from pixel_cnn.tracking.runs import job_run
+with job_run("store-init-test", "job") as run_id:
+    print(run_id)
+"""
+
+
+def test_three_jobs_at_once_on_a_fresh_store_all_finish(tmp_path):
+    """Every job (job_run) creates a fresh store under the lock before its run."""
+    env = store_env(tmp_path)
     assert not (tmp_path / "mlflow.db").exists()
-    cmd = [sys.executable, "-m", "entrypoints.cv", "--dataset", str(prepared_dir), "--preset", "seed",
-           "--n-folds", "2", "--epochs", "1", "--inner-folds", "0", "--seed", "7"]
-    results = _start([cmd] * 3, env, PROJECT)
+    results = _start([[sys.executable, "-c", JOB]] * 3, env, tmp_path)
     for r in results:
         assert r.returncode == 0, r.stderr[-3000:]
-    parents = _finished_cv_runs(uri)
-    assert len(parents) == 3
-    scores = {(r.data.metrics["pr_auc_oof"], r.data.metrics["roc_auc_oof"]) for r in parents}
-    assert len(scores) == 1  # same seed, same data: the same metrics in every process
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("store-init-test").experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(r.stdout.split()[-1] for r in results)
+    assert {r.info.status for r in runs} == {"FINISHED"}
 
 
 @pytest.mark.slow
-def test_make_path_three_mlflow_runs_at_once_on_a_fresh_store(tmp_path, prepared_dir):
-    """What `make cv` does, three times at once: `make tracking-check` (creates the store), then `mlflow run`."""
+def test_three_cv_runs_at_once_on_a_fresh_store_finish_with_the_same_metrics(tmp_path, prepared_dir):
+    """What `make cv` does, three times at once (seeds launched in parallel on a new machine):
+    `make tracking-check` (creates the store under the lock), then `mlflow run . -e cv`."""
     env = {**store_env(tmp_path), "OMP_NUM_THREADS": "1"}
+    assert not (tmp_path / "mlflow.db").exists()
     run = (f"{sys.executable} -m entrypoints.tracking_check && {VENV_BIN / 'mlflow'} run {PROJECT} -e cv "
            f"--env-manager local --experiment-name pixel-cnn-cv -P dataset={prepared_dir} -P preset=seed "
-           "-P n_folds=2 -P epochs=1 -P inner_folds=0")
-    start = time.monotonic()
+           "-P n_folds=2 -P epochs=1 -P inner_folds=0 -P seed=7")
     results = _start([["bash", "-c", run]] * 3, env, PROJECT)
     for r in results:
         assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-    assert len(_finished_cv_runs(env["MLFLOW_TRACKING_URI"])) == 3, time.monotonic() - start
+    parents = _finished_cv_runs(env["MLFLOW_TRACKING_URI"])
+    assert len(parents) == 3
+    scores = {(r.data.metrics["pr_auc_oof"], r.data.metrics["roc_auc_oof"]) for r in parents}
+    assert len(scores) == 1  # same seed, same data: the same metrics in every process
