@@ -13,7 +13,11 @@ The logic is :mod:`pixel_cnn.scoring`.
 The tracking store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the
 checkout's ``mlflow.db`` when it exists (so the command works from any directory),
 else MLflow's default. Exit status: 0 every file scored, 1 some file or path was
-skipped, 2 the model could not be loaded or nothing was given to score.
+skipped, 2 the model could not be loaded, the ``--koi-table`` given cannot be read,
+or nothing was given to score. Files follow the dataset's own rule for missing pixels
+(NaN read as 0, as prep does); the served model refuses NaN instead.
+A star the model was trained on is marked ``in_training_set``: its score is
+in-sample (the out-of-fold scores are in the cv run's ``oof_predictions.csv``).
 
 With a fusion model (preset ``fusion``) the star's KOI parameters are looked up in the
 KOI table (``--koi-table``, default the data folder's ``koi_cumulative.csv``) by the kepid
@@ -81,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             koi = load_koi(args.koi_table)
         except DataError as exc:
-            note = "KOI table not readable"
+            if args.koi_table is not None:  # asked for by name: refuse rather than score without it
+                print(f"--koi-table: {exc}", file=sys.stderr)
+                return 2
+            note = "no KOI table"
             print(f"KOI table not used: {exc}", file=sys.stderr)
     report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi, note), sheets_dir=args.sheets,
                                  progress=not args.quiet, on_row=show)

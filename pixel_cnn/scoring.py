@@ -8,6 +8,8 @@ module makes no MLflow call itself.
 A row holds ``kepid``, ``file``, ``status`` (``scored`` / ``skipped``), every
 column the model returns (today ``probability``, ``label``, ``threshold``; a
 fused model's per-branch ``*_probability`` columns come along unchanged), the
+``in_training_set`` (the model was trained on this star, so its score is in-sample,
+not a test; empty when the model does not record its training stars), the
 vetting statistics of :func:`pixel_cnn.core.vetting.vetting_statistics`
 (:data:`~pixel_cnn.core.vetting.STATISTICS_COLUMNS`) and ``reason`` (why a file
 was skipped; empty otherwise). A file that cannot be read or scored gets a row
@@ -86,7 +88,7 @@ def candidate_row(path: Path, prediction: dict | None, stack: np.ndarray | None 
 
 def rows_table(rows: list[dict], model_columns: list[str]) -> pd.DataFrame:
     """Rows -> DataFrame with the columns in a fixed order (ids, model, statistics, reason)."""
-    columns = [*ID_COLUMNS, *model_columns, *STATISTICS_COLUMNS, "reason"]
+    columns = [*ID_COLUMNS, *model_columns, "in_training_set", *STATISTICS_COLUMNS, "reason"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     table["kepid"] = table["kepid"].astype("Int64")  # whole numbers, blank for a name without kepid
     return table
@@ -139,6 +141,8 @@ class ModelScorer:
         self.is_fusion = getattr(python_model, "fusion", None) is not None
         self.koi = koi if self.is_fusion else None
         self.no_koi_note = no_koi_note
+        #: stars the model was trained on: their scores are in-sample, not a test (empty when unknown)
+        self.training_kepids = getattr(self.ensemble, "training_kepids", frozenset())
 
     def predict(self, stacks: list[np.ndarray], kepids: list[int | None] | None = None) -> pd.DataFrame:
         if self.koi is None or kepids is None:
@@ -156,6 +160,12 @@ class ModelScorer:
             rec = pd.DataFrame(self.model.predict(batch, params=params or None)).iloc[0].to_dict()
             records.append({**rec, "koi": koi_name, "koi_note": why})
         return pd.DataFrame(records)
+
+    def in_training_set(self, kepid: int | None) -> bool | None:
+        """Whether the model was trained on this star (None when the model does not record it)."""
+        if not self.training_kepids or kepid is None:
+            return None
+        return int(kepid) in self.training_kepids
 
     def attribution(self, stack: np.ndarray) -> tuple[np.ndarray | None, str]:
         """``(map (S, S), note)``: the members' mean Integrated Gradients summed over image channels."""
@@ -317,7 +327,7 @@ def score_paths(paths: list[str | os.PathLike], scorer: ModelScorer, sheets_dir:
             else:
                 if not model_columns:
                     model_columns = list(pred)
-                row = candidate_row(p, pred, stack)
+                row = candidate_row(p, {**pred, "in_training_set": scorer.in_training_set(kepid_of(p))}, stack)
                 if sheets_dir is not None:
                     try:
                         sheets.append(write_sheet(Path(sheets_dir) / f"{p.stem}.png", stack,

@@ -47,6 +47,7 @@ class Ensemble:
 
     def __init__(self, preset: Preset, state_dicts: list[dict], threshold: float):
         self.preset, self.threshold = preset, float(threshold)
+        self.training_kepids: frozenset[int] = frozenset()
         self.members = []
         for sd in state_dicts:
             net = build_model(preset)
@@ -60,7 +61,10 @@ class Ensemble:
     def from_files(cls, config_path: str | Path, weights_path: str | Path) -> "Ensemble":
         config = json.loads(Path(config_path).read_text())
         state_dicts = torch.load(weights_path, map_location="cpu", weights_only=True)
-        return cls(Preset.from_dict(config["preset"]), state_dicts, config["threshold"])
+        ensemble = cls(Preset.from_dict(config["preset"]), state_dicts, config["threshold"])
+        #: kepids of the stars the members were trained on (every cv target; absent in older models)
+        ensemble.training_kepids = frozenset(int(k) for k in config.get("training_kepids", ()))
+        return ensemble
 
     @torch.no_grad()
     def predict_inputs(self, x: np.ndarray) -> np.ndarray:

@@ -156,7 +156,9 @@ def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
     """
     members = result.ensemble_folds()
     info = {"cv_run_id": run_id, "dataset_digest": dataset_digest,
-            "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"]}
+            "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"],
+            # every cv target trained some member: scoring marks these stars (their scores are not out of fold)
+            "training_kepids": sorted(int(k) for k in result.oof["kepid"].unique())}
     threshold = result.summary["threshold"]
     if isinstance(result, FusionCVResult):
         if tabular_model is None:

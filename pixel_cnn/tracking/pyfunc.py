@@ -240,11 +240,23 @@ class ModelLoadError(RuntimeError):
 def load(model_uri: str):
     """``mlflow.pyfunc.load_model(model_uri)``: the served model, in this process.
 
+    A ``models:/`` or ``runs:/`` URI is resolved by the tracking server: it is checked
+    first (:func:`pixel_cnn.tracking.stores.check_tracking`, seconds), so a wrong
+    ``MLFLOW_TRACKING_URI`` fails at once, not after MLflow's minutes of retries.
+
     Raises
     ------
     ModelLoadError
-        Unknown URI, or its files cannot be read (one line naming the URI and the tracking store).
+        Unreachable tracking server, unknown URI, or its files cannot be read (one line
+        naming the URI and the tracking store).
     """
+    from pixel_cnn.tracking.stores import StoreError, check_tracking
+
+    if str(model_uri).startswith(("models:/", "runs:/")):
+        try:
+            check_tracking()
+        except StoreError as exc:
+            raise ModelLoadError(f"cannot load model {model_uri!r}: {exc}") from None
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
