@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = uri
     from pixel_cnn import scoring
     from pixel_cnn.io.dataset import DataError
-    from pixel_cnn.tracking.pyfunc import ModelLoadError, load
+    from pixel_cnn.tracking.registry import ModelLoadError, load
 
     try:
         model = load(args.model_uri)

@@ -2,7 +2,7 @@
 
 What ``python -m pixel_cnn.predict PATH ... --out results.csv --sheets DIR`` does
 (:mod:`pixel_cnn.predict` only parses arguments). The model is loaded through
-:func:`pixel_cnn.tracking.pyfunc.load` (the served model, in this process); this
+:func:`pixel_cnn.tracking.registry.load` (the served model, in this process); this
 module makes no MLflow call itself.
 
 A row holds ``kepid``, ``file``, ``status`` (``scored`` / ``skipped``), every
@@ -119,7 +119,7 @@ def koi_parameters(koi: pd.DataFrame | None, kepid: int | None) -> tuple[dict[st
 class ModelScorer:
     """The loaded model as scoring needs it: predictions of raw stacks, and attributions when it can.
 
-    ``model`` is a ``mlflow.pyfunc`` model (:func:`pixel_cnn.tracking.pyfunc.load`);
+    ``model`` is a ``mlflow.pyfunc`` model (:func:`pixel_cnn.tracking.registry.load`);
     its ``predict`` gets a 1-D object array of ``(32, H, W)`` stacks (mixed sizes allowed)
     and returns one record per stack. A fusion model (preset ``fusion``) given a KOI
     table ``koi`` is asked once per stack, with the star's KOI parameters

@@ -135,7 +135,11 @@ def test_every_good_file_scored_every_bad_one_named(cli_run, mixed_dir):
     from pixel_cnn.core.vetting import STATISTICS_COLUMNS
 
     assert list(table.columns) == ["kepid", "file", "status", "probability", "label", "threshold",
-                                   *STATISTICS_COLUMNS, "reason"]
+                                   "in_training_set", *STATISTICS_COLUMNS, "reason"]
+    # 9967771 is a benchmark star: the model trained on it, so its score is in-sample and marked;
+    # a file name without a kepid cannot be matched
+    assert by_file.loc["pixdiff_9967771.npy", "in_training_set"] == True  # noqa: E712
+    assert pd.isna(by_file.loc["candidate_b.npy", "in_training_set"])
     assert len(proc.stdout.strip().splitlines()) == len(GOOD)
 
 
@@ -190,7 +194,7 @@ def test_sheet_numbers_come_from_the_csv_function(registered, cli_run, data_dir)
     from pixel_cnn import scoring
     from pixel_cnn.core.sheet import STATISTIC_LABELS, format_statistic, sheet_figure, table_cells
     from pixel_cnn.io.dataset import load_stack
-    from pixel_cnn.tracking.pyfunc import load
+    from pixel_cnn.tracking.registry import load
 
     mlflow.set_tracking_uri(registered["env"]["MLFLOW_TRACKING_URI"])
     try:

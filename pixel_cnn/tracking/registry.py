@@ -157,3 +157,36 @@ def promote(name: str = MODEL_NAME, challenger: str = "challenger",
         if champ is not None:
             client.set_model_version_tag(name, chal[0], "promoted_over_version", champ[0])
     return {"challenger": chal, "champion": champ, "promoted": promoted, "reason": reason}
+
+
+# ---------------------------------------------------------------- loading a registered model
+
+
+class ModelLoadError(RuntimeError):
+    """A model URI that cannot be loaded; the message is one line naming it and the tracking store."""
+
+
+def load(model_uri: str):
+    """``mlflow.pyfunc.load_model(model_uri)``: the served model, in this process.
+
+    A ``models:/`` or ``runs:/`` URI is resolved by the tracking server: it is checked
+    first (:func:`pixel_cnn.tracking.stores.check_tracking`, seconds), so a wrong
+    ``MLFLOW_TRACKING_URI`` fails at once, not after MLflow's minutes of retries.
+
+    Raises
+    ------
+    ModelLoadError
+        Unreachable tracking server, unknown URI, or its files cannot be read (one line
+        naming the URI and the tracking store).
+    """
+    if str(model_uri).startswith(("models:/", "runs:/")):
+        try:
+            stores.check_tracking()
+        except stores.StoreError as exc:
+            raise ModelLoadError(f"cannot load model {model_uri!r}: {exc}") from None
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {model_uri!r} (tracking store "
+                             f"{mlflow.get_tracking_uri()}): {first}") from None
