@@ -249,7 +249,7 @@ def bench_batch(model_uri: str, root: Path, n_sheets: int, rounds: int = 3) -> d
     """
     from pixel_cnn import scoring
     from pixel_cnn.io.dataset import resolve_data_dir
-    from pixel_cnn.tracking.pyfunc import load
+    from pixel_cnn.tracking.registry import load
 
     scorer = scoring.ModelScorer(load(model_uri))
     stacks_dir = resolve_data_dir() / "stacks"
