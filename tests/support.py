@@ -90,3 +90,30 @@ def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0, w
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def in_store(root: Path):
+    """Point this process at a fresh sqlite store under ``root`` (cwd too, for ./mlruns); restore on exit.
+
+    For module fixtures that run a job in process (``jobs.cv(register=True)``) and keep its store.
+    Yields the store's environment (:func:`store_env`).
+    """
+    import mlflow
+
+    env = store_env(root)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        yield env
+    finally:
+        os.chdir(cwd)
+        mlflow.set_tracking_uri(None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 
@@ -21,7 +20,7 @@ from pixel_cnn.core.fusion import BRANCHES, KOITable, run_fusion_cv
 from pixel_cnn.core.metrics import binary_metrics
 from pixel_cnn.core.models import get_preset
 from pixel_cnn.io.dataset import load_koi_table
-from tests.support import PROJECT, served_model, store_env
+from tests.support import PROJECT, in_store, served_model, store_env
 
 JSON = {"Content-Type": "application/json"}
 QUICK = {"epochs": 2}
@@ -126,25 +125,11 @@ def fusion_run(tmp_path_factory, prepared_dir, data_dir):
     from pixel_cnn import jobs
 
     root = tmp_path_factory.mktemp("fusion-store")
-    env = store_env(root)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with in_store(root) as env:
         result, info = jobs.cv(str(prepared_dir), "fusion", dict(QUICK), n_folds=3, seed=3, inner_folds=2,
                                register=True, alias="champion", koi_table=str(data_dir / "koi_cumulative.csv"))
         model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
         yield {"root": root, "env": env, "result": result, "info": info, "model": model}
-    finally:
-        os.chdir(cwd)
-        mlflow.set_tracking_uri(None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _koi_params(koi, kepid) -> dict:

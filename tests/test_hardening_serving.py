@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pixel_cnn.tracking.pyfunc import MAX_REQUEST_VALUES
-from tests.support import PROJECT, served_model, store_env
+from tests.support import PROJECT, in_store, served_model
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
@@ -33,26 +33,12 @@ def trained(tmp_path_factory, prepared_dir):
     from pixel_cnn import jobs
 
     root = tmp_path_factory.mktemp("serving-store")
-    env = store_env(root)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with in_store(root) as env:
         result, info = jobs.cv(str(prepared_dir), "seed", {"epochs": 2}, n_folds=2, seed=3,
                                register=True, alias="champion")
         model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
         yield {"root": root, "env": env, "result": result, "info": info, "model": model,
                "prepared_dir": prepared_dir}
-    finally:
-        os.chdir(cwd)
-        mlflow.set_tracking_uri(None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ subprocess from another directory; the probabilities are checked against a real
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import served_model, store_env
+from tests.support import in_store, served_model
 
 pytestmark = pytest.mark.slow
 
@@ -45,24 +44,10 @@ def registered(tmp_path_factory, prepared_dir):
     from pixel_cnn import jobs
 
     root = tmp_path_factory.mktemp("scoring-store")
-    env = store_env(root)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with in_store(root) as env:
         result, info = jobs.cv(str(prepared_dir), "phase2", {"epochs": 2}, n_folds=2, seed=3, inner_folds=0,
                                register=True, alias="champion")
         yield {"root": root, "env": env, "result": result, "info": info}
-    finally:
-        os.chdir(cwd)
-        mlflow.set_tracking_uri(None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
