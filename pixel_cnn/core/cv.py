@@ -328,6 +328,17 @@ def plan_splits(kepids: np.ndarray, labels: np.ndarray, n_folds: int, seed: int,
     return splits
 
 
+def fold_info(train_idx: np.ndarray, val_idx: np.ndarray, labels: np.ndarray, inner_folds: int,
+              n_extra_train: int = 0) -> dict:
+    """What ``CVCallbacks.fold_start`` is told of a fold: sizes, positive rates, inner folds."""
+    return {
+        "n_train": len(train_idx), "n_val": len(val_idx),
+        "val_positive_rate": float(labels[val_idx].mean()),
+        "train_positive_rate": float(labels[train_idx].mean()),
+        "inner_folds": inner_folds, "n_extra_train": n_extra_train,
+    }
+
+
 def run_cv(
     dataset: Dataset,
     preset: Preset,
@@ -396,12 +407,8 @@ def run_cv(
     for r in range(repeats):
         for k, (train_idx, val_idx) in enumerate(splits[r]):
             fold_seed = seed + 1000 * r + k
-            callbacks.fold_start(r, k, {
-                "n_train": len(train_idx), "n_val": len(val_idx),
-                "val_positive_rate": float(labels[val_idx].mean()),
-                "train_positive_rate": float(labels[train_idx].mean()),
-                "inner_folds": inner_folds, "n_extra_train": 0 if extra is None else len(extra.labels),
-            })
+            callbacks.fold_start(r, k, fold_info(train_idx, val_idx, labels, inner_folds,
+                                                 0 if extra is None else len(extra.labels)))
             threshold = inner_threshold(x[train_idx], labels[train_idx], kepids[train_idx], preset,
                                         inner_folds, fold_seed, x_extra, y_extra)
             x_train, y_train = with_extra(x[train_idx], labels[train_idx], x_extra, y_extra)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from pixel_cnn.core import tabular
 from pixel_cnn.core.combiner import Combiner
-from pixel_cnn.core.cv import (CVCallbacks, CVError, CVResult, FoldOutcome, FOLD_THRESHOLD, INNER_FOLDS, inner_oof,
+from pixel_cnn.core.cv import (CVCallbacks, fold_info, CVError, CVResult, FoldOutcome, FOLD_THRESHOLD, INNER_FOLDS, inner_oof,
                                make_folds, plan_splits, summarize)
 from pixel_cnn.core.explain import integrated_gradients
 from pixel_cnn.core.metrics import METRIC_NAMES, binary_metrics, f1_optimal_threshold, thresholded_metrics
@@ -169,12 +169,7 @@ def run_fusion_cv(
     for r in range(repeats):
         for k, (train_idx, val_idx) in enumerate(splits[r]):
             fold_seed = seed + 1000 * r + k
-            callbacks.fold_start(r, k, {
-                "n_train": len(train_idx), "n_val": len(val_idx),
-                "val_positive_rate": float(labels[val_idx].mean()),
-                "train_positive_rate": float(labels[train_idx].mean()),
-                "inner_folds": inner_folds, "n_extra_train": 0,
-            })
+            callbacks.fold_start(r, k, fold_info(train_idx, val_idx, labels, inner_folds))
             val_stars = kepids[val_idx]
             # Pixel branch: the inner split and networks of run_cv's inner_threshold, then the outer network.
             inner_pixel = inner_oof(x[train_idx], labels[train_idx], kepids[train_idx], preset, inner_folds, fold_seed)
