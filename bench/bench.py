@@ -31,9 +31,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import torch  # noqa: E402
 
 from pixel_cnn.io.dataset import prepare_dataset, write_dataset  # noqa: E402
-from pixel_cnn.core.models import DEFAULT_PRESET, build_model, get_preset  # noqa: E402
-from pixel_cnn.core.representation import build_inputs  # noqa: E402
-from pixel_cnn.core.training import train_fold  # noqa: E402
+from pixel_cnn.vetter.networks import DEFAULT_PRESET, build_model, get_preset  # noqa: E402
+from pixel_cnn.vetter.representation import build_inputs  # noqa: E402
+from pixel_cnn.branches.pixel import train_fold  # noqa: E402
 
 
 def versions() -> dict[str, str]:
@@ -68,18 +68,18 @@ def use_store(root: Path) -> None:
 
 
 def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -> dict:
-    """cv wall time with full tracking (jobs.cv, registered) / the same cv with tracking off.
+    """cv wall time with full tracking (cv_job, registered) / the same cv with tracking off.
 
     Both sides do the same science, the fold attributions included (``run_cv(attributions=True)``,
-    as jobs.cv runs it), so the ratio is the cost of logging alone. The sqlite store is created
+    as cv_job runs it), so the ratio is the cost of logging alone. The sqlite store is created
     first and timed apart (``tracking_store_init_s``): a new ``mlflow.db`` runs MLflow's schema
     migrations once, not on every cv.
     Also the full cv / the same without the vetting sheets of its worst OOF calls
     (``mistakes=False``): what the sheets add to ``make cv`` (target <= 1.10).
 
     """
-    from pixel_cnn import jobs
-    from pixel_cnn.core.cv import run_cv
+    from pixel_cnn.jobs.cv import cv as cv_job
+    from pixel_cnn.evaluation.cv import run_cv
     from pixel_cnn.io.dataset import read_dataset
 
     from mlflow.tracking import MlflowClient
@@ -96,14 +96,14 @@ def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -
     run_cv(dataset, get_preset(preset_name), n_folds=n_folds, seed=42)
     plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    jobs.cv(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True, alias="bench")
+    cv_job(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True, alias="bench")
     tracked = time.perf_counter() - t0
     # The sheets of the worst OOF calls: the same cv without them, then with them again (both after the
     # first tracked cv, which pays the store's one-time costs: experiment, registered model).
     walls = {}
     for sheets in (False, True):
         t0 = time.perf_counter()
-        jobs.cv(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True,
+        cv_job(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True,
                 alias=f"bench-sheets-{str(sheets).lower()}", mistakes=sheets)
         walls[sheets] = time.perf_counter() - t0
     return {"cv_untracked_s": untracked, "cv_tracked_s": tracked, "cv_plain_s": plain,

@@ -26,10 +26,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from pixel_cnn.core.quality import fold_digest, per_repeat_scores  # noqa: E402
-from pixel_cnn.core.cv import run_cv  # noqa: E402
+from pixel_cnn.evaluation.quality import fold_digest, per_repeat_scores  # noqa: E402
+from pixel_cnn.evaluation.cv import run_cv  # noqa: E402
 from pixel_cnn.io.dataset import prepare_dataset  # noqa: E402
-from pixel_cnn.core.models import get_preset  # noqa: E402
+from pixel_cnn.vetter.networks import get_preset  # noqa: E402
 
 
 def main(argv=None) -> int:

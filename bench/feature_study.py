@@ -6,9 +6,9 @@ Nothing is tuned on the validation folds: the only choice made from data is the
 logistic regression's C in ``lr_inner_c``, picked by an inner grouped 3-fold cv on
 each outer fold's training targets.
 
-* folds: :func:`pixel_cnn.core.cv.plan_splits` (seed 42, repeat ``r`` = seed 42 + r,
+* folds: :func:`pixel_cnn.evaluation.cv.plan_splits` (seed 42, repeat ``r`` = seed 42 + r,
   ``StratifiedGroupKFold`` grouped by kepid), the folds every preset sees in ``cv``.
-* features: in-stack only (:func:`pixel_cnn.core.vetting.vetting_features` and the 6
+* features: in-stack only (:func:`pixel_cnn.vetter.vetting.vetting_features` and the 6
   scalars of the ``phase`` representation); no KOI-table column ever enters.
 * ``extra=koi``: the stacks that have a KOI disposition (``prepare_dataset(labels="koi")``)
   but are not benchmark targets join every *training* fold; they are never scored.
@@ -39,12 +39,12 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold  # noqa: 
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from pixel_cnn.core.cv import plan_splits  # noqa: E402
+from pixel_cnn.evaluation.cv import plan_splits  # noqa: E402
 from pixel_cnn.io.dataset import prepare_dataset  # noqa: E402
-from pixel_cnn.core.metrics import bootstrap_pr_auc  # noqa: E402
-from pixel_cnn.core.representation import PHASE_SCALARS, phase_maps  # noqa: E402
-from pixel_cnn.core.stack import validate_stack  # noqa: E402
-from pixel_cnn.core.vetting import VETTING_FEATURES, vetting_features  # noqa: E402
+from pixel_cnn.evaluation.metrics import bootstrap_pr_auc  # noqa: E402
+from pixel_cnn.vetter.representation import PHASE_SCALARS, phase_maps  # noqa: E402
+from pixel_cnn.vetter.stack import validate_stack  # noqa: E402
+from pixel_cnn.vetter.vetting import VETTING_FEATURES, vetting_features  # noqa: E402
 
 PHASE6 = tuple(f"phase.{n}" for n in PHASE_SCALARS)
 #: The pre-declared feature sets, in the order evaluated.
@@ -122,7 +122,7 @@ def fast_ap(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def bootstrap_ap(y: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 42) -> tuple[float, float]:
-    """95 % percentile bootstrap of the mean-over-repeats AP: :func:`pixel_cnn.core.metrics.bootstrap_pr_auc`
+    """95 % percentile bootstrap of the mean-over-repeats AP: :func:`pixel_cnn.evaluation.metrics.bootstrap_pr_auc`
     (same draws for one seed) scored with :func:`fast_ap`, so that 24 variants fit in the time budget."""
     return bootstrap_pr_auc(y, probs, n_boot=n_boot, seed=seed, score=fast_ap)
 
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
                       f"ROC-AUC {v['roc_auc']['mean']:.3f} +/- {v['roc_auc']['std']:.3f}  "
                       f"CI {v['pr_auc_ci95'][0]:.3f}-{v['pr_auc_ci95'][1]:.3f}", flush=True)
     out = {
-        "protocol": {"folds": "pixel_cnn.core.cv.plan_splits (StratifiedGroupKFold by kepid)", "n_folds": 5,
+        "protocol": {"folds": "pixel_cnn.evaluation.cv.plan_splits (StratifiedGroupKFold by kepid)", "n_folds": 5,
                      "seed": args.seed, "repeats": args.repeats, "c_grid": list(C_GRID),
                      "inner_folds": INNER_FOLDS, "pr_auc": "average precision, pooled OOF per repeat"},
         "n_targets": int(len(y)), "positive_rate": float(y.mean()),

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
 
     from pixel_cnn.io.dataset import prepare_dataset
     from ops.loadtest import stack_bodies
-    from pixel_cnn.core.representation import build_inputs
+    from pixel_cnn.vetter.representation import build_inputs
     from tests.support import served_model
 
     uri = (argv or sys.argv[1:] or ["models:/pixel-cnn@champion"])[0]

@@ -3,7 +3,7 @@
 Synthetic, no FITS: one Kepler quarter of long cadence (4400 cadences, 90 d), one pixel,
 a box transit of 1000 ppm, white noise 100 ppm per cadence. For each period and duration
 the in-transit bins (0 and 31) are read back with the two rules of
-``pixel_cnn.core.phasefold.bin_stack``: window = the transit duration (this project) or no window
+``pixel_cnn.stacks.phasefold.bin_stack``: window = the transit duration (this project) or no window
 (whole-bin median, the benchmark script's). Also times ``process_target`` on a
 Kepler-sized TPF file (4400 cadences x 11 x 11 pixels) built with lightkurve's factory.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pixel_cnn.core import phasefold  # noqa: E402
+from pixel_cnn.stacks import phasefold  # noqa: E402
 from pixel_cnn.io import tpf  # noqa: E402
 
 DEPTH, NOISE, N, CAD = 1e-3, 1e-4, 4400, 0.0204

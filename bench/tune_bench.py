@@ -50,8 +50,8 @@ def run_one(dataset: str, pruner: str, args, tmp: Path) -> dict:
 
         torch.set_num_threads(args.threads)
 
-    from pixel_cnn import jobs
-    from pixel_cnn.core.tuning import TuneConfig
+    from pixel_cnn.jobs.tune import tune as tune_job
+    from pixel_cnn.search.tuning import TuneConfig
 
     store = tmp / pruner
     store.mkdir()
@@ -63,7 +63,7 @@ def run_one(dataset: str, pruner: str, args, tmp: Path) -> dict:
     os.chdir(store)  # ./mlruns of the throwaway store lands here
     try:
         start = time.perf_counter()
-        out = jobs.tune(str(Path(cwd, dataset).resolve()), config)
+        out = tune_job(str(Path(cwd, dataset).resolve()), config)
         wall = time.perf_counter() - start
     finally:
         os.chdir(cwd)

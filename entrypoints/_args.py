@@ -57,9 +57,9 @@ def add_cv_arguments(parser: argparse.ArgumentParser, preset: bool = True, seed_
     """The options every cv-based entry point takes: ``--dataset``, ``--preset``, ``--n-folds``, ``--seed``.
 
     ``preset=False`` leaves ``--preset`` out (``bench_quality`` takes several); ``default_preset``
-    (default :data:`~pixel_cnn.core.models.DEFAULT_PRESET`) is ``--preset``'s default.
+    (default :data:`~pixel_cnn.vetter.networks.DEFAULT_PRESET`) is ``--preset``'s default.
     """
-    from pixel_cnn.core.models import DEFAULT_PRESET, PRESETS
+    from pixel_cnn.vetter.networks import DEFAULT_PRESET, PRESETS
 
     parser.add_argument("--dataset", default="data/processed", help="prep output folder")
     if preset:

@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pixel_cnn import jobs
-from pixel_cnn.core.cv import INNER_FOLDS, CVError
+from pixel_cnn.jobs.bench import bench_quality
+from pixel_cnn.evaluation.cv import INNER_FOLDS, CVError
 from pixel_cnn.io.dataset import DataError
 
 from entrypoints._args import add_cv_arguments, raw_params, whole
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
     try:
-        bench, table = jobs.bench_quality(args.dataset, presets, n_folds=args.n_folds, seed=args.seed,
+        bench, table = bench_quality(args.dataset, presets, n_folds=args.n_folds, seed=args.seed,
                                           repeats=args.repeats, inner_folds=args.inner_folds,
                                           out=args.out, cli_params=raw_params(argv))
     except (DataError, CVError, ValueError) as exc:

@@ -8,7 +8,7 @@ its 95 % bootstrap interval over stars, and writes them as JSON (``--out``).
 import argparse
 import sys
 
-from pixel_cnn import jobs
+from pixel_cnn.jobs.bench import bench_tabular
 from pixel_cnn.io.dataset import DataError
 from pixel_cnn.tracking.stores import StoreError
 
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench/results/tabular.json", help="JSON output file")
     args = parser.parse_args(argv)
     try:
-        s = jobs.bench_tabular(args.data_dir or None, n_folds=args.n_folds, seed=args.seed, n_boot=args.n_boot,
+        s = bench_tabular(args.data_dir or None, n_folds=args.n_folds, seed=args.seed, n_boot=args.n_boot,
                                out=args.out, cli_params=raw_params(argv))
     except (DataError, StoreError, ValueError) as exc:
         print(f"bench_tabular: {exc}", file=sys.stderr)

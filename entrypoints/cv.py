@@ -3,9 +3,9 @@
 import argparse
 import sys
 
-from pixel_cnn import jobs
-from pixel_cnn.core.cv import INNER_FOLDS, CVError
-from pixel_cnn.core.models import CV_DEFAULT_PRESET
+from pixel_cnn.jobs.cv import cv as cv_job
+from pixel_cnn.evaluation.cv import INNER_FOLDS, CVError
+from pixel_cnn.vetter.networks import CV_DEFAULT_PRESET
 from pixel_cnn.tracking.stores import StoreError
 from pixel_cnn.io.dataset import DataError
 
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
                  "epochs": args.epochs, "batch_size": args.batch_size,
                  "base_channels": args.base_channels}
     try:
-        result, info = jobs.cv(args.dataset, args.preset, overrides, n_folds=args.n_folds,
+        result, info = cv_job(args.dataset, args.preset, overrides, n_folds=args.n_folds,
                                seed=args.seed, repeats=args.repeats, inner_folds=args.inner_folds,
                                register=args.register,
                                alias=args.alias, cli_params=raw_params(argv, drop=("run_name",)),

@@ -16,7 +16,7 @@ import sys
 
 import pandas as pd
 
-from pixel_cnn import jobs
+from pixel_cnn.jobs.prep import prep as prep_job, prep_tpf
 from pixel_cnn.tracking.stores import StoreError
 from pixel_cnn.io.dataset import LABEL_SOURCES, DataError
 from pixel_cnn.io.tpf import TPFError
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     if args.source == "tpf":
         return _prep_tpf(args, argv)
     try:
-        out = jobs.prep(args.data_dir or None, args.labels, args.out_dir, raw_params(argv))
+        out = prep_job(args.data_dir or None, args.labels, args.out_dir, raw_params(argv))
     except (DataError, StoreError) as exc:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
@@ -84,7 +84,7 @@ def _prep_tpf(args, argv) -> int:
               file=sys.stderr)
         return 2
     try:
-        out = jobs.prep_tpf(args.tpf_dir, args.ephemeris, args.out_dir, labels=args.labels,
+        out = prep_tpf(args.tpf_dir, args.ephemeris, args.out_dir, labels=args.labels,
                             data_dir=args.data_dir or None, n_jobs=args.n_jobs, download=args.download,
                             cache_dir=args.cache_dir, targets=args.targets, cli_params=raw_params(argv))
     except (TPFError, DataError, StoreError) as exc:

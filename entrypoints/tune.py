@@ -3,11 +3,11 @@
 import argparse
 import sys
 
-from pixel_cnn import jobs
-from pixel_cnn.core.cv import CVError
+from pixel_cnn.jobs.tune import tune as tune_job
+from pixel_cnn.evaluation.cv import CVError
 from pixel_cnn.io.dataset import DataError
 from pixel_cnn.tracking.stores import StoreError
-from pixel_cnn.core.tuning import PRUNERS, TuneConfig, TuneError
+from pixel_cnn.search.tuning import PRUNERS, TuneConfig, TuneError
 
 from entrypoints._args import add_cv_arguments, boolean, optional_float, raw_params, whole
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         n_workers=args.n_workers, pruner=args.pruner, max_epochs=args.max_epochs,
     )
     try:
-        out = jobs.tune(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv, drop=("run_name",)),
+        out = tune_job(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv, drop=("run_name",)),
                         run_name=args.run_name or None)
     except (DataError, CVError, TuneError, ValueError, StoreError) as exc:
         print(f"tune: {exc}", file=sys.stderr)

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from ops.tune_workers import launch
-from pixel_cnn import jobs
-from pixel_cnn.core import tuning
-from pixel_cnn.core.models import DEFAULT_PRESET
-from pixel_cnn.core.tuning import TuneConfig, TuneError
+from pixel_cnn.jobs.tune import tune_init, tune_worker
+from pixel_cnn.search import tuning
+from pixel_cnn.vetter.networks import DEFAULT_PRESET
+from pixel_cnn.search.tuning import TuneConfig, TuneError
 from pixel_cnn.io.dataset import DataError
 from pixel_cnn.tracking.stores import StoreError
 
@@ -59,11 +59,11 @@ def main(argv=None) -> int:
     try:
         config = _config(args)
         if args.command == "init":
-            study, parent = jobs.tune_init(args.dataset, config)
+            study, parent = tune_init(args.dataset, config)
             print(f"tune-workers: study {config.study_name} ({tuning.redact(config.storage)}), "
                   f"MLflow parent run {parent}, {tuning.n_finished(study)} finished trials")
         elif args.command == "worker":
-            n = jobs.tune_worker(args.dataset, config, args.target, args.worker_index)
+            n = tune_worker(args.dataset, config, args.target, args.worker_index)
             print(f"tune-worker {args.worker_index}: {n} trials")
         else:
             if args.n_workers < 1:

@@ -17,7 +17,7 @@ does, in order:
 **How a worker finds the parent run**: from the storage, not from its
 command line. A worker needs only ``MLFLOW_TRACKING_URI``, the storage URL and
 the study name; it loads the study and reads ``mlflow_parent_run_id``. So
-workers can be started anywhere (``worker`` sub-command of the entry point, :func:`pixel_cnn.jobs.tune_worker`, a Kubernetes Job, a
+workers can be started anywhere (``worker`` sub-command of the entry point, :func:`pixel_cnn.tune_worker`, a Kubernetes Job, a
 Ray task) once one ``launch`` (or ``init``) has created the study. Each trial
 is a child run of that parent (``mlflow.parentRunId``), logged by
 :class:`pixel_cnn.tracking.tune.TrialLogger`.
@@ -47,9 +47,9 @@ from pathlib import Path
 
 import optuna
 
-from pixel_cnn import jobs
-from pixel_cnn.core import tuning
-from pixel_cnn.core.tuning import TuneConfig
+from pixel_cnn.jobs.tune import tune_finish, tune_init, tune_worker
+from pixel_cnn.search import tuning
+from pixel_cnn.search.tuning import TuneConfig
 from pixel_cnn.tracking import stores
 
 WORKERS_FILE = "tune-workers.json"
@@ -102,10 +102,10 @@ def launch(config: TuneConfig, dataset: str, n_workers: int, state_dir: Path,
     Raises
     ------
     TuneError, DataError
-        As :func:`pixel_cnn.jobs.tune_init`; nothing is started then.
+        As :func:`pixel_cnn.tune_init`; nothing is started then.
     """
     start = time.perf_counter()
-    study, parent = jobs.tune_init(dataset, config)
+    study, parent = tune_init(dataset, config)
     target = tuning.n_finished(study) + config.n_trials
     state_dir.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or state_dir / "logs"
@@ -133,6 +133,6 @@ def launch(config: TuneConfig, dataset: str, n_workers: int, state_dir: Path,
     study = optuna.load_study(study_name=config.study_name, storage=tuning.open_storage(config.storage))
     stale = fail_stale_trials(study) if any(code != 0 for code in codes) else []
     reached = tuning.n_finished(study) >= target
-    summary, closed = jobs.tune_finish(study, parent, reached, time.perf_counter() - start)
+    summary, closed = tune_finish(study, parent, reached, time.perf_counter() - start)
     return {"parent_run_id": parent, "target": target, "worker_returncodes": codes,
             "stale_trials_failed": stale, "closed_runs": closed, "summary": summary, "reached": reached}

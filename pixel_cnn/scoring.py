@@ -10,8 +10,8 @@ column the model returns (today ``probability``, ``label``, ``threshold``; a
 fused model's per-branch ``*_probability`` columns come along unchanged), the
 ``in_training_set`` (the model was trained on this star, so its score is in-sample,
 not a test; empty when the model does not record its training stars), the
-vetting statistics of :func:`pixel_cnn.core.vetting.vetting_statistics`
-(:data:`~pixel_cnn.core.vetting.STATISTICS_COLUMNS`) and ``reason`` (why a file
+vetting statistics of :func:`pixel_cnn.vetter.vetting.vetting_statistics`
+(:data:`~pixel_cnn.vetter.vetting.STATISTICS_COLUMNS`) and ``reason`` (why a file
 was skipped; empty otherwise). A file that cannot be read or scored gets a row
 with its reason and the rest go on.
 """
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pixel_cnn.core.vetting import STATISTICS_COLUMNS, vetting_statistics
+from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS, vetting_statistics
 from pixel_cnn.io.dataset import STACK_PATTERN, DataError, load_stack
 
 DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
@@ -75,7 +75,7 @@ def candidate_row(path: Path, prediction: dict | None, stack: np.ndarray | None 
     """One table row: ids, the model's columns (``prediction``), the vetting statistics, reason.
 
     ``prediction`` is one record of the model's output (any columns); None for a
-    skipped file. Statistics come from :func:`~pixel_cnn.core.vetting.vetting_statistics`
+    skipped file. Statistics come from :func:`~pixel_cnn.vetter.vetting.vetting_statistics`
     of ``stack`` (the function the vetting sheet uses too).
     """
     row = {"kepid": kepid_of(path), "file": path.name, "status": "skipped" if prediction is None else "scored"}
@@ -97,18 +97,19 @@ def rows_table(rows: list[dict], model_columns: list[str]) -> pd.DataFrame:
 def koi_parameters(koi: pd.DataFrame | None, kepid: int | None) -> tuple[dict[str, float], str, str]:
     """The tabular branch's parameters of a star: ``(params, KOI name, why none)``.
 
-    The star's first KOI (:func:`pixel_cnn.core.tabular.star_koi`, the rule the
+    The star's first KOI (:func:`pixel_cnn.branches.tabular.star_koi`, the rule the
     fusion model was trained with) in the KOI table ``koi``; its finite values of
-    :data:`pixel_cnn.core.tabular.ALLOWED_INPUTS` (KOI table names and units). No
+    :data:`pixel_cnn.vetter.tabular.ALLOWED_INPUTS` (KOI table names and units). No
     table, no kepid, or a kepid not in the table: ``({}, "", reason)``.
     """
-    from pixel_cnn.core import tabular
+    from pixel_cnn.branches.tabular import star_koi
+    from pixel_cnn.vetter import tabular
 
     if koi is None:
         return {}, "", "no KOI table"
     if kepid is None:
         return {}, "", "no kepid in the file name"
-    first = tabular.star_koi(koi, [kepid])
+    first = star_koi(koi, [kepid])
     if not len(first):
         return {}, "", "kepid not in the KOI table"
     row = first.iloc[0]
@@ -126,7 +127,7 @@ class ModelScorer:
     (:func:`koi_parameters`; the record then also holds ``koi``, the KOI used, or
     ``koi_note``, why none was); without ``koi`` it answers from the pixel branch and
     ``koi_note`` says why (``no_koi_note``).
-    Attributions need the wrapped :class:`~pixel_cnn.core.ensemble.Ensemble`
+    Attributions need the wrapped :class:`~pixel_cnn.vetter.ensemble.Ensemble`
     (``preset`` and ``members``); a model without one gets sheets without the
     attribution panel.
     """
@@ -172,8 +173,8 @@ class ModelScorer:
         ens = self.ensemble
         if ens is None or not hasattr(ens, "members") or not hasattr(ens, "preset"):
             return None, ""
-        from pixel_cnn.core.explain import ensemble_attributions
-        from pixel_cnn.core.representation import build_inputs
+        from pixel_cnn.drawing.explain import ensemble_attributions
+        from pixel_cnn.vetter.representation import build_inputs
 
         preset = ens.preset
         x = build_inputs([stack], preset.representation, preset.image_size, nan="reject")
@@ -186,10 +187,10 @@ class ModelScorer:
 
 def write_sheet(path: Path, stack: np.ndarray, kepid, prediction: dict, scorer: ModelScorer,
                 source: str = "", truth: str | None = None) -> Path:
-    """Draw the vetting sheet (:func:`pixel_cnn.core.sheet.sheet_figure`) and save it as PNG, atomically."""
+    """Draw the vetting sheet (:func:`pixel_cnn.drawing.sheet.sheet_figure`) and save it as PNG, atomically."""
     import matplotlib.pyplot as plt
 
-    from pixel_cnn.core.sheet import SHEET_DPI, sheet_figure
+    from pixel_cnn.drawing.sheet import SHEET_DPI, sheet_figure
 
     attribution, note = scorer.attribution(stack)
     fig = sheet_figure(stack, kepid, prediction, attribution, note, truth=truth, source=source)
@@ -208,7 +209,7 @@ def render_sheets(specs: list[tuple[str, dict]], out_dir: str | os.PathLike) -> 
     """Draw each ``(relative path, sheet_figure kwargs)`` and save it as PNG under ``out_dir``; returns the paths."""
     import matplotlib.pyplot as plt
 
-    from pixel_cnn.core.sheet import SHEET_DPI, sheet_figure
+    from pixel_cnn.drawing.sheet import SHEET_DPI, sheet_figure
 
     paths = []
     for rel, kwargs in specs:

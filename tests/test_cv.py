@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixel_cnn.core import models
-from pixel_cnn.core.cv import (
+from pixel_cnn.vetter import networks as models
+from pixel_cnn.evaluation.cv import (
     FOLD_THRESHOLD,
     CVError,
     inner_threshold,
     make_folds,
     run_cv,
 )
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.vetter.networks import get_preset
 
 
 def test_no_kepid_on_both_sides_with_multi_koi_stars():
@@ -102,8 +102,8 @@ def test_short_phase_cv_is_deterministic_and_honest(real_dataset):
 
 
 def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
-    from pixel_cnn.core.cv import extra_training_targets
-    from pixel_cnn.core.quality import fold_digest
+    from pixel_cnn.evaluation.cv import extra_training_targets
+    from pixel_cnn.evaluation.quality import fold_digest
     from pixel_cnn.io.dataset import prepare_dataset
 
     koi = prepare_dataset(None, "koi")
@@ -132,7 +132,7 @@ def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
 
 
 def test_same_seed_same_oof_and_another_seed_differs(real_dataset):
-    from pixel_cnn.core.cv import run_cv
+    from pixel_cnn.evaluation.cv import run_cv
 
     preset = get_preset("seed", epochs=1)
     a = run_cv(real_dataset, preset, n_folds=2, seed=11).oof

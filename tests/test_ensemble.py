@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.vetter.networks import get_preset
 
 
 @pytest.mark.parametrize("preset_name", ["phase", "phase2"])
 def test_fused_ensemble_matches_its_members_on_real_stacks(real_dataset, preset_name):
     """The grouped network the served model runs gives the members' mean probability."""
-    from pixel_cnn.core.ensemble import Ensemble
-    from pixel_cnn.core.models import FusedPhaseEnsemble, build_model
-    from pixel_cnn.core.representation import build_inputs
-    from pixel_cnn.core.training import train_fold
+    from pixel_cnn.vetter.ensemble import Ensemble
+    from pixel_cnn.vetter.networks import FusedPhaseEnsemble, build_model
+    from pixel_cnn.vetter.representation import build_inputs
+    from pixel_cnn.branches.pixel import train_fold
 
     preset = get_preset(preset_name, epochs=2)
     x = build_inputs(real_dataset.stack_list(), preset.representation, preset.image_size)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pixel_cnn.core import models
+from pixel_cnn.vetter import networks as models
 
 
 def test_integrated_gradients_completeness():
-    from pixel_cnn.core.explain import attribution_figure, integrated_gradients
+    from pixel_cnn.drawing.explain import attribution_figure, integrated_gradients
 
     torch.manual_seed(0)
     preset = models.PHASE

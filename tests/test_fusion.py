@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.core import tabular
-from pixel_cnn.core.combiner import Combiner, logit
-from pixel_cnn.core.cv import run_cv
-from pixel_cnn.core.fusion import BRANCHES, KOITable, run_fusion_cv
-from pixel_cnn.core.metrics import binary_metrics
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.vetter import tabular
+from pixel_cnn.branches import tabular as koi_branch
+from pixel_cnn.vetter.combiner import Combiner, logit
+from pixel_cnn.evaluation.cv import run_cv
+from pixel_cnn.evaluation.fusion import BRANCHES, KOITable, run_fusion_cv
+from pixel_cnn.evaluation.metrics import binary_metrics
+from pixel_cnn.vetter.networks import get_preset
 from pixel_cnn.io.dataset import load_koi_table
 from tests.support import PROJECT, in_store, served_model, store_env
 
@@ -73,7 +74,7 @@ def test_pixel_branch_is_phase2_bit_for_bit(real_dataset, fusion_result):
 
 @pytest.mark.slow
 def test_no_validation_star_koi_in_tabular_training(fusion_result, table, koi):
-    labelled = tabular.koi_labels(koi)
+    labelled = koi_branch.koi_labels(koi)
     for fold in fusion_result.folds:
         train = fold.tabular_train_kepids
         assert not np.isin(fold.val_kepids, train).any()
@@ -121,19 +122,20 @@ def test_branch_metrics_side_by_side(fusion_result):
 
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory, prepared_dir, data_dir):
-    """``jobs.cv`` of the fusion preset (3 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn import jobs
+    """``cv_job`` of the fusion preset (3 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
+    from pixel_cnn.jobs.bench import bench_quality
+    from pixel_cnn.jobs.cv import cv as cv_job
 
     root = tmp_path_factory.mktemp("fusion-store")
     with in_store(root) as env:
-        result, info = jobs.cv(str(prepared_dir), "fusion", dict(QUICK), n_folds=3, seed=3, inner_folds=2,
+        result, info = cv_job(str(prepared_dir), "fusion", dict(QUICK), n_folds=3, seed=3, inner_folds=2,
                                register=True, alias="champion", koi_table=str(data_dir / "koi_cumulative.csv"))
         model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
         yield {"root": root, "env": env, "result": result, "info": info, "model": model}
 
 
 def _koi_params(koi, kepid) -> dict:
-    row = tabular.star_koi(koi, [kepid]).iloc[0]
+    row = koi_branch.star_koi(koi, [kepid]).iloc[0]
     return {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if pd.notna(row[k])}
 
 
@@ -275,13 +277,14 @@ def test_bench_tabular_entry_point(tmp_path):
 def test_bench_quality_tabular_and_fusion_rows(tracking_store, prepared_dir, monkeypatch):
     """``make bench-quality``'s job with phase2, tabular and fusion: one table on the same folds; the fusion
     cv's pixel branch equals the separately run phase2 row, its tabular branch is the tabular row."""
-    from pixel_cnn import jobs
-    from pixel_cnn.core import models
+    from pixel_cnn.jobs.bench import bench_quality
+    from pixel_cnn.jobs.cv import cv as cv_job
+    from pixel_cnn.vetter import networks as models
 
     for name in ("phase2", "fusion"):
         monkeypatch.setitem(models.PRESETS, name, models.PRESETS[name].replace(epochs=1))
     out = tracking_store / "quality.json"
-    bench, table = jobs.bench_quality(str(prepared_dir), ("phase2", "tabular", "fusion"), n_folds=3, repeats=2,
+    bench, table = bench_quality(str(prepared_dir), ("phase2", "tabular", "fusion"), n_folds=3, repeats=2,
                                       inner_folds=2, out=str(out))
     rows = json.loads(out.read_text())["presets"]
     assert list(rows) == ["phase2", "tabular", "fusion"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixel_cnn.core.ensemble import Ensemble, save_members
-from pixel_cnn.core.models import get_preset
+from pixel_cnn.vetter.ensemble import Ensemble, save_members
+from pixel_cnn.vetter.networks import get_preset
 from tests.support import PROJECT
 
 SERVER_COMMANDS = re.compile(r"mlflow (ui|server|models serve)|uvicorn|gunicorn|http\.server|weed ")
@@ -36,7 +36,7 @@ class _Tripwire:
 
 def test_weights_with_a_pickled_object_are_refused_and_not_run(tmp_path):
     preset = get_preset("seed")
-    from pixel_cnn.core.models import build_model
+    from pixel_cnn.vetter.networks import build_model
 
     artifacts = save_members(tmp_path, preset, [build_model(preset).state_dict()], 0.5, {})
     assert Ensemble.from_files(artifacts["config"], artifacts["weights"]).members  # the real format loads

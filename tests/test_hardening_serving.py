@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.tracking.pyfunc import MAX_REQUEST_VALUES
+from pixel_cnn.vetter.pyfunc import MAX_REQUEST_VALUES
 from tests.support import PROJECT, in_store, served_model
 
 pytestmark = pytest.mark.slow
@@ -29,12 +29,12 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prepared_dir):
-    """``jobs.cv`` (2 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn import jobs
+    """``cv_job`` (2 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
+    from pixel_cnn.jobs.cv import cv as cv_job
 
     root = tmp_path_factory.mktemp("serving-store")
     with in_store(root) as env:
-        result, info = jobs.cv(str(prepared_dir), "seed", {"epochs": 2}, n_folds=2, seed=3,
+        result, info = cv_job(str(prepared_dir), "seed", {"epochs": 2}, n_folds=2, seed=3,
                                register=True, alias="champion")
         model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
         yield {"root": root, "env": env, "result": result, "info": info, "model": model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixel_cnn.core.metrics import (
+from pixel_cnn.evaluation.metrics import (
     binary_metrics,
     bootstrap_pr_auc,
     f1_optimal_threshold,

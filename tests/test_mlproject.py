@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixel_cnn.core import models
+from pixel_cnn.vetter import networks as models
 
 PROJECT = Path(__file__).resolve().parents[1]
 

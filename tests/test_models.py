@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixel_cnn.core import models
-from pixel_cnn.core.models import PRESETS, get_preset
+from pixel_cnn.vetter import networks as models
+from pixel_cnn.vetter.networks import PRESETS, get_preset
 
 
 def test_unknown_preset_lists_known_ones():

@@ -1,4 +1,4 @@
-"""The pure science of prep source=tpf (pixel_cnn.core.phasefold): phase folding, windows,
+"""The pure science of prep source=tpf (pixel_cnn.stacks.phasefold): phase folding, windows,
 normalisation, binning, the missing-data rule, combining quarters, and the time system of an
 epoch. Hand-checked tiny inputs; no file is read."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixel_cnn.core import phasefold
-from pixel_cnn.core.phasefold import BKJD_REF, BTJD_REF, EPOCH_WINDOW_D, EpochSystemError, resolve_epoch
+from pixel_cnn.stacks import phasefold
+from pixel_cnn.stacks.phasefold import BKJD_REF, BTJD_REF, EPOCH_WINDOW_D, EpochSystemError, resolve_epoch
 
 
 def test_phase_fold_epoch_before_and_after_the_data():

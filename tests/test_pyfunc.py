@@ -12,8 +12,8 @@ import mlflow
 import numpy as np
 import torch
 
-from pixel_cnn.core.models import build_model, get_preset
-from pixel_cnn.tracking.pyfunc import PACKAGE_DIR, SERVED_MODULES, log_pyfunc
+from pixel_cnn.vetter.networks import build_model, get_preset
+from pixel_cnn.vetter.pyfunc import PACKAGE_DIR, SERVED_MODULES, log_pyfunc
 from pixel_cnn.tracking.runs import set_experiment
 from tests.support import PROJECT
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixel_cnn.core import models
+from pixel_cnn.vetter import networks as models
 
 
 @pytest.mark.slow
 def test_bench_quality_same_folds_table_and_json(tracking_store, prepared_dir, monkeypatch):
     import json
 
-    from pixel_cnn import jobs
+    from pixel_cnn.jobs.bench import bench_quality
 
     for name in ("seed", "phase"):
         monkeypatch.setitem(models.PRESETS, name, models.PRESETS[name].replace(epochs=2))
     out = tracking_store / "quality.json"
-    bench, table = jobs.bench_quality(str(prepared_dir), ("seed", "phase"), n_folds=2, repeats=2,
+    bench, table = bench_quality(str(prepared_dir), ("seed", "phase"), n_folds=2, repeats=2,
                                       inner_folds=2, out=str(out))
     saved = json.loads(out.read_text())
     assert saved["fold_digest"] == bench["fold_digest"] and list(saved["presets"]) == ["seed", "phase"]
@@ -28,7 +28,7 @@ def test_bench_quality_same_folds_table_and_json(tracking_store, prepared_dir, m
 
 
 def test_merge_benches_requires_same_folds():
-    from pixel_cnn.core.quality import merge_benches
+    from pixel_cnn.evaluation.quality import merge_benches
 
     base = {"protocol": {"seed": 42}, "dataset_digest": "d", "fold_digest": "f", "n_targets": 97}
     a = {**base, "presets": {"seed": {"x": 1}}, "run_id": "r1"}

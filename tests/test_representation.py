@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pixel_cnn.core import models
-from pixel_cnn.core.representation import (
+from pixel_cnn.vetter import networks as models
+from pixel_cnn.vetter.representation import (
     PHASE_IMAGE_CHANNELS,
     PHASE_SCALARS,
     REPRESENTATION_CHANNELS,
@@ -18,7 +18,7 @@ from pixel_cnn.core.representation import (
     phase_maps,
     resize,
 )
-from pixel_cnn.core.stack import StackError, oot_sigma, validate_stack
+from pixel_cnn.vetter.stack import StackError, oot_sigma, validate_stack
 
 
 def stack(h=4, w=5, seed=0):
@@ -63,7 +63,7 @@ def test_build_inputs_mixed_sizes_and_error_names_index():
 
 def test_batched_phase_inputs_equal_one_stack_at_a_time(real_dataset):
     """build_inputs batches stacks by size; every value equals phase_image on one stack."""
-    from pixel_cnn.core.representation import BATCH_CHUNK, phase_image
+    from pixel_cnn.vetter.representation import BATCH_CHUNK, phase_image
 
     rng = np.random.default_rng(3)
     synthetic = []
@@ -179,8 +179,8 @@ def test_real_stacks_give_finite_phase_inputs(real_dataset):
 
 
 def test_phase2_every_stamp_size_with_nan_and_zero_pixels():
-    from pixel_cnn.core.representation import PHASE2_SCALARS, phase2_image
-    from pixel_cnn.core.vetting import VETTING_FEATURES
+    from pixel_cnn.vetter.representation import PHASE2_SCALARS, phase2_image
+    from pixel_cnn.vetter.vetting import VETTING_FEATURES
 
     assert PHASE2_SCALARS == PHASE_SCALARS + VETTING_FEATURES
     size = models.PHASE2.image_size

@@ -40,12 +40,12 @@ BAD = {
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, prepared_dir):
-    """``jobs.cv`` (phase2, 2 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn import jobs
+    """``cv_job`` (phase2, 2 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
+    from pixel_cnn.jobs.cv import cv as cv_job
 
     root = tmp_path_factory.mktemp("scoring-store")
     with in_store(root) as env:
-        result, info = jobs.cv(str(prepared_dir), "phase2", {"epochs": 2}, n_folds=2, seed=3, inner_folds=0,
+        result, info = cv_job(str(prepared_dir), "phase2", {"epochs": 2}, n_folds=2, seed=3, inner_folds=0,
                                register=True, alias="champion")
         yield {"root": root, "env": env, "result": result, "info": info}
 
@@ -117,7 +117,7 @@ def test_every_good_file_scored_every_bad_one_named(cli_run, mixed_dir):
         assert f"{Path(name).name}: {row['reason']}" in proc.stderr
     assert by_file.loc["missing.npy", "reason"] == "no such file or folder"
     # every statistic column is there, in the order of the one function that makes them
-    from pixel_cnn.core.vetting import STATISTICS_COLUMNS
+    from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS
 
     assert list(table.columns) == ["kepid", "file", "status", "probability", "label", "threshold",
                                    "in_training_set", *STATISTICS_COLUMNS, "reason"]
@@ -129,7 +129,7 @@ def test_every_good_file_scored_every_bad_one_named(cli_run, mixed_dir):
 
 
 def test_csv_statistics_are_those_of_the_stack(cli_run, data_dir):
-    from pixel_cnn.core.vetting import vetting_statistics
+    from pixel_cnn.vetter.vetting import vetting_statistics
     from pixel_cnn.io.dataset import load_stack
 
     table = cli_run["table"].set_index("file")
@@ -160,7 +160,7 @@ def test_csv_probabilities_equal_the_served_models(cli_run, registered, data_dir
 def test_a_sheet_per_scored_stack(cli_run):
     import matplotlib.image as mpimg
 
-    from pixel_cnn.core.sheet import SHEET_DPI, SHEET_SIZE_IN
+    from pixel_cnn.drawing.sheet import SHEET_DPI, SHEET_SIZE_IN
 
     sheets = sorted(p.name for p in cli_run["sheets"].iterdir())
     assert sheets == sorted([f"pixdiff_{k}.png" for k in GOOD[:-1]] + ["candidate_b.png"])
@@ -177,7 +177,7 @@ def test_sheet_numbers_come_from_the_csv_function(registered, cli_run, data_dir)
     import matplotlib.pyplot as plt
 
     from pixel_cnn import scoring
-    from pixel_cnn.core.sheet import STATISTIC_LABELS, format_statistic, sheet_figure, table_cells
+    from pixel_cnn.drawing.sheet import STATISTIC_LABELS, format_statistic, sheet_figure, table_cells
     from pixel_cnn.io.dataset import load_stack
     from pixel_cnn.tracking.registry import load
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pixel_cnn.core.stack import KEPLER_PIXEL_SCALE_ARCSEC
-from pixel_cnn.core.vetting import STATISTICS_COLUMNS, VETTING_FEATURES, vetting_features, vetting_statistics
+from pixel_cnn.vetter.stack import KEPLER_PIXEL_SCALE_ARCSEC
+from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS, VETTING_FEATURES, vetting_features, vetting_statistics
 
 
 def _uniform_dimming_stack(depth=1e-3, secondary=5e-4, size=(5, 6)):
@@ -68,10 +68,10 @@ def test_statistics_agree_with_the_model_features_on_every_real_stack(real_datas
 @pytest.fixture(scope="module")
 def small_ensemble(real_dataset):
     """Two phase2 networks trained 2 epochs on the real benchmark targets (pure torch, no MLflow)."""
-    from pixel_cnn.core.ensemble import Ensemble
-    from pixel_cnn.core.models import get_preset
-    from pixel_cnn.core.representation import build_inputs
-    from pixel_cnn.core.training import train_fold
+    from pixel_cnn.vetter.ensemble import Ensemble
+    from pixel_cnn.vetter.networks import get_preset
+    from pixel_cnn.vetter.representation import build_inputs
+    from pixel_cnn.branches.pixel import train_fold
 
     preset = get_preset("phase2", epochs=2)
     x = build_inputs(real_dataset.stack_list(), preset.representation, preset.image_size)
@@ -82,7 +82,7 @@ def small_ensemble(real_dataset):
 def _png_pixels(fig):
     import matplotlib.image as mpimg
 
-    from pixel_cnn.core.sheet import SHEET_DPI
+    from pixel_cnn.drawing.sheet import SHEET_DPI
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=SHEET_DPI)
@@ -94,9 +94,9 @@ def _png_pixels(fig):
 def test_sheet_of_a_real_stack(real_dataset, small_ensemble, kepid):
     import matplotlib.pyplot as plt
 
-    from pixel_cnn.core.explain import ensemble_attributions
-    from pixel_cnn.core.representation import build_inputs
-    from pixel_cnn.core.sheet import SHEET_DPI, SHEET_SIZE_IN, format_statistic, sheet_figure, table_cells
+    from pixel_cnn.drawing.explain import ensemble_attributions
+    from pixel_cnn.vetter.representation import build_inputs
+    from pixel_cnn.drawing.sheet import SHEET_DPI, SHEET_SIZE_IN, format_statistic, sheet_figure, table_cells
 
     ens, sds = small_ensemble
     stack = real_dataset.stacks[kepid]
@@ -114,7 +114,7 @@ def test_sheet_of_a_real_stack(real_dataset, small_ensemble, kepid):
         assert n_bytes < 300_000
         cells = table_cells(fig)
         stats = vetting_statistics(stack)
-        from pixel_cnn.core.sheet import STATISTIC_LABELS
+        from pixel_cnn.drawing.sheet import STATISTIC_LABELS
 
         for name, value in stats.row().items():
             assert cells[STATISTIC_LABELS[name]] == [format_statistic(name, value)]
@@ -130,7 +130,7 @@ def test_sheet_lists_every_branch_probability(real_dataset):
     """A fused model's per-branch probabilities (extra ``*_probability`` columns) appear on the sheet."""
     import matplotlib.pyplot as plt
 
-    from pixel_cnn.core.sheet import sheet_figure, table_cells
+    from pixel_cnn.drawing.sheet import sheet_figure, table_cells
 
     pred = {"probability": 0.7, "label": "CONFIRMED", "threshold": 0.4,
             "pixel_probability": 0.6, "tabular_probability": 0.8}
@@ -146,7 +146,7 @@ def test_sheet_lists_every_branch_probability(real_dataset):
 def test_worst_oof_picks_lowest_planets_and_highest_fps():
     import pandas as pd
 
-    from pixel_cnn.core.cv import worst_oof
+    from pixel_cnn.evaluation.cv import worst_oof
 
     oof = pd.DataFrame({
         "kepid": np.arange(10), "label": [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], "repeat": 0, "fold": 0,
@@ -196,8 +196,8 @@ def test_job_run_names_the_run_unless_the_user_did(tracking_store, monkeypatch):
 
 
 def test_run_names_and_descriptions_say_what_the_run_is():
-    from pixel_cnn.core.cv import cv_description, cv_run_name
-    from pixel_cnn.core.tuning import TuneConfig, tune_description, tune_run_name
+    from pixel_cnn.evaluation.cv import cv_description, cv_run_name
+    from pixel_cnn.search.tuning import TuneConfig, tune_description, tune_run_name
 
     assert cv_run_name("phase2", 42, 5) == "cv phase2 seed=42 x5"
     assert cv_run_name("seed", 7, 3, repeats=5, overrides={"lr": 1e-4, "dropout": None}) == "cv seed seed=7 x3 r5 lr=0.0001"

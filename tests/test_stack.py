@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixel_cnn.core.stack import StackError, validate_stack
+from pixel_cnn.vetter.stack import StackError, validate_stack
 
 
 def stack(h=4, w=5, seed=0):

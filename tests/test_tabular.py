@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from pixel_cnn.core import tabular as T
+from pixel_cnn.vetter import tabular as T
+from pixel_cnn.branches import tabular as TB
 from pixel_cnn.io.dataset import load_koi_table
 
 
@@ -30,7 +31,7 @@ def test_allow_list_has_units_and_no_banned_name():
 
 
 def test_banned_columns_never_reach_the_model(koi):
-    labelled = T.koi_labels(koi)
+    labelled = TB.koi_labels(koi)
     # Inject a column that would give the answer away, plus every banned column of the table.
     leaky = labelled.assign(koi_fpflag_leak=1 - labelled["label"], koi_score=labelled["label"].astype(float))
     banned_present = [c for c in leaky.columns if T.is_banned(c)]
@@ -40,16 +41,16 @@ def test_banned_columns_never_reach_the_model(koi):
     assert not set(features.columns) & set(banned_present)
     # The features do not depend on the banned columns at all.
     pd.testing.assert_frame_equal(features, T.build_features(labelled.drop(columns=banned_present, errors="ignore")))
-    model = T.fit_tabular(features.iloc[:2000], labelled["label"].iloc[:2000], seed=0)
+    model = TB.fit_tabular(features.iloc[:2000], labelled["label"].iloc[:2000], seed=0)
     assert list(model.feature_names_in_) == list(T.FEATURE_NAMES)
     assert not any(T.is_banned(c) for c in model.feature_names_in_)
     # A frame carrying a banned column is refused by fit_tabular.
     with pytest.raises(ValueError, match="exactly"):
-        T.fit_tabular(features.assign(koi_score=1.0).iloc[:100], labelled["label"].iloc[:100])
+        TB.fit_tabular(features.assign(koi_score=1.0).iloc[:100], labelled["label"].iloc[:100])
 
 
 def test_labels_from_disposition_only(koi):
-    labelled = T.koi_labels(koi)
+    labelled = TB.koi_labels(koi)
     counts = koi["koi_disposition"].value_counts()
     assert len(labelled) == counts["CONFIRMED"] + counts["FALSE POSITIVE"]
     assert "CANDIDATE" not in set(labelled["koi_disposition"])
@@ -62,10 +63,10 @@ def test_star_koi_rule_on_a_real_multi_koi_star(koi):
     # Star 3231341 hosts K01102.01-.04; the table lists .02 before .01.
     rows = koi[koi["kepid"] == 3231341]
     assert len(rows) >= 2 and rows["kepoi_name"].iloc[0] != "K01102.01"
-    first = T.star_koi(koi, [3231341])
+    first = TB.star_koi(koi, [3231341])
     assert len(first) == 1 and first["kepoi_name"].iloc[0] == "K01102.01"
     # Independent check over every multi-KOI star: the KOI with the smallest (number, suffix).
-    all_first = T.star_koi(koi).set_index("kepid")["kepoi_name"]
+    all_first = TB.star_koi(koi).set_index("kepid")["kepoi_name"]
     multi = koi.groupby("kepid").filter(lambda g: len(g) > 1)
     assert multi["kepid"].nunique() > 100
     for kepid, g in list(multi.groupby("kepid"))[:300]:
@@ -73,14 +74,14 @@ def test_star_koi_rule_on_a_real_multi_koi_star(koi):
         assert all_first[kepid] == expected
     # The rule does not look at the label: same KOI when the dispositions are shuffled.
     shuffled = koi.assign(koi_disposition=np.random.default_rng(0).permutation(koi["koi_disposition"].to_numpy()))
-    assert (T.star_koi(shuffled)["kepoi_name"].to_numpy() == all_first.to_numpy()).all()
+    assert (TB.star_koi(shuffled)["kepoi_name"].to_numpy() == all_first.to_numpy()).all()
 
 
 def test_koi_number_parses_and_refuses():
-    assert T.koi_number("K00752.01") == (752, 1)
-    assert T.koi_number("K01102.10") == (1102, 10)
+    assert TB.koi_number("K00752.01") == (752, 1)
+    assert TB.koi_number("K01102.10") == (1102, 10)
     with pytest.raises(ValueError, match="KOI name"):
-        T.koi_number("Kepler-227 b")
+        TB.koi_number("Kepler-227 b")
 
 
 def test_derived_features_by_hand():
@@ -122,23 +123,23 @@ def test_check_parameters_keeps_good_values():
 def test_recall_at_precision_by_hand():
     y = np.array([1, 1, 0, 1, 0, 0])
     p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
-    assert T.recall_at_precision(y, p, 0.99) == pytest.approx(2 / 3)  # top 2 are both planets
-    assert T.recall_at_precision(y, p, 0.75) == pytest.approx(1.0)    # top 4: 3 planets, precision 0.75
-    assert T.recall_at_precision(np.array([0, 1]), np.array([0.9, 0.1]), 0.99) == 0.0
+    assert TB.recall_at_precision(y, p, 0.99) == pytest.approx(2 / 3)  # top 2 are both planets
+    assert TB.recall_at_precision(y, p, 0.75) == pytest.approx(1.0)    # top 4: 3 planets, precision 0.75
+    assert TB.recall_at_precision(np.array([0, 1]), np.array([0.9, 0.1]), 0.99) == 0.0
 
 
 def test_koi_cv_grouped_and_deterministic(koi):
     small = koi[koi["kepid"] % 4 == 0]  # a quarter of the stars: quick
-    oof, summary = T.koi_cv(small, n_folds=3, seed=1, n_boot=50)
-    labelled = T.koi_labels(small)
+    oof, summary = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50)
+    labelled = TB.koi_labels(small)
     assert len(oof) == len(labelled) == summary["n_kois"]
     assert (oof.groupby("kepid")["fold"].nunique() == 1).all()  # every star in one fold
     assert summary["pr_auc"] == pytest.approx(average_precision_score(oof["label"], oof["probability"]))
     for name in ("pr_auc", "roc_auc"):
         assert summary[f"{name}_ci_low"] <= summary[name] <= summary[f"{name}_ci_high"]
-    for name in T.SCORES:
+    for name in TB.SCORES:
         assert 0 <= summary[f"{name}_ci_low"] <= summary[f"{name}_ci_high"] <= 1
-    oof2, summary2 = T.koi_cv(small, n_folds=3, seed=1, n_boot=50)
+    oof2, summary2 = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50)
     assert summary2 == summary
     assert summary["roc_auc"] > 0.9  # the transit fit alone separates planets from false positives well
 
@@ -149,17 +150,17 @@ def test_bench_tabular_is_its_own_run(tracking_store, data_dir):
 
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn import jobs
+    from pixel_cnn.jobs.bench import bench_tabular
 
     out = tracking_store / "tabular.json"
-    s = jobs.bench_tabular(str(data_dir), n_folds=5, seed=42, n_boot=20, out=str(out))
+    s = bench_tabular(str(data_dir), n_folds=5, seed=42, n_boot=20, out=str(out))
     run = MlflowClient().get_run(s["run_id"])
     for name in ("pr_auc", "roc_auc", "recall_at_p99", "recall_at_p95"):
         assert run.data.metrics[name] == pytest.approx(s[name])
         assert run.data.metrics[f"{name}_ci_low"] <= run.data.metrics[f"{name}_ci_high"]
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
     koi = load_koi_table(data_dir / "koi_cumulative.csv")
-    assert inputs["koi-cumulative"].digest == T.table_digest(T.training_table(koi)) == s["koi_table_digest"]
-    assert s["n_kois"] == len(T.koi_labels(koi))
+    assert inputs["koi-cumulative"].digest == TB.table_digest(TB.training_table(koi)) == s["koi_table_digest"]
+    assert s["n_kois"] == len(TB.koi_labels(koi))
     saved = json.loads(out.read_text())
     assert saved["summary"]["pr_auc"] == s["pr_auc"] and saved["run_id"] == s["run_id"]

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixel_cnn.core.phasefold import BKJD_REF, BTJD_REF
-from pixel_cnn.core.stack import N_PHASE_BINS, validate_stack
+from pixel_cnn.stacks.phasefold import BKJD_REF, BTJD_REF
+from pixel_cnn.vetter.stack import N_PHASE_BINS, validate_stack
 from pixel_cnn.io import tpf
 from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
 
@@ -314,11 +314,12 @@ GOOD = ("on_target", "neighbour", "nan_quality", "nan_cadence")
 def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, tracking_store):
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn import jobs
+    from pixel_cnn.jobs.cv import cv as cv_job
+    from pixel_cnn.jobs.prep import prep_tpf
     from pixel_cnn.io.dataset import read_dataset
 
     out = tracking_store / "tpf-prep"
-    result = jobs.prep_tpf(str(tpf_case["tpfs"]), str(tpf_case["eph"]), str(out), labels="koi",
+    result = prep_tpf(str(tpf_case["tpfs"]), str(tpf_case["eph"]), str(out), labels="koi",
                            cli_params={"source": "tpf"})
     assert result["summary"]["n_targets_ok"] == 4 and result["summary"]["n_targets_failed"] == 3
     dataset, info = read_dataset(result["dataset_dir"])
@@ -341,7 +342,8 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
     import httpx
     import mlflow
 
-    from pixel_cnn import jobs
+    from pixel_cnn.jobs.cv import cv as cv_job
+    from pixel_cnn.jobs.prep import prep_tpf
     from tests.support import PROJECT, VENV_BIN, served_model, store_env
 
     out = tracking_store / "tpf-prep"
@@ -355,7 +357,7 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
     assert f"failed {tpf_case['ids']['truncated']}: trunc.fits: unreadable or truncated" in proc.stdout
     assert "prep: 4 stacks written" in proc.stdout
     # 4 synthetic targets: too few for an inner threshold split (inner_folds=0: fixed 0.5).
-    result, info = jobs.cv(str(out / "dataset"), "seed", {"epochs": 1}, n_folds=2, seed=0, inner_folds=0)
+    result, info = cv_job(str(out / "dataset"), "seed", {"epochs": 1}, n_folds=2, seed=0, inner_folds=0)
     assert np.isfinite(result.summary["pr_auc_oof"])
 
     stacks = [_stack(out, tpf_case["ids"][k]) for k in GOOD]

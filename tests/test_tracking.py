@@ -10,9 +10,9 @@ import pytest
 def test_phase_cv_tracked_logs_protocol_artifacts(tracking_store, prepared_dir):
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn import jobs
+    from pixel_cnn.jobs.cv import cv as cv_job
 
-    result, info = jobs.cv(str(prepared_dir), "phase", {"epochs": 3}, n_folds=2, seed=3, inner_folds=2)
+    result, info = cv_job(str(prepared_dir), "phase", {"epochs": 3}, n_folds=2, seed=3, inner_folds=2)
     client = MlflowClient()
     parent = client.get_run(info["run_id"])
     for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "brier_oof", "f1_oof", "threshold",

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pixel_cnn.core.models import get_preset
-from pixel_cnn.core.training import train_fold
+from pixel_cnn.vetter.networks import get_preset
+from pixel_cnn.branches.pixel import train_fold
 
 
 def _tiny(n=24, seed=0):
@@ -40,7 +40,7 @@ def test_train_fold_refuses_one_class():
 
 def test_jitter_shifts_maps_and_keeps_constant_planes():
     """_augment: each image moves by its own offset (edge-replicated); constant planes stay put."""
-    from pixel_cnn.core.training import _augment
+    from pixel_cnn.branches.pixel import _augment
 
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
     x[:, 2] = torch.tensor([7.0, -3.0])[:, None, None]                 # a scalar plane per image

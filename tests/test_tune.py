@@ -19,10 +19,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.core.cv import CVError, run_cv
-from pixel_cnn.core.models import get_preset
-from pixel_cnn.core.representation import build_inputs
-from pixel_cnn.core.tuning import (
+from pixel_cnn.evaluation.cv import CVError, run_cv
+from pixel_cnn.vetter.networks import get_preset
+from pixel_cnn.vetter.representation import build_inputs
+from pixel_cnn.search.tuning import (
     Objective,
     TuneConfig,
     TuneError,

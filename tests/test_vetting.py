@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixel_cnn.core.stack import validate_stack
+from pixel_cnn.vetter.stack import validate_stack
 
 
 def star_stack(h=7, w=7, star=(3, 3), seed=0, sigma_bg=1e-3):
@@ -21,7 +21,7 @@ def star_stack(h=7, w=7, star=(3, 3), seed=0, sigma_bg=1e-3):
 
 
 def vet(stack):
-    from pixel_cnn.core.vetting import VETTING_FEATURES, vetting_features
+    from pixel_cnn.vetter.vetting import VETTING_FEATURES, vetting_features
 
     values = vetting_features(validate_stack(stack))
     assert values.shape == (len(VETTING_FEATURES),) and values.dtype == np.float32

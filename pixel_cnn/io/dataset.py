@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.stack import StackError, check_dtype, check_shape, validate_stack
+from pixel_cnn.stacks.dataset import Dataset
+from pixel_cnn.vetter.stack import StackError, check_dtype, check_shape, validate_stack
 
 DATA_ENV_VAR = "PIXEL_CNN_DATA"
 #: Fallback data folder, the shared dataset beside the checkout: ``<checkout>/../shared/data/kepler-pixdiff``.
@@ -140,7 +140,7 @@ def load_stack(path: str | os.PathLike) -> np.ndarray:
     numbers: stacks are fractional flux changes (float32 from the pipeline);
     an int, bool, complex or string file is not a stack.
 
-    Returns float32 ``(32, H, W)`` (see :func:`~pixel_cnn.core.stack.validate_stack`).
+    Returns float32 ``(32, H, W)`` (see :func:`~pixel_cnn.vetter.stack.validate_stack`).
 
     Raises
     ------

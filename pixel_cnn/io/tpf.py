@@ -4,7 +4,7 @@ Reading TPFs (lightkurve/astropy), the ephemeris CSV, one target's files
 (:func:`process_target`), the folder driver (:func:`build_stacks`, joblib),
 downloads and the report. The science (phase folding, transit windows,
 normalisation, binning, the missing-data rule, combining quarters, the time
-system of an epoch) is pure numpy in :mod:`pixel_cnn.core.phasefold`;
+system of an epoch) is pure numpy in :mod:`pixel_cnn.stacks.phasefold`;
 ``docs/tpf.md`` describes every choice.
 
 Every failure of one file (unreadable, truncated or corrupt FITS, a missing or
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.core.phasefold import (BKJD_REF, BTJD_REF, MIN_IN_TRANSIT, MIN_REFERENCE,
+from pixel_cnn.stacks.phasefold import (BKJD_REF, BTJD_REF, MIN_IN_TRANSIT, MIN_REFERENCE,
                                       EpochSystemError, FoldError, Segment, fill_missing,
                                       fold_segments, resolve_epoch)
-from pixel_cnn.core.stack import N_PHASE_BINS, StackError, validate_stack
+from pixel_cnn.vetter.stack import N_PHASE_BINS, StackError, validate_stack
 from pixel_cnn.io.dataset import replace_dir
 
 #: Column names of an ephemeris table: KOI cumulative table and TESS TOI table.
@@ -59,7 +59,7 @@ class Ephemeris:
     written and ``epoch_system`` its column's time system ("BKJD" for
     ``koi_time0bk``, "BJD" for ``pl_tranmid``). Whether that declaration holds
     is checked per target against its TPFs' time range
-    (:func:`pixel_cnn.core.phasefold.resolve_epoch`, in :func:`combine_quarters`).
+    (:func:`pixel_cnn.stacks.phasefold.resolve_epoch`, in :func:`combine_quarters`).
     Without ``epoch_given`` the epoch is ``epoch_bjd`` declared in BJD.
     """
 
@@ -370,9 +370,9 @@ def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PH
     """Stack of one target from the quarters/sectors of its TPFs.
 
     First the epoch's time system is checked against the quarters' time range
-    and ``BJDREFI + BJDREFF`` (:func:`~pixel_cnn.core.phasefold.resolve_epoch`,
+    and ``BJDREFI + BJDREFF`` (:func:`~pixel_cnn.stacks.phasefold.resolve_epoch`,
     range taken in the first quarter's system); then the quarters are folded
-    and combined by :func:`~pixel_cnn.core.phasefold.fold_segments` (one pixel
+    and combined by :func:`~pixel_cnn.stacks.phasefold.fold_segments` (one pixel
     grid, each quarter normalised by its own reference image).
 
     Returns
@@ -380,14 +380,14 @@ def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PH
     (stack, info) : float64 ``(n_bins, H, W)`` with NaN where data are missing,
         and a dict for the report: ``quarters_used``, ``files_left_out``,
         ``epoch_system``, ``epoch_converted_from`` ("" unless converted),
-        ``epoch_note``, the counts of :func:`~pixel_cnn.core.phasefold.fold_segments`.
+        ``epoch_note``, the counts of :func:`~pixel_cnn.stacks.phasefold.fold_segments`.
 
     Raises
     ------
     TPFError
         The epoch fits no time system or several (message names the target,
         the epoch and the TPFs' time range), or a
-        :class:`~pixel_cnn.core.phasefold.FoldError` (too few cadences...).
+        :class:`~pixel_cnn.stacks.phasefold.FoldError` (too few cadences...).
     """
     ref = quarters[0].bjd_ref
     t_min = min(float(q.time.min()) + q.bjd_ref - ref for q in quarters)
@@ -429,8 +429,8 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
     cadences remain.
 
     Returns a :class:`TargetResult` whose ``stack`` is float32 ``(n_bins, H, W)``
-    (missing data filled by :func:`~pixel_cnn.core.phasefold.fill_missing`, validated by
-    :func:`~pixel_cnn.core.stack.validate_stack`) or ``None``, and whose
+    (missing data filled by :func:`~pixel_cnn.stacks.phasefold.fill_missing`, validated by
+    :func:`~pixel_cnn.vetter.stack.validate_stack`) or ``None``, and whose
     ``report`` row says what was used, what was dropped and, on failure, why.
     """
     report = {"target_id": target_id, "status": "failed", "reason": "", "ephemeris": "",

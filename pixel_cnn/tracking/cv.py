@@ -15,15 +15,16 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pixel_cnn.core import explain, tabular
-from pixel_cnn.core.cv import CVCallbacks, CVResult, FoldOutcome
-from pixel_cnn.core.ensemble import save_members
-from pixel_cnn.core.fusion import BRANCHES, FusionCVResult
-from pixel_cnn.core.metrics import pr_roc_figure, reliability_figure
-from pixel_cnn.core.models import Preset
-from pixel_cnn.core.dataset import Dataset
+from pixel_cnn.drawing import explain
+from pixel_cnn.vetter import tabular
+from pixel_cnn.evaluation.cv import CVCallbacks, CVResult, FoldOutcome
+from pixel_cnn.vetter.ensemble import save_members
+from pixel_cnn.evaluation.fusion import BRANCHES, FusionCVResult
+from pixel_cnn.evaluation.metrics import pr_roc_figure, reliability_figure
+from pixel_cnn.vetter.networks import Preset
+from pixel_cnn.stacks.dataset import Dataset
 from pixel_cnn.tracking import registry
-from pixel_cnn.tracking.pyfunc import log_pyfunc
+from pixel_cnn.vetter.pyfunc import log_pyfunc
 from pixel_cnn.tracking.runs import (describe_run, log_dataset_input, log_df, log_figure, log_params_once,
                                      model_params, now_ms)
 
@@ -37,7 +38,7 @@ class MlflowCVCallbacks(CVCallbacks):
     ``train_loss``/``val_loss`` (step = epoch), final metrics and ``threshold``,
     the validation predictions ``val_predictions.csv``, the fold's network as
     ``model/config.json`` + ``model/weights.pt`` (loadable with
-    :meth:`pixel_cnn.core.ensemble.Ensemble.from_files`; the served model is the
+    :meth:`pixel_cnn.vetter.ensemble.Ensemble.from_files`; the served model is the
     parent's ensemble of them) and, when the cv computed them
     (``run_cv(attributions=True)``), the attribution figure
     ``figures/attributions.png`` (:func:`log_attributions`). Each fold's PR and
@@ -89,7 +90,7 @@ class MlflowCVCallbacks(CVCallbacks):
 
 def log_attributions(run_id: str, preset: Preset, outcome: FoldOutcome, name: str) -> None:
     """Log ``figures/attributions.png``: each validation target's in-transit input beside its
-    Integrated-Gradients map (``outcome.attributions``, :mod:`pixel_cnn.core.explain`), on run ``run_id``."""
+    Integrated-Gradients map (``outcome.attributions``, :mod:`pixel_cnn.drawing.explain`), on run ``run_id``."""
     fig = explain.attribution_figure(
         outcome.val_inputs, outcome.attributions, outcome.val_kepids, outcome.val_labels, outcome.result.val_prob,
         n_maps=preset.in_channels - preset.n_scalars,
@@ -150,7 +151,7 @@ def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
     With ``register`` a new version of ``pixel-cnn`` is created, tagged with
     its OOF scores, and ``alias`` (e.g. ``champion``) set to it. Returns
     ``(model_info, version or None)``. A fusion result
-    (:class:`~pixel_cnn.core.fusion.FusionCVResult`) with its served ``tabular_model``
+    (:class:`~pixel_cnn.evaluation.fusion.FusionCVResult`) with its served ``tabular_model``
     (trained on every labelled KOI) is logged as one model: pixel members (pixel-only
     threshold), tabular branch, the mean combiner of repeat 0's folds and the fused threshold.
     """

@@ -8,7 +8,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.core.dataset import Dataset
+from pixel_cnn.stacks.dataset import Dataset
 from pixel_cnn.tracking.runs import log_dataset_input, now_ms
 
 

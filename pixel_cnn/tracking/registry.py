@@ -12,7 +12,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.core.ensemble import CONFIG_FILE, WEIGHTS_FILE
+from pixel_cnn.vetter.ensemble import CONFIG_FILE, WEIGHTS_FILE
 from pixel_cnn.tracking import stores
 
 MODEL_NAME = "pixel-cnn"

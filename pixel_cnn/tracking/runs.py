@@ -22,8 +22,8 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.models import Preset
+from pixel_cnn.stacks.dataset import Dataset
+from pixel_cnn.vetter.networks import Preset
 from pixel_cnn.io.dataset import read_dataset
 from pixel_cnn.tracking import stores
 

@@ -9,19 +9,20 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.core import tabular
-from pixel_cnn.core.metrics import pr_roc_figure
+from pixel_cnn.vetter import tabular
+from pixel_cnn.branches import tabular as koi_branch
+from pixel_cnn.evaluation.metrics import pr_roc_figure
 from pixel_cnn.tracking.runs import log_df, log_figure, now_ms
 
 
 def log_koi_input(run_id: str, table: pd.DataFrame, source: str, context: str = "training") -> str:
-    """``mlflow.log_input`` of the KOI training table (:func:`pixel_cnn.core.tabular.training_table`).
+    """``mlflow.log_input`` of the KOI training table (:func:`pixel_cnn.vetter.koi_branch.training_table`).
 
     The dataset is named ``koi-cumulative``, its digest is
-    :func:`pixel_cnn.core.tabular.table_digest` (also set as the tag ``koi_table_digest``).
+    :func:`pixel_cnn.vetter.koi_branch.table_digest` (also set as the tag ``koi_table_digest``).
     Returns the digest.
     """
-    digest = tabular.table_digest(table)
+    digest = koi_branch.table_digest(table)
     with warnings.catch_warnings(), mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")

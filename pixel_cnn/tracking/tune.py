@@ -29,9 +29,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from pixel_cnn.tracking.runs import EXPERIMENT_TUNE, log_df, log_params_once, model_params, now_ms
-from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.models import Preset
-from pixel_cnn.core.tuning import TuneHooks
+from pixel_cnn.stacks.dataset import Dataset
+from pixel_cnn.vetter.networks import Preset
+from pixel_cnn.search.tuning import TuneHooks
 
 #: Trial user attributes linking the Optuna storage to MLflow.
 RUN_ID_ATTR, PARENT_ATTR = "mlflow_run_id", "mlflow_parent_run_id"
@@ -227,7 +227,7 @@ def study_parent_run(study: optuna.Study, config, dataset: Dataset, info: dict) 
     per study (one launcher, or an init Job): two concurrent first launches
     would each create a parent.
     """
-    from pixel_cnn.core.tuning import config_dict
+    from pixel_cnn.search.tuning import config_dict
     from pixel_cnn.tracking import stores
 
     client = MlflowClient()
@@ -240,7 +240,7 @@ def study_parent_run(study: optuna.Study, config, dataset: Dataset, info: dict) 
     if not parent:
         exp = client.get_experiment_by_name(EXPERIMENT_TUNE)
         exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT_TUNE)
-        from pixel_cnn.core.tuning import tune_run_name
+        from pixel_cnn.search.tuning import tune_run_name
 
         run = client.create_run(exp_id, run_name=tune_run_name(config),
                                 tags={"pixel_cnn.distributed": "true"})

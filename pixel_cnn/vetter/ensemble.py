@@ -3,7 +3,7 @@
 On disk an ensemble is ``config.json`` (resolved preset, decision threshold,
 provenance) and ``weights.pt`` (one ``state_dict`` per member, loaded with
 ``torch.load(weights_only=True)``: a format that cannot run code). The MLflow
-wrapper that serves it is :mod:`pixel_cnn.tracking.pyfunc`.
+wrapper that serves it is :mod:`pixel_cnn.vetter.pyfunc`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pixel_cnn.core.models import FusedPhaseEnsemble, Preset, build_model
-from pixel_cnn.core.representation import build_inputs
+from .networks import FusedPhaseEnsemble, Preset, build_model
+from .representation import build_inputs
 
 LABELS = {1: "CONFIRMED", 0: "FALSE POSITIVE"}
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
-#: Preset ``arch`` values whose members run fused (:class:`~pixel_cnn.core.models.FusedPhaseEnsemble`).
+#: Preset ``arch`` values whose members run fused (:class:`~pixel_cnn.vetter.networks.FusedPhaseEnsemble`).
 FUSABLE_ARCHS = ("phase", "hybrid")
 
 

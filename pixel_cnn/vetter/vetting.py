@@ -7,7 +7,7 @@ A stack ``(32, H, W)`` holds, per phase bin and pixel, the fractional flux
 change ``(F_bin - O) / O`` relative to the out-of-transit reference image ``O``
 (dataset README). It holds no flux image, but photon noise makes a pixel's
 fractional scatter fall as ``O**-0.5``, so ``sigma**-2`` (``sigma`` the
-out-of-transit scatter, :func:`pixel_cnn.core.stack.oot_sigma`) is
+out-of-transit scatter, :func:`pixel_cnn.vetter.stack.oot_sigma`) is
 proportional to the pixel's flux where the star dominates: the *flux proxy*
 used below as aperture weight and as the reference for centroids.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixel_cnn.core.stack import (
+from .stack import (
     DEPTH_UNIT,
     IN_TRANSIT_BINS,
     KEPLER_PIXEL_SCALE_ARCSEC,
@@ -72,7 +72,7 @@ def flux_proxy(sigma: np.ndarray) -> np.ndarray:
     """Relative pixel flux from the out-of-transit scatter: ``sigma**-2``, normalized to sum 1.
 
     sigma: float ``(H, W)`` (or a batch ``(N, H, W)``) from
-    :func:`~pixel_cnn.core.stack.oot_sigma` (``inf`` for dead pixels) ->
+    :func:`~pixel_cnn.vetter.stack.oot_sigma` (``inf`` for dead pixels) ->
     float64 of the same shape, >= 0, sum 1 per stamp; dead pixels 0.
     Photon noise: fractional scatter ``~ F**-0.5``, so ``F ~ sigma**-2``. ``sigma``
     is floored at :data:`WEIGHT_SIGMA_FLOOR` times its median over live pixels.
@@ -166,12 +166,12 @@ def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None) -> np.n
     Parameters
     ----------
     stack : numpy.ndarray
-        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.core.stack.validate_stack`),
+        Validated ``(32, H, W)`` float32 (:func:`~pixel_cnn.vetter.stack.validate_stack`),
         fractional flux change per phase bin; any ``H, W >= 3``. Pixels zero in
         every bin (NaN in the TPF) carry no weight. Or a batch ``(N, 32, H, W)``
         of stacks of one size, each measured on its own (one pass for all).
     sigma : numpy.ndarray, optional
-        :func:`~pixel_cnn.core.stack.oot_sigma` of ``stack`` when the
+        :func:`~pixel_cnn.vetter.stack.oot_sigma` of ``stack`` when the
         caller already has it; computed here otherwise.
 
     Returns
@@ -268,7 +268,7 @@ class VettingStatistics:
     * ``centroid_offset_px``: difference-image (dimming) centroid minus out-of-transit flux
       centroid, pixels (Bryson et al. 2013, PASP 125, 889); NaN when the aperture does not
       dim by more than 3 sigma (no centroid can be measured).
-    * ``centroid_offset_arcsec``: the same times :data:`~pixel_cnn.core.stack.KEPLER_PIXEL_SCALE_ARCSEC`.
+    * ``centroid_offset_arcsec``: the same times :data:`~pixel_cnn.vetter.stack.KEPLER_PIXEL_SCALE_ARCSEC`.
     * ``centroid_offset_sigma``: offset over its standard error propagated from the
       per-pixel noise (NaN when not measured).
     * ``frac_on_target``: share of the dimming flux inside the target aperture (pixels with
@@ -312,7 +312,7 @@ def vetting_statistics(stack: np.ndarray, sigma: np.ndarray | None = None) -> Ve
     """The vetting statistics of one validated ``(32, H, W)`` stack, in physical units.
 
     The one source of a candidate's numbers: the CSV row of batch scoring
-    (:mod:`pixel_cnn.scoring`) and the vetting sheet (:mod:`pixel_cnn.core.sheet`)
+    (:mod:`pixel_cnn.scoring`) and the vetting sheet (:mod:`pixel_cnn.drawing.sheet`)
     both call it. Formulas: :func:`vetting_features` (same intermediates,
     :func:`_measure`) and :class:`VettingStatistics`.
 

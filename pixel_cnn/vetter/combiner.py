@@ -1,7 +1,7 @@
 """The fusion vetter's combiner and its served form: pixel ensemble + tabular branch. Pure numpy/scikit-learn.
 
 :class:`Combiner` joins the two branches' probabilities (a logistic regression on their
-logits, fitted by :func:`pixel_cnn.core.fusion.run_fusion_cv` on inner out-of-fold
+logits, fitted by :func:`pixel_cnn.evaluation.fusion.run_fusion_cv` on inner out-of-fold
 predictions). :class:`FusionPredictor` is what the registered fusion model runs: raw stacks
 plus optional KOI parameters in, each branch's probability and the fused call out.
 The tabular model travels as a skops file (:func:`dumps_tabular`): scikit-learn trees
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.core import tabular
-from pixel_cnn.core.ensemble import LABELS, Ensemble
+from . import tabular
+from .ensemble import LABELS, Ensemble
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before the logit.
 EPS = 1e-6
@@ -122,7 +122,7 @@ class FusionPredictor:
         ------
         StackError
             A stack cannot be used (as :meth:`Ensemble.predict_stacks`).
-        pixel_cnn.core.tabular.TabularInputError
+        pixel_cnn.vetter.tabular.TabularInputError
             A parameter is unknown, not a finite number, or out of physical range; or parameters
             came with more than one stack (they describe one star).
         """

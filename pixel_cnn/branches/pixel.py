@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixel_cnn.core.models import Preset, build_model
+from pixel_cnn.vetter.networks import Preset, build_model
 
 
 @dataclass
@@ -53,7 +53,7 @@ def _augment(x: torch.Tensor, jitter: int, noise_sigma: float, gen: torch.Genera
     """Shift each image by up to ``jitter`` pixels (edge-replicated) and add noise.
 
     x: ``(B, C, S, S)`` -> same shape. The last ``n_constant`` channels are
-    constant planes (scalar features, see ``pixel_cnn.core.representation.phase_image``):
+    constant planes (scalar features, see ``pixel_cnn.vetter.representation.phase_image``):
     an edge-replicated shift leaves them as they are, so only the others are
     shifted (same result, less work). Noise goes on every channel.
     """
@@ -104,7 +104,7 @@ def train_fold(
     ----------
     x_train : numpy.ndarray
         float32 ``(N, C, S, S)`` model inputs (from
-        :func:`pixel_cnn.core.representation.build_inputs`).
+        :func:`pixel_cnn.vetter.representation.build_inputs`).
     y_train : numpy.ndarray
         int ``(N,)``, 1 = CONFIRMED, 0 = FALSE POSITIVE; both classes present.
     preset : Preset

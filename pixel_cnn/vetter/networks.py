@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from pixel_cnn.core.representation import REPRESENTATION_CHANNELS, REPRESENTATION_SCALARS
+from .representation import REPRESENTATION_CHANNELS, REPRESENTATION_SCALARS
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Preset:
     ----------
     name : str
     representation : str
-        Key of :data:`pixel_cnn.core.representation.REPRESENTATIONS`.
+        Key of :data:`pixel_cnn.vetter.representation.REPRESENTATIONS`.
     image_size : int
         Side of the square model input, pixels.
     channels : tuple of int
@@ -138,8 +138,8 @@ PHASE = Preset(
 PHASE2 = dataclasses.replace(PHASE, name="phase2", representation="phase2", arch="hybrid")
 
 #: The fusion vetter (issue 14): ``phase2``'s network as the pixel branch, unchanged, joined with
-#: the tabular branch (:mod:`pixel_cnn.core.tabular`) by a logistic regression on the two logits
-#: (:mod:`pixel_cnn.core.fusion`). The preset holds the pixel branch's fields; cv and serving
+#: the tabular branch (:mod:`pixel_cnn.vetter.tabular`) by a logistic regression on the two logits
+#: (:mod:`pixel_cnn.evaluation.fusion`). The preset holds the pixel branch's fields; cv and serving
 #: recognise a fusion preset by its name (:data:`FUSION_PRESETS`).
 FUSION = dataclasses.replace(PHASE2, name="fusion")
 
@@ -233,7 +233,7 @@ class PhaseCNN(nn.Module):
     """Hybrid network for the ``phase`` representation: a CNN on the maps, a head that also reads scalars.
 
     The input's last ``preset.n_scalars`` channels are constant planes (see
-    :func:`pixel_cnn.core.representation.phase_image`); their spatial mean is the
+    :func:`pixel_cnn.vetter.representation.phase_image`); their spatial mean is the
     scalar vector, batch-normalized and concatenated to the pooled image
     features. Image branch: three Conv 3x3 + BatchNorm + ReLU blocks (channels
     from the preset), max-pool after blocks 1 and 2, then global average *and*

@@ -1,6 +1,6 @@
 """The fold ensemble as an ``mlflow.pyfunc`` model, and how it is logged.
 
-The model is logged as "models from code" (:mod:`pixel_cnn.tracking.serving_model`,
+The model is logged as "models from code" (:mod:`pixel_cnn.vetter.serving_model`,
 no pickled Python) with the ensemble's ``config.json`` and ``weights.pt`` as
 artifacts. Its code is only the modules serving imports (:data:`SERVED_MODULES`),
 copied with the package layout, so it loads and serves from any directory.
@@ -24,10 +24,10 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from pixel_cnn.core import ensemble as ens
-from pixel_cnn.core import tabular
-from pixel_cnn.core.models import Preset
-from pixel_cnn.core.stack import StackError
+from . import ensemble as ens
+from . import tabular
+from .networks import Preset
+from .stack import StackError
 
 #: Most numbers one served request may carry: 2**21 values (8 MiB as float32), about 113 stacks
 #: of 24 x 24 pixels (the dataset README's largest cut-out; the real files reach 12 x 12, about 455
@@ -40,7 +40,7 @@ SIGNATURE = ModelSignature(
 )
 #: Input of the served fusion model: the same stacks, plus the KOI parameters of the star as
 #: MLflow inference ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``),
-#: each optional (None = not given; units in :data:`pixel_cnn.core.tabular.ALLOWED_INPUTS`).
+#: each optional (None = not given; units in :data:`pixel_cnn.vetter.tabular.ALLOWED_INPUTS`).
 FUSION_SIGNATURE = ModelSignature(
     inputs=SIGNATURE.inputs,
     outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
@@ -51,9 +51,8 @@ FUSION_SIGNATURE = ModelSignature(
 #: The package's files that the served model imports (paths inside ``pixel_cnn/``): its whole code.
 SERVED_MODULES = (
     "__init__.py",
-    "core/__init__.py", "core/stack.py", "core/vetting.py", "core/representation.py", "core/models.py",
-    "core/ensemble.py", "core/tabular.py", "core/combiner.py",
-    "tracking/__init__.py", "tracking/pyfunc.py", "tracking/serving_model.py",
+    "vetter/__init__.py", "vetter/stack.py", "vetter/vetting.py", "vetter/representation.py", "vetter/networks.py",
+    "vetter/ensemble.py", "vetter/tabular.py", "vetter/combiner.py", "vetter/pyfunc.py", "vetter/serving_model.py",
 )
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -130,7 +129,7 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
         self.ensemble = ens.Ensemble.from_files(context.artifacts["config"], context.artifacts["weights"])
         self.fusion = None
         if "tabular" in context.artifacts:  # a fusion model (preset ``fusion``): pixel + tabular + combiner
-            from pixel_cnn.core.combiner import Combiner, FusionPredictor, loads_tabular
+            from .combiner import Combiner, FusionPredictor, loads_tabular
 
             config = json.loads(Path(context.artifacts["config"]).read_text())["fusion"]
             self.fusion = FusionPredictor(self.ensemble, loads_tabular(Path(context.artifacts["tabular"]).read_bytes()),
@@ -212,7 +211,7 @@ def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: 
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         artifacts = ens.save_members(Path(tmp) / "artifacts", preset, state_dicts, threshold, info)
         if tabular_model is not None:
-            from pixel_cnn.core.combiner import dumps_tabular
+            from .combiner import dumps_tabular
 
             if "fusion" not in info:
                 raise ValueError("a fusion model needs info['fusion'] (combiner and fused threshold)")
@@ -223,7 +222,7 @@ def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: 
         with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
             return mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(code / "tracking" / "serving_model.py"),
+                python_model=str(code / "vetter" / "serving_model.py"),
                 artifacts=artifacts,
                 code_paths=[str(code)],
                 pip_requirements=pip_requirements(),

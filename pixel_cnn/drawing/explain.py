@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients
 
-from pixel_cnn.core.models import Preset, build_model
+from pixel_cnn.vetter.networks import Preset, build_model
 
 #: Riemann steps of the path integral (captum's default is 50; 32 keeps the
 #: completeness error below a few per cent on these small networks).
@@ -32,7 +32,7 @@ def integrated_gradients(preset: Preset, state_dict: dict, x: np.ndarray, n_step
     Parameters
     ----------
     preset : Preset
-        Builds the network (:func:`pixel_cnn.core.models.build_model`).
+        Builds the network (:func:`pixel_cnn.vetter.networks.build_model`).
     state_dict : dict
         Trained weights of one fold network.
     x : numpy.ndarray

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixel_cnn.core.stack import N_PHASE_BINS
+from pixel_cnn.vetter.stack import N_PHASE_BINS
 
 #: Out-of-transit phase windows of the reference image O (dataset README).
 REFERENCE_WINDOWS = ((0.2, 0.3), (0.7, 0.8))
@@ -333,7 +333,7 @@ def fill_missing(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Applied after normalisation only, so a missing pixel or an empty phase bin
     reads as "no change", never as dimming (a NaN flux set to 0 *before*
     normalisation would read as ``(0 - O) / O = -1``, a 100% eclipse). This is
-    the NaN rule of :func:`~pixel_cnn.core.stack.validate_stack` for files;
+    the NaN rule of :func:`~pixel_cnn.vetter.stack.validate_stack` for files;
     the written stack holds no NaN, so the served model (which rejects NaN)
     takes it as it is.
 

@@ -6,6 +6,6 @@ MLflow copies this file into the model directory and runs it at load time;
 
 from mlflow.models import set_model
 
-from pixel_cnn.tracking.pyfunc import PixelCNNPyfunc
+from pixel_cnn.vetter.pyfunc import PixelCNNPyfunc
 
 set_model(PixelCNNPyfunc())

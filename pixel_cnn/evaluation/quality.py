@@ -1,6 +1,6 @@
 """Quality benchmark: several presets, one protocol, the same folds. No MLflow here.
 
-:func:`bench_quality` cross-validates each preset with :func:`pixel_cnn.core.cv.run_cv`
+:func:`bench_quality` cross-validates each preset with :func:`pixel_cnn.evaluation.cv.run_cv`
 under the same seed, so every preset sees the same grouped folds in every
 repeat (checked, not assumed), and the same honest protocol: fixed schedule,
 last epoch kept, each fold's threshold from an inner split of its training
@@ -18,13 +18,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.core.cv import INNER_FOLDS, CVResult, run_cv
-from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.fusion import run_fusion_cv
-from pixel_cnn.core.metrics import binary_metrics, bootstrap_pr_auc, thresholded_metrics
-from pixel_cnn.core.models import get_preset, is_fusion
+from pixel_cnn.evaluation.cv import INNER_FOLDS, CVResult, run_cv
+from pixel_cnn.stacks.dataset import Dataset
+from pixel_cnn.evaluation.fusion import run_fusion_cv
+from pixel_cnn.evaluation.metrics import binary_metrics, bootstrap_pr_auc, thresholded_metrics
+from pixel_cnn.vetter.networks import get_preset, is_fusion
 
-#: Columns of the table: pooled-OOF metric keys of :func:`pixel_cnn.core.cv.summarize`.
+#: Columns of the table: pooled-OOF metric keys of :func:`pixel_cnn.evaluation.cv.summarize`.
 TABLE_METRICS = ("pr_auc", "roc_auc", "f1", "brier")
 #: Table row of the tabular branch alone (from a fusion cv: same folds and repeats).
 TABULAR = "tabular"
@@ -87,9 +87,9 @@ def bench_quality(
     dataset : Dataset
         Prepared benchmark targets.
     preset_names : tuple of str
-        Presets (names of :data:`pixel_cnn.core.models.PRESETS`), in table order.
+        Presets (names of :data:`pixel_cnn.vetter.networks.PRESETS`), in table order.
     n_folds, seed, repeats, inner_folds
-        Passed to :func:`pixel_cnn.core.cv.run_cv`, identical for every preset.
+        Passed to :func:`pixel_cnn.evaluation.cv.run_cv`, identical for every preset.
     progress : callable, optional
         ``progress(message)`` after each preset.
     koi : DataFrame, optional

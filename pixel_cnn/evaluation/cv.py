@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.explain import integrated_gradients
-from pixel_cnn.core.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
-from pixel_cnn.core.models import Preset
-from pixel_cnn.core.representation import build_inputs
-from pixel_cnn.core.training import FoldResult, train_fold
+from pixel_cnn.stacks.dataset import Dataset
+from pixel_cnn.drawing.explain import integrated_gradients
+from pixel_cnn.evaluation.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
+from pixel_cnn.vetter.networks import Preset
+from pixel_cnn.vetter.representation import build_inputs
+from pixel_cnn.branches.pixel import FoldResult, train_fold
 
 #: Threshold for the per-fold accuracy and F1 when no inner split chooses one
 #: (``inner_folds=0``): fixed before seeing any data (class-weighted sampling
@@ -125,7 +125,7 @@ class CVResult:
         ``<metric>_oof`` on pooled out-of-fold predictions (mean over repeats;
         ``<metric>_oof_std`` across repeats when ``repeats > 1``; accuracy and
         F1 with each fold's own threshold), ``pr_auc_oof_ci_low/high`` (95 %
-        bootstrap interval over targets, :func:`~pixel_cnn.core.metrics.bootstrap_pr_auc`)
+        bootstrap interval over targets, :func:`~pixel_cnn.evaluation.metrics.bootstrap_pr_auc`)
         and ``threshold``: the mean of repeat 0's fold thresholds, each chosen
         on that fold's training targets only (the served ensemble's threshold).
     """
@@ -176,7 +176,7 @@ def oof_interval(oof: pd.DataFrame, seed: int = 0, score=None) -> tuple[float, f
     ``score``: ``score(y, p)``, average precision (PR-AUC) by default; e.g.
     scikit-learn's ``roc_auc_score`` for ROC-AUC. Same draws as the PR-AUC
     interval of :func:`summarize` for the same ``seed``
-    (:func:`~pixel_cnn.core.metrics.bootstrap_pr_auc`).
+    (:func:`~pixel_cnn.evaluation.metrics.bootstrap_pr_auc`).
     """
     wide = oof.pivot(index="kepid", columns="repeat", values="probability")
     labels = oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
@@ -265,7 +265,7 @@ def inner_threshold(
         ``inner_folds`` grouped, stratified folds (:func:`make_folds` with
         ``seed``), a network per inner fold (seed ``seed + 100 * (j + 1)``)
         scores its held-out part, and the F1-optimal threshold of those
-        predictions is returned (:func:`~pixel_cnn.core.metrics.f1_optimal_threshold`).
+        predictions is returned (:func:`~pixel_cnn.evaluation.metrics.f1_optimal_threshold`).
     x_extra, y_extra : optional
         Extra training-only targets ``(E, C, S, S)`` / ``(E,)``: added to every
         inner network's training side, never scored (see ``run_cv(extra_train=...)``).
@@ -289,7 +289,7 @@ def inner_oof(
     The split (``make_folds(kepids, labels, inner_folds, seed)``) and the networks (seed
     ``seed + 100 * (j + 1)``) are those of :func:`inner_threshold`, which takes its
     F1-optimal threshold from these predictions; the fusion cv
-    (:mod:`pixel_cnn.core.fusion`) also fits its combiner on them. ``inner_folds`` >= 2.
+    (:mod:`pixel_cnn.evaluation.fusion`) also fits its combiner on them. ``inner_folds`` >= 2.
     """
     prob = np.empty(len(labels))
     for j, (tr, va) in enumerate(make_folds(kepids, labels, inner_folds, seed)):
@@ -376,7 +376,7 @@ def run_cv(
     same with or without them.
 
     ``attributions``: also compute each fold's Integrated-Gradients maps of its
-    validation inputs (:func:`pixel_cnn.core.explain.integrated_gradients`,
+    validation inputs (:func:`pixel_cnn.drawing.explain.integrated_gradients`,
     ``FoldOutcome.attributions``), after the fold is trained; scores unchanged.
 
     Raises

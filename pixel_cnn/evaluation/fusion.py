@@ -1,17 +1,17 @@
 """The fusion vetter's cv (issue 14): the pixel branch, the tabular branch, and their combiner.
 
-No MLflow here. :func:`run_fusion_cv` follows :func:`pixel_cnn.core.cv.run_cv` (same
+No MLflow here. :func:`run_fusion_cv` follows :func:`pixel_cnn.evaluation.cv.run_cv` (same
 splits, seeds, pixel networks and callbacks; the pixel branch's predictions and threshold
 are those of the ``phase2`` preset, bit for bit) and adds, in every outer fold:
 
-1. the tabular branch (:mod:`pixel_cnn.core.tabular`) trained on every labelled KOI of the
+1. the tabular branch (:mod:`pixel_cnn.vetter.tabular`) trained on every labelled KOI of the
    KOI table except those of the fold's validation stars (asserted), scoring each
-   validation star's first KOI (:func:`pixel_cnn.core.tabular.star_koi`);
+   validation star's first KOI (:func:`pixel_cnn.vetter.koi_branch.star_koi`);
 2. inner out-of-fold predictions of both branches on the fold's training stars: the pixel
    networks of the inner split that already chooses the threshold
-   (:func:`pixel_cnn.core.cv.inner_oof`), and a tabular model per inner fold trained without
+   (:func:`pixel_cnn.evaluation.cv.inner_oof`), and a tabular model per inner fold trained without
    the KOIs of the outer validation stars nor of that inner fold's stars;
-3. the combiner, a logistic regression on the two logits (:class:`~pixel_cnn.core.combiner.Combiner`), fitted on those
+3. the combiner, a logistic regression on the two logits (:class:`~pixel_cnn.vetter.combiner.Combiner`), fitted on those
    inner predictions only, and the fused threshold, F1-optimal on them. Nothing is chosen on
    the validation fold.
 
@@ -26,16 +26,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from pixel_cnn.core import tabular
-from pixel_cnn.core.combiner import Combiner
-from pixel_cnn.core.cv import (CVCallbacks, fold_info, CVError, CVResult, FoldOutcome, FOLD_THRESHOLD, INNER_FOLDS, inner_oof,
+from pixel_cnn.vetter import tabular
+from pixel_cnn.branches import tabular as koi_branch
+from pixel_cnn.vetter.combiner import Combiner
+from pixel_cnn.evaluation.cv import (CVCallbacks, fold_info, CVError, CVResult, FoldOutcome, FOLD_THRESHOLD, INNER_FOLDS, inner_oof,
                                make_folds, plan_splits, summarize)
-from pixel_cnn.core.explain import integrated_gradients
-from pixel_cnn.core.metrics import METRIC_NAMES, binary_metrics, f1_optimal_threshold, thresholded_metrics
-from pixel_cnn.core.models import Preset
-from pixel_cnn.core.representation import build_inputs
-from pixel_cnn.core.training import train_fold
-from pixel_cnn.core.dataset import Dataset
+from pixel_cnn.drawing.explain import integrated_gradients
+from pixel_cnn.evaluation.metrics import METRIC_NAMES, binary_metrics, f1_optimal_threshold, thresholded_metrics
+from pixel_cnn.vetter.networks import Preset
+from pixel_cnn.vetter.representation import build_inputs
+from pixel_cnn.branches.pixel import train_fold
+from pixel_cnn.stacks.dataset import Dataset
 
 BRANCHES = ("pixel", "tabular", "fused")
 
@@ -51,18 +52,18 @@ class KOITable:
 
     def __init__(self, koi: pd.DataFrame):
         self.koi = koi
-        self.labelled = tabular.koi_labels(koi)
+        self.labelled = koi_branch.koi_labels(koi)
         self.features = tabular.build_features(self.labelled)
         self.labels = self.labelled["label"].to_numpy(np.int64)
         self.kepids = self.labelled["kepid"].to_numpy(np.int64)
-        self.table = tabular.training_table(koi)
-        self.digest = tabular.table_digest(self.table)
+        self.table = koi_branch.training_table(koi)
+        self.digest = koi_branch.table_digest(self.table)
 
     def star_features(self, kepids) -> tuple[pd.DataFrame, list[str]]:
-        """Features of each star's first KOI (:func:`~pixel_cnn.core.tabular.star_koi`), in ``kepids``
+        """Features of each star's first KOI (:func:`~pixel_cnn.vetter.koi_branch.star_koi`), in ``kepids``
         order, and the KOI names used (``""`` and all-NaN features for a star not in the table)."""
         kepids = np.asarray(kepids, dtype=np.int64)
-        first = tabular.star_koi(self.koi, kepids).set_index("kepid")
+        first = koi_branch.star_koi(self.koi, kepids).set_index("kepid")
         rows = first.reindex(kepids)
         return tabular.build_features(rows.reset_index()), rows["kepoi_name"].fillna("").astype(str).tolist()
 
@@ -75,13 +76,13 @@ class KOITable:
         keep = ~np.isin(self.kepids, np.asarray(exclude_kepids, dtype=np.int64))
         train_kepids = self.kepids[keep]
         assert not np.isin(train_kepids, exclude_kepids).any(), "a validation star's KOI is in the tabular training set"
-        model = tabular.fit_tabular(self.features[keep], self.labels[keep], seed=seed)
+        model = koi_branch.fit_tabular(self.features[keep], self.labels[keep], seed=seed)
         return model, int(keep.sum()), train_kepids
 
 
 @dataclass
 class FusionFoldOutcome(FoldOutcome):
-    """A fusion cv fold: :class:`~pixel_cnn.core.cv.FoldOutcome` (fused ``metrics`` and ``threshold``)
+    """A fusion cv fold: :class:`~pixel_cnn.evaluation.cv.FoldOutcome` (fused ``metrics`` and ``threshold``)
     plus its combiner, pixel-only threshold and the kepids of the tabular training KOIs (one per KOI)."""
 
     combiner: Combiner | None = None
@@ -91,7 +92,7 @@ class FusionFoldOutcome(FoldOutcome):
 
 @dataclass
 class FusionCVResult(CVResult):
-    """:class:`~pixel_cnn.core.cv.CVResult` of a fusion cv, plus what the served model needs.
+    """:class:`~pixel_cnn.evaluation.cv.CVResult` of a fusion cv, plus what the served model needs.
 
     ``oof`` has ``probability`` / ``threshold`` (fused) and ``probability_<branch>`` /
     ``threshold_<branch>`` for each of :data:`BRANCHES`, and ``tabular_koi`` (the KOI whose
@@ -139,7 +140,7 @@ def run_fusion_cv(
 ) -> FusionCVResult:
     """Grouped, stratified k-fold cv of the fusion vetter; nothing chosen on validation (module doc).
 
-    Splits, seeds and pixel networks are those of :func:`pixel_cnn.core.cv.run_cv` with the
+    Splits, seeds and pixel networks are those of :func:`pixel_cnn.evaluation.cv.run_cv` with the
     same arguments; the tabular models of outer fold ``k`` of repeat ``r`` are seeded with the
     fold seed ``seed + 1000 r + k`` (inner fold ``j``: ``fold seed + 100 (j + 1)``).
 
@@ -153,7 +154,7 @@ def run_fusion_cv(
     Raises
     ------
     CVError
-        As :func:`pixel_cnn.core.cv.run_cv`, or ``inner_folds`` < 2.
+        As :func:`pixel_cnn.evaluation.cv.run_cv`, or ``inner_folds`` < 2.
     """
     if inner_folds < 2:
         raise CVError(f"inner_folds={inner_folds}: the fusion combiner is fitted on inner out-of-fold "

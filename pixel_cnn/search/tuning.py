@@ -1,6 +1,6 @@
 """Hyper-parameter search with Optuna over the honest grouped cv.
 
-The objective of a trial is the cv score of :func:`pixel_cnn.core.cv.run_cv`
+The objective of a trial is the cv score of :func:`pixel_cnn.evaluation.cv.run_cv`
 (same folds, same protocol as the ``cv`` entry point): the mean PR-AUC
 (average precision) over folds, maximized. After each fold the running mean
 is reported to Optuna (``trial.report``) and a pruner may stop the trial.
@@ -35,10 +35,10 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from pixel_cnn.core.cv import CVCallbacks, FoldOutcome, run_cv
-from pixel_cnn.core.dataset import Dataset
-from pixel_cnn.core.models import DEFAULT_PRESET, Preset, get_preset, is_fusion
-from pixel_cnn.core.representation import build_inputs
+from pixel_cnn.evaluation.cv import CVCallbacks, FoldOutcome, run_cv
+from pixel_cnn.stacks.dataset import Dataset
+from pixel_cnn.vetter.networks import DEFAULT_PRESET, Preset, get_preset, is_fusion
+from pixel_cnn.vetter.representation import build_inputs
 
 #: Default storage: an sqlite file in the working directory (the project root
 #: under ``mlflow run .`` and ``make``); git-ignored.
@@ -65,7 +65,7 @@ class TuneError(ValueError):
 def suggest_params(trial: optuna.Trial, max_epochs: int = 40) -> dict:
     """The search space, in one place: sample one configuration.
 
-    Keys are overrides of :func:`pixel_cnn.core.models.get_preset`:
+    Keys are overrides of :func:`pixel_cnn.vetter.networks.get_preset`:
 
     ========================  ==============================  =====================
     key                       distribution                    unit
@@ -110,7 +110,7 @@ class TuneConfig:
     ----------
     preset : str
         Preset whose non-searched fields (representation, image size, ...) the trials keep;
-        default the project's default preset (:data:`pixel_cnn.core.models.DEFAULT_PRESET`),
+        default the project's default preset (:data:`pixel_cnn.vetter.networks.DEFAULT_PRESET`),
         the same for ``tune`` and ``tune-workers``.
     n_folds, seed : int
         cv protocol, as in ``cv``; ``seed`` also seeds the sampler.

@@ -1,7 +1,7 @@
 """Stack -> model input. Pure numpy: no torch, no MLflow, no paths.
 
 A stack is one target's ``(32, H, W)`` phase-binned pixel-difference cube
-(:mod:`pixel_cnn.core.stack`).
+(:mod:`pixel_cnn.vetter.stack`).
 
 The same functions run in prep, in training and inside the served model, so a
 stack is turned into a model input in exactly one way.
@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pixel_cnn.core.stack import (
+from .stack import (
     DEPTH_UNIT,
     IN_TRANSIT_BINS,
     SECONDARY_BINS,
@@ -25,7 +25,7 @@ from pixel_cnn.core.stack import (
     oot_sigma,
     validate_stack,
 )
-from pixel_cnn.core.vetting import VETTING_FEATURES, vetting_features
+from .vetting import VETTING_FEATURES, vetting_features
 
 
 @functools.lru_cache(maxsize=256)
@@ -182,7 +182,7 @@ def phase_image(stack: np.ndarray, size: int = 16, sigma: np.ndarray | None = No
     a batch ``(N, 32, H, W)`` of one size -> ``(N, 10, size, size)``:
     the 4 maps of :func:`phase_maps` resized bilinearly (:func:`resize`), then
     its 6 scalars each broadcast over a ``size x size`` plane (a network reads
-    them at any pixel; see ``pixel_cnn.core.models.PhaseCNN``). Any ``H, W`` from 3
+    them at any pixel; see ``pixel_cnn.vetter.networks.PhaseCNN``). Any ``H, W`` from 3
     up works; pixels that are NaN/zero in every bin read as "no signal" (0 in
     the SNR maps). Nothing is standardized per image: depth and SNR survive.
     ``sigma``: optional :func:`oot_sigma` of ``stack``, see :func:`phase_maps`.
@@ -198,8 +198,8 @@ def phase2_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
     stack: validated ``(32, H, W)`` float32 -> ``(24, size, size)`` float32 (a batch
     ``(N, 32, H, W)`` of one size -> ``(N, 24, size, size)``): the
     10 channels of :func:`phase_image` (4 resized maps, 6 scalar planes) followed
-    by the 14 scalars of :func:`pixel_cnn.core.vetting.vetting_features` (order
-    :data:`pixel_cnn.core.vetting.VETTING_FEATURES`), each a constant plane. So the
+    by the 14 scalars of :func:`pixel_cnn.vetter.vetting.vetting_features` (order
+    :data:`pixel_cnn.vetter.vetting.VETTING_FEATURES`), each a constant plane. So the
     trailing 20 channels are scalars (:data:`PHASE2_SCALARS`). Any ``H, W`` from
     3 up; NaN/zero pixels carry no signal and no weight.
     """
@@ -210,7 +210,7 @@ def phase2_image(stack: np.ndarray, size: int = 16) -> np.ndarray:
 
 
 #: Scalar features of ``phase2``: the 6 of ``phase`` then the vetting statistics
-#: (:data:`pixel_cnn.core.vetting.VETTING_FEATURES`).
+#: (:data:`pixel_cnn.vetter.vetting.VETTING_FEATURES`).
 PHASE2_SCALARS = PHASE_SCALARS + VETTING_FEATURES
 
 #: Representation name -> function ``(validated stack, size) -> (C, size, size)``.

@@ -7,7 +7,7 @@ difference image, the centroid offset and the folded light curve side by side
 Bryson et al. 2013, PASP 125, 889); this sheet does the same with what a stack
 holds, plus the model's call and its attribution map.
 
-Every number on the sheet comes from :func:`pixel_cnn.core.vetting.vetting_statistics`
+Every number on the sheet comes from :func:`pixel_cnn.vetter.vetting.vetting_statistics`
 (the function behind the CSV row of :mod:`pixel_cnn.scoring`) and is printed by
 :func:`format_statistic`.
 """
@@ -28,7 +28,7 @@ from matplotlib.patches import Ellipse
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-from pixel_cnn.core.stack import (
+from pixel_cnn.vetter.stack import (
     IN_TRANSIT_BINS,
     KEPLER_PIXEL_SCALE_ARCSEC,
     N_PHASE_BINS,
@@ -36,7 +36,7 @@ from pixel_cnn.core.stack import (
     SECONDARY_BINS,
     SHOULDER_BINS,
 )
-from pixel_cnn.core.vetting import STATISTICS_COLUMNS, VettingStatistics, vetting_statistics
+from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS, VettingStatistics, vetting_statistics
 
 #: Size of a sheet: inches and dots per inch (1300 x 660 pixels).
 SHEET_SIZE_IN, SHEET_DPI = (13.0, 6.6), 100
@@ -158,7 +158,7 @@ def sheet_figure(
         every key ending in ``probability`` is listed.
     attribution : numpy.ndarray, optional
         float ``(S, S)`` Integrated-Gradients map of the model input, summed over
-        image channels (logit units; :func:`pixel_cnn.core.explain.ensemble_attributions`),
+        image channels (logit units; :func:`pixel_cnn.drawing.explain.ensemble_attributions`),
         drawn over the stamp's extent. None: the panel says so.
     attribution_note : str
         One line under the attribution panel (e.g. the scalars' share).
@@ -167,7 +167,7 @@ def sheet_figure(
     source : str
         File name or origin, printed in the title.
     stats : VettingStatistics, optional
-        :func:`~pixel_cnn.core.vetting.vetting_statistics` of ``stack`` (computed here if not given).
+        :func:`~pixel_cnn.vetter.vetting.vetting_statistics` of ``stack`` (computed here if not given).
 
     Returns
     -------
@@ -301,9 +301,9 @@ def mistake_sheet_specs(worst, folds, stacks: dict, n_maps: int) -> list[tuple[s
     Parameters
     ----------
     worst : pandas.DataFrame
-        :func:`pixel_cnn.core.cv.worst_oof` rows (``kepid, label, repeat, fold,
+        :func:`pixel_cnn.evaluation.cv.worst_oof` rows (``kepid, label, repeat, fold,
         probability, threshold, rank, mistake``).
-    folds : list of :class:`~pixel_cnn.core.cv.FoldOutcome`
+    folds : list of :class:`~pixel_cnn.evaluation.cv.FoldOutcome`
         The cv's folds; ``attributions`` (``(n_val, C, S, S)``) may be None (no panel).
     stacks : dict
         kepid -> validated ``(32, H, W)`` stack.
@@ -317,7 +317,7 @@ def mistake_sheet_specs(worst, folds, stacks: dict, n_maps: int) -> list[tuple[s
     ``figures/mistakes/fp_<rank>_<kepid>.png`` (false positives scored highest). The
     attribution is that of the fold network that scored the target (out of fold).
     """
-    from pixel_cnn.core.ensemble import LABELS
+    from pixel_cnn.vetter.ensemble import LABELS
 
     by_fold = {(f.repeat, f.fold): f for f in folds}
     out = []
