@@ -79,6 +79,7 @@ def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -
 
     """
     from pixel_cnn.jobs.cv import cv as cv_job
+    from pixel_cnn.branches.pixel import PixelBranch
     from pixel_cnn.evaluation.cv import run_cv
     from pixel_cnn.io.dataset import read_dataset
 
@@ -90,10 +91,10 @@ def bench_tracking(prepared: Path, preset_name: str, root: Path, n_folds: int) -
     store_init = time.perf_counter() - t0
     t0 = time.perf_counter()
     dataset, _ = read_dataset(prepared)
-    run_cv(dataset, get_preset(preset_name), n_folds=n_folds, seed=42, attributions=True)
+    run_cv(dataset, [PixelBranch(get_preset(preset_name))], n_folds=n_folds, seed=42, attributions=True)
     untracked = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_cv(dataset, get_preset(preset_name), n_folds=n_folds, seed=42)
+    run_cv(dataset, [PixelBranch(get_preset(preset_name))], n_folds=n_folds, seed=42)
     plain = time.perf_counter() - t0
     t0 = time.perf_counter()
     cv_job(str(prepared), preset_name, {}, n_folds=n_folds, seed=42, register=True, alias="bench")
@@ -210,6 +211,8 @@ def bench_scoring(dataset, model_uri: str, n: int, rounds: int = 3) -> dict:
     """pyfunc predict on n raw stacks of mixed sizes vs raw torch forward of the fold models on prepared tensors."""
     import mlflow
 
+    from pixel_cnn.tracking.registry import vetter_of
+
     rng = np.random.default_rng(0)
     stacks = dataset.stack_list()
     batch = [stacks[i] for i in rng.integers(0, len(stacks), n)]
@@ -217,7 +220,7 @@ def bench_scoring(dataset, model_uri: str, n: int, rounds: int = 3) -> dict:
     obj[:] = batch
     model = mlflow.pyfunc.load_model(model_uri)
     assert len(model.predict(obj)) == n
-    ens = model.unwrap_python_model().ensemble
+    ens = vetter_of(model).pixel
     x = torch.as_tensor(build_inputs(batch, ens.preset.representation, ens.preset.image_size))
 
     def raw() -> None:  # the fold networks one by one, as trained: no preprocessing, no fusion
@@ -281,7 +284,7 @@ def bench_serving(dataset, model_uri: str, root: Path, n_requests: int) -> dict:
     ``serve_scaling_ratio`` = requests/s at concurrency 8 / at concurrency 1 (workers as served).
     """
     from ops.loadtest import run_load, stack_bodies
-    from tests.support import served_model
+    from ops.serving import served_model
 
     bodies = stack_bodies(dataset.stack_list(), per_request=1)  # the real stacks, cycled
     env = {**store_env(root), "OMP_NUM_THREADS": "1"}

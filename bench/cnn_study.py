@@ -27,6 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from pixel_cnn.evaluation.quality import fold_digest, per_repeat_scores  # noqa: E402
+from pixel_cnn.branches.pixel import PixelBranch  # noqa: E402
 from pixel_cnn.evaluation.cv import run_cv  # noqa: E402
 from pixel_cnn.io.dataset import prepare_dataset  # noqa: E402
 from pixel_cnn.vetter.networks import get_preset  # noqa: E402
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
     extra = prepare_dataset(None, "koi") if args.extra_train == "koi" else None
     preset = get_preset(args.preset, arch=args.arch)
     start = time.perf_counter()
-    result = run_cv(dataset, preset, seed=args.seed, repeats=args.repeats, inner_folds=0, extra_train=extra)
+    result = run_cv(dataset, [PixelBranch(preset, extra_train=extra)], seed=args.seed, repeats=args.repeats,
+                    inner_folds=0)
     wall = time.perf_counter() - start
     scores = per_repeat_scores(result)
     entry = {"preset": args.preset, "arch": preset.arch, "representation": preset.representation,

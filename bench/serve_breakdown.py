@@ -41,17 +41,18 @@ def main(argv=None) -> int:
 
     from pixel_cnn.io.dataset import prepare_dataset
     from ops.loadtest import stack_bodies
+    from pixel_cnn.tracking.registry import CHAMPION_URI, vetter_of
     from pixel_cnn.vetter.representation import build_inputs
-    from tests.support import served_model
+    from ops.serving import served_model
 
-    uri = (argv or sys.argv[1:] or ["models:/pixel-cnn@champion"])[0]
+    uri = (argv or sys.argv[1:] or [CHAMPION_URI])[0]
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     bodies = stack_bodies(prepare_dataset(None, "seed").stack_list(), per_request=1) * 3
     model = mlflow.pyfunc.load_model(uri)
     schema = model.metadata.get_input_schema()
-    ensemble = model.unwrap_python_model().ensemble
+    ensemble = vetter_of(model).pixel
     arrays = [np.asarray(json.loads(b)["inputs"], dtype=np.float32) for b in bodies]
     inputs = [build_inputs(list(a), ensemble.preset.representation, ensemble.preset.image_size) for a in arrays]
     for body in bodies[:20]:  # warm-up

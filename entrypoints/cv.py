@@ -5,7 +5,7 @@ import sys
 
 from pixel_cnn.jobs.cv import cv as cv_job
 from pixel_cnn.evaluation.cv import INNER_FOLDS, CVError
-from pixel_cnn.vetter.networks import CV_DEFAULT_PRESET
+from pixel_cnn.branches.vetters import CV_DEFAULT as CV_DEFAULT_PRESET
 from pixel_cnn.tracking.stores import StoreError
 from pixel_cnn.io.dataset import DataError
 
@@ -45,15 +45,15 @@ def main(argv=None) -> int:
         print(f"cv: {exc}", file=sys.stderr)
         return 2
     s = result.summary
-    print(f"cv {result.preset.name}: PR-AUC (average precision) {s['pr_auc_mean']:.3f} +/- {s['pr_auc_std']:.3f} "
+    print(f"cv {result.vetter}: PR-AUC (average precision) {s['pr_auc_mean']:.3f} +/- {s['pr_auc_std']:.3f} "
           f"(fold mean +/- std), {s['pr_auc_oof']:.3f} pooled OOF; ROC-AUC {s['roc_auc_mean']:.3f} +/- "
           f"{s['roc_auc_std']:.3f}, {s['roc_auc_oof']:.3f} OOF; PR-AUC 95% bootstrap interval "
           f"{s['pr_auc_oof_ci_low']:.3f}-{s['pr_auc_oof_ci_high']:.3f}; F1 {s['f1_oof']:.3f} and Brier "
           f"{s['brier_oof']:.3f} OOF; threshold {s['threshold']:.3f} (from training folds)")
-    if "pr_auc_oof_pixel" in s:  # a fusion preset: the branches side by side
+    if result.combiner is not None:  # several branches: side by side
         print("cv branches (pooled OOF): " + "; ".join(
             f"{b} PR-AUC {s[f'pr_auc_oof_{b}']:.3f} ROC-AUC {s[f'roc_auc_oof_{b}']:.3f}"
-            for b in ("pixel", "tabular", "fused")))
+            for b in [*(br.name for br in result.branches), "fused"]))
     where = f"registered pixel-cnn version {info['version']}" + (f" @{args.alias}" if args.alias else "") \
         if info["version"] else "not registered (register=false)"
     print(f"cv: run {info['run_id']}, model {info['model_uri']}, {where}; {info['wall_s']:.1f} s")

@@ -17,7 +17,7 @@ does, in order:
 **How a worker finds the parent run**: from the storage, not from its
 command line. A worker needs only ``MLFLOW_TRACKING_URI``, the storage URL and
 the study name; it loads the study and reads ``mlflow_parent_run_id``. So
-workers can be started anywhere (``worker`` sub-command of the entry point, :func:`pixel_cnn.tune_worker`, a Kubernetes Job, a
+workers can be started anywhere (``worker`` sub-command of the entry point, :func:`pixel_cnn.jobs.tune.tune_worker`, a Kubernetes Job, a
 Ray task) once one ``launch`` (or ``init``) has created the study. Each trial
 is a child run of that parent (``mlflow.parentRunId``), logged by
 :class:`pixel_cnn.tracking.tune.TrialLogger`.
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import optuna
 
-from pixel_cnn.jobs.tune import tune_finish, tune_init, tune_worker
+from pixel_cnn.jobs.tune import tune_finish, tune_init
 from pixel_cnn.search import tuning
 from pixel_cnn.search.tuning import TuneConfig
 from pixel_cnn.tracking import stores
@@ -102,7 +102,7 @@ def launch(config: TuneConfig, dataset: str, n_workers: int, state_dir: Path,
     Raises
     ------
     TuneError, DataError
-        As :func:`pixel_cnn.tune_init`; nothing is started then.
+        As :func:`pixel_cnn.jobs.tune.tune_init`; nothing is started then.
     """
     start = time.perf_counter()
     study, parent = tune_init(dataset, config)

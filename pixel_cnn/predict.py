@@ -33,7 +33,6 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
 CHECKOUT_STORE = Path(__file__).resolve().parents[1] / "mlflow.db"
 
 
@@ -48,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixel_cnn.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="stack files pixdiff_<kepid>.npy and/or folders")
-    parser.add_argument("--model-uri", default=os.environ.get("PIXEL_CNN_MODEL_URI", DEFAULT_MODEL_URI))
+    parser.add_argument("--model-uri", default=os.environ.get("PIXEL_CNN_MODEL_URI"),
+                        help="registered model (default: $PIXEL_CNN_MODEL_URI, else models:/pixel-cnn@champion)")
     parser.add_argument("--no-koi", action="store_true", help="fusion model: do not look up KOI parameters")
     parser.add_argument("--koi-table", type=Path, default=None,
                         help="KOI cumulative table (default: the data folder's koi_cumulative.csv)")
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = uri
     from pixel_cnn import scoring
     from pixel_cnn.io.dataset import DataError
-    from pixel_cnn.tracking.registry import ModelLoadError, load
+    from pixel_cnn.tracking.registry import CHAMPION_URI, ModelLoadError, description, load
 
     try:
-        model = load(args.model_uri)
+        model = load(args.model_uri or CHAMPION_URI)
     except ModelLoadError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             scoring.tqdm.write(f"{row['file']}: {row['reason']}", file=sys.stderr)
 
     koi, note = None, "--no-koi"
-    if not args.no_koi and getattr(model.unwrap_python_model(), "fusion", None) is not None:
+    if not args.no_koi and description(model).get("parameters"):  # the model reads KOI parameters
         try:
             koi = load_koi(args.koi_table)
         except DataError as exc:
@@ -109,9 +109,9 @@ def load_koi(path: Path | None):
 
     Raises ``DataError`` when it cannot be read.
     """
-    from pixel_cnn.io.dataset import load_koi_table, resolve_data_dir
+    from pixel_cnn.io.dataset import koi_table_path, load_koi_table
 
-    return load_koi_table(path if path is not None else resolve_data_dir(None) / "koi_cumulative.csv")
+    return load_koi_table(koi_table_path(path))
 
 
 def line(row: dict) -> str:

@@ -19,7 +19,6 @@ with its reason and the rest go on.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +27,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS, vetting_statistics
+from pixel_cnn.io.atomic import atomic_path
 from pixel_cnn.io.dataset import STACK_PATTERN, DataError, load_stack
 
-DEFAULT_MODEL_URI = "models:/pixel-cnn@champion"
 #: Stacks per call of the model (one bad stack in a chunk: the chunk is scored one by one).
 CHUNK = 64
 #: Leading columns of every row; the model's columns and the statistics follow, ``reason`` last.
@@ -120,47 +119,47 @@ def koi_parameters(koi: pd.DataFrame | None, kepid: int | None) -> tuple[dict[st
 class ModelScorer:
     """The loaded model as scoring needs it: predictions of raw stacks, and attributions when it can.
 
-    ``model`` is a ``mlflow.pyfunc`` model (:func:`pixel_cnn.tracking.registry.load`);
-    its ``predict`` gets a 1-D object array of ``(32, H, W)`` stacks (mixed sizes allowed)
-    and returns one record per stack. A fusion model (preset ``fusion``) given a KOI
-    table ``koi`` is asked once per stack, with the star's KOI parameters
-    (:func:`koi_parameters`; the record then also holds ``koi``, the KOI used, or
-    ``koi_note``, why none was); without ``koi`` it answers from the pixel branch and
-    ``koi_note`` says why (``no_koi_note``).
-    Attributions need the wrapped :class:`~pixel_cnn.vetter.ensemble.Ensemble`
-    (``preset`` and ``members``); a model without one gets sheets without the
-    attribution panel.
+    ``model`` is a pixel-cnn ``mlflow.pyfunc`` model (:func:`pixel_cnn.tracking.registry.load`);
+    scoring runs its :class:`~pixel_cnn.vetter.model.Vetter` in this process
+    (:func:`pixel_cnn.tracking.registry.vetter_of`): stacks of mixed sizes in one batch, and
+    for a vetter that reads KOI parameters, each star's own parameters in the same batch
+    (:meth:`~pixel_cnn.vetter.model.Vetter.predict_each`), looked up in the KOI table ``koi``
+    (:func:`koi_parameters`; the record then also holds ``koi``, the KOI used, or ``koi_note``,
+    why none was); without ``koi`` it answers from the pixel branch and ``koi_note`` says why
+    (``no_koi_note``). Attributions come from the vetter's pixel branch; a vetter without one
+    gets sheets without the attribution panel.
+
+    Raises
+    ------
+    ValueError
+        ``model`` is not a pixel-cnn vetter.
     """
 
     def __init__(self, model, koi: pd.DataFrame | None = None, no_koi_note: str = "no KOI table"):
+        from pixel_cnn.tracking.registry import vetter_of
+
         self.model = model
-        try:
-            python_model = model.unwrap_python_model()
-        except AttributeError:
-            python_model = None
-        self.ensemble = getattr(python_model, "ensemble", None)
-        self.is_fusion = getattr(python_model, "fusion", None) is not None
-        self.koi = koi if self.is_fusion else None
+        self.vetter = vetter_of(model)
+        if self.vetter is None:
+            raise ValueError("not a pixel-cnn vetter model (no vetter inside)")
+        self.accepts_parameters = self.vetter.accepts_parameters
+        self.koi = koi if self.accepts_parameters else None
         self.no_koi_note = no_koi_note
         #: stars the model was trained on: their scores are in-sample, not a test (empty when unknown)
-        self.training_kepids = getattr(self.ensemble, "training_kepids", frozenset())
+        self.training_kepids = self.vetter.training_kepids
 
     def predict(self, stacks: list[np.ndarray], kepids: list[int | None] | None = None) -> pd.DataFrame:
+        if not self.accepts_parameters:
+            return self.vetter.predict(stacks).reset_index(drop=True)
         if self.koi is None or kepids is None:
-            batch = np.empty(len(stacks), dtype=object)
-            batch[:] = stacks
-            out = pd.DataFrame(self.model.predict(batch)).reset_index(drop=True)
-            if self.is_fusion:
-                out["koi"], out["koi_note"] = "", self.no_koi_note
+            out = self.vetter.predict(stacks).reset_index(drop=True)
+            out["koi"], out["koi_note"] = "", self.no_koi_note
             return out
-        records = []
-        for stack, kepid in zip(stacks, kepids):  # the KOI parameters describe one star
-            params, koi_name, why = koi_parameters(self.koi, kepid)
-            batch = np.empty(1, dtype=object)
-            batch[:] = [stack]
-            rec = pd.DataFrame(self.model.predict(batch, params=params or None)).iloc[0].to_dict()
-            records.append({**rec, "koi": koi_name, "koi_note": why})
-        return pd.DataFrame(records)
+        looked_up = [koi_parameters(self.koi, kepid) for kepid in kepids]
+        out = self.vetter.predict_each(stacks, [params or None for params, _, _ in looked_up])
+        out["koi"] = [name for _, name, _ in looked_up]
+        out["koi_note"] = [why for _, _, why in looked_up]
+        return out
 
     def in_training_set(self, kepid: int | None) -> bool | None:
         """Whether the model was trained on this star (None when the model does not record it)."""
@@ -170,8 +169,8 @@ class ModelScorer:
 
     def attribution(self, stack: np.ndarray) -> tuple[np.ndarray | None, str]:
         """``(map (S, S), note)``: the members' mean Integrated Gradients summed over image channels."""
-        ens = self.ensemble
-        if ens is None or not hasattr(ens, "members") or not hasattr(ens, "preset"):
+        ens = self.vetter.pixel
+        if ens is None:
             return None, ""
         from pixel_cnn.drawing.explain import ensemble_attributions
         from pixel_cnn.vetter.representation import build_inputs
@@ -194,64 +193,12 @@ def write_sheet(path: Path, stack: np.ndarray, kepid, prediction: dict, scorer: 
 
     attribution, note = scorer.attribution(stack)
     fig = sheet_figure(stack, kepid, prediction, attribution, note, truth=truth, source=source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=SHEET_DPI)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=SHEET_DPI)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
-
-
-def render_sheets(specs: list[tuple[str, dict]], out_dir: str | os.PathLike) -> list[Path]:
-    """Draw each ``(relative path, sheet_figure kwargs)`` and save it as PNG under ``out_dir``; returns the paths."""
-    import matplotlib.pyplot as plt
-
-    from pixel_cnn.drawing.sheet import SHEET_DPI, sheet_figure
-
-    paths = []
-    for rel, kwargs in specs:
-        path = Path(out_dir) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig = sheet_figure(**kwargs)
-        try:
-            fig.savefig(path, dpi=SHEET_DPI)
-        finally:
-            plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-class BackgroundSheets:
-    """Render vetting sheets in worker processes while the caller goes on (cv logs its model meanwhile).
-
-    Sheets are CPU-bound matplotlib work and the caller is mostly waiting on the tracking
-    store meanwhile; ``workers`` processes (2: the project's machines have 2 cores) each
-    draw every ``workers``-th sheet. ``result()`` waits and returns the folder holding them
-    (``<tmp>/<relative path>``); the folder lives until :meth:`close`. Uses ``fork`` where the
-    platform has it (nothing to re-import), else ``spawn``.
-    """
-
-    def __init__(self, specs: list[tuple[str, dict]], workers: int = 2):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="pixel-cnn-sheets-")
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        workers = max(1, min(workers, len(specs)))
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
-        self._futures = [self._pool.submit(render_sheets, specs[i::workers], self._tmp.name) for i in range(workers)]
-
-    def result(self) -> Path:
-        for future in self._futures:
-            future.result()
-        return Path(self._tmp.name)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._tmp.cleanup()
 
 
 @dataclass
@@ -348,18 +295,11 @@ def _predict_one(scorer: ModelScorer, path: Path, stack: np.ndarray) -> dict | s
     try:
         return scorer.predict([stack], [kepid_of(path)]).iloc[0].to_dict()
     except Exception as exc:  # noqa: BLE001 - whatever the model raises, it is this file's reason
-        return str(getattr(exc, "message", exc)).removeprefix("bad request: stack 0: ")
+        return str(getattr(exc, "message", exc)).removeprefix("bad request: ").removeprefix("stack 0: ")
 
 
 def write_table(table: pd.DataFrame, out: str | os.PathLike) -> Path:
     """Write the table as CSV atomically (a temporary file in the same folder, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return out
+    return Path(out)

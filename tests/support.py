@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from ops.serving import free_port, served_model  # noqa: F401 - re-exported for the tests
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -45,51 +42,6 @@ def mlflow_run(entry: str, params: dict, env: dict, cwd) -> subprocess.Completed
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0, workers: int = 1):
-    """Run a real ``mlflow models serve`` (``--workers workers``) on a free loopback port; yields its base URL.
-
-    Stopped by PID (its whole process group) on exit.
-    """
-    port = free_port()
-    log = open(cwd / f"serve-{port}.log", "w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited {proc.returncode}: {(cwd / log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow models serve did not answer /ping in time")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @contextlib.contextmanager

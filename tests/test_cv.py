@@ -1,18 +1,18 @@
-"""core/cv.py: grouped folds (no star on both sides), the honest protocol, determinism."""
+"""evaluation/cv.py: grouped folds (no star on both sides), the honest protocol, determinism."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pixel_cnn.vetter import networks as models
+from pixel_cnn.branches.pixel import PixelBranch, extra_training_targets
 from pixel_cnn.evaluation.cv import (
     FOLD_THRESHOLD,
     CVError,
-    inner_threshold,
     make_folds,
     run_cv,
 )
+from pixel_cnn.vetter import networks as models
 from pixel_cnn.vetter.networks import get_preset
 
 
@@ -37,7 +37,7 @@ def test_folds_refused_before_training():
 
 
 def test_run_cv_oof_covers_every_target_once_per_repeat(real_dataset):
-    result = run_cv(real_dataset, get_preset("seed", epochs=1), n_folds=3, seed=0, repeats=2)
+    result = run_cv(real_dataset, [PixelBranch(get_preset("seed", epochs=1))], n_folds=3, seed=0, repeats=2)
     oof = result.oof
     assert len(oof) == 2 * 97
     for _, g in oof.groupby("repeat"):
@@ -71,26 +71,25 @@ def test_grouped_folds_keep_proportion_with_multi_koi_stars():
             assert abs(labels[val_idx].mean() - labels.mean()) < 0.2, seed
 
 
-def test_inner_threshold_fixed_without_inner_folds_and_checked():
-    x = np.zeros((10, 10, 16, 16), np.float32)
-    labels = np.array([0, 1] * 5)
-    assert inner_threshold(x, labels, np.arange(10), models.PHASE, 0, 0) == FOLD_THRESHOLD
+def test_threshold_fixed_without_inner_folds(real_dataset):
+    result = run_cv(real_dataset, [PixelBranch(models.PHASE.replace(epochs=1))], n_folds=2, inner_folds=0)
+    assert [f.threshold for f in result.folds] == [FOLD_THRESHOLD, FOLD_THRESHOLD]
 
 
 def test_cv_refuses_inner_folds_of_one(real_dataset):
     with pytest.raises(CVError, match="inner_folds=1"):
-        run_cv(real_dataset, models.PHASE, n_folds=2, inner_folds=1)
+        run_cv(real_dataset, [PixelBranch(models.PHASE)], n_folds=2, inner_folds=1)
 
 
 def test_cv_refuses_inner_split_too_small_before_training(real_dataset):
     with pytest.raises(CVError, match="inner split"):
-        run_cv(real_dataset, models.PHASE, n_folds=5, inner_folds=60)
+        run_cv(real_dataset, [PixelBranch(models.PHASE)], n_folds=5, inner_folds=60)
 
 
 def test_short_phase_cv_is_deterministic_and_honest(real_dataset):
     preset = models.PHASE.replace(epochs=2)
-    a = run_cv(real_dataset, preset, n_folds=2, seed=7, inner_folds=2)
-    b = run_cv(real_dataset, preset, n_folds=2, seed=7, inner_folds=2)
+    a = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=7, inner_folds=2)
+    b = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=7, inner_folds=2)
     assert a.summary == b.summary
     assert set(a.oof["kepid"]) == set(real_dataset.kepids) and len(a.oof) == 97
     s = a.summary
@@ -102,7 +101,6 @@ def test_short_phase_cv_is_deterministic_and_honest(real_dataset):
 
 
 def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
-    from pixel_cnn.evaluation.cv import extra_training_targets
     from pixel_cnn.evaluation.quality import fold_digest
     from pixel_cnn.io.dataset import prepare_dataset
 
@@ -123,8 +121,9 @@ def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
 
     preset = models.PHASE.replace(epochs=1)
     sizes = Sizes()
-    with_extra = run_cv(real_dataset, preset, n_folds=2, seed=5, inner_folds=2, extra_train=koi, callbacks=sizes)
-    without = run_cv(real_dataset, preset, n_folds=2, seed=5, inner_folds=0)
+    with_extra = run_cv(real_dataset, [PixelBranch(preset, extra_train=koi)], n_folds=2, seed=5, inner_folds=2,
+                        callbacks=sizes)
+    without = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=5, inner_folds=0)
     assert fold_digest(with_extra) == fold_digest(without)
     assert len(with_extra.oof) == 97 and set(with_extra.oof["kepid"]) == set(real_dataset.kepids)
     assert [i["n_extra_train"] for i in sizes.seen] == [16, 16]
@@ -132,12 +131,10 @@ def test_extra_train_targets_only_train_and_keep_folds(real_dataset):
 
 
 def test_same_seed_same_oof_and_another_seed_differs(real_dataset):
-    from pixel_cnn.evaluation.cv import run_cv
-
     preset = get_preset("seed", epochs=1)
-    a = run_cv(real_dataset, preset, n_folds=2, seed=11).oof
-    b = run_cv(real_dataset, preset, n_folds=2, seed=11).oof
-    c = run_cv(real_dataset, preset, n_folds=2, seed=12).oof
+    a = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=11).oof
+    b = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=11).oof
+    c = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=12).oof
     assert a[["kepid", "fold"]].equals(b[["kepid", "fold"]])
     np.testing.assert_array_equal(a["probability"].to_numpy(), b["probability"].to_numpy())
     assert not np.allclose(a["probability"].to_numpy(), c["probability"].to_numpy(), atol=1e-6)

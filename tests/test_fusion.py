@@ -1,4 +1,5 @@
-"""The fusion vetter (issue 14): cv without leakage, the combiner, what cv logs, the served endpoint."""
+"""The fusion vetter (pixel + tabular branches, combiner): cv without leakage, the combiner, what cv logs,
+the served endpoint."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.vetter import tabular
 from pixel_cnn.branches import tabular as koi_branch
-from pixel_cnn.vetter.combiner import Combiner, logit
+from pixel_cnn.branches.pixel import PixelBranch
+from pixel_cnn.branches.tabular import TabularBranch
 from pixel_cnn.evaluation.cv import run_cv
-from pixel_cnn.evaluation.fusion import BRANCHES, KOITable, run_fusion_cv
 from pixel_cnn.evaluation.metrics import binary_metrics
-from pixel_cnn.vetter.networks import get_preset
 from pixel_cnn.io.dataset import load_koi_table
+from pixel_cnn.vetter import tabular
+from pixel_cnn.vetter.combiner import Combiner, logit
+from pixel_cnn.vetter.networks import get_preset
 from tests.support import PROJECT, in_store, served_model, store_env
 
 JSON = {"Content-Type": "application/json"}
@@ -33,23 +35,32 @@ def koi(data_dir) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def table(koi) -> KOITable:
-    return KOITable(koi)
+def table(koi) -> TabularBranch:
+    return TabularBranch(koi)
+
+
+def fusion_branches(table, koi=None):
+    return [PixelBranch(get_preset("fusion", **QUICK)), table if koi is None else TabularBranch(koi)]
 
 
 @pytest.fixture(scope="module")
 def fusion_result(real_dataset, table):
-    return run_fusion_cv(real_dataset, get_preset("fusion", **QUICK), table, n_folds=3, seed=5, inner_folds=2)
+    return run_cv(real_dataset, fusion_branches(table), n_folds=3, seed=5, inner_folds=2, vetter="fusion")
+
+
+BRANCHES = ("pixel", "tabular", "fused")
+BY_HAND = Combiner(("pixel", "tabular"), (0.5, 2.0), -1.0)
 
 
 def test_combiner_formula_by_hand():
-    c = Combiner(w_pixel=0.5, w_tabular=2.0, intercept=-1.0)
     p_pix, p_tab = np.array([0.5, 0.9]), np.array([0.2, 0.7])
     z = 0.5 * np.log(p_pix / (1 - p_pix)) + 2.0 * np.log(p_tab / (1 - p_tab)) - 1.0
-    assert np.allclose(c.predict(p_pix, p_tab), 1 / (1 + np.exp(-z)))
+    assert np.allclose(BY_HAND.predict([p_pix, p_tab]), 1 / (1 + np.exp(-z)))
     assert np.isfinite(logit([0.0, 1.0])).all()  # clipped, never +-inf
-    assert Combiner.from_dict(c.to_dict()) == c
-    assert Combiner.mean([c, Combiner(1.5, 0.0, 1.0)]) == Combiner(1.0, 1.0, 0.0)
+    assert Combiner.from_dict(BY_HAND.to_dict()) == BY_HAND
+    assert BY_HAND.to_dict() == {"w_pixel": 0.5, "w_tabular": 2.0, "intercept": -1.0}
+    other = Combiner(("pixel", "tabular"), (1.5, 0.0), 1.0)
+    assert Combiner.mean([BY_HAND, other]) == Combiner(("pixel", "tabular"), (1.0, 1.0), 0.0)
 
 
 def test_combiner_fit_weighs_the_informative_branch():
@@ -57,14 +68,14 @@ def test_combiner_fit_weighs_the_informative_branch():
     y = rng.integers(0, 2, 400)
     informative = np.clip(0.5 + 0.4 * (2 * y - 1) + rng.normal(0, 0.1, 400), 0.01, 0.99)
     noise = rng.uniform(0.01, 0.99, 400)
-    c = Combiner.fit(noise, informative, y)
-    assert c.w_tabular > 1.0 and abs(c.w_pixel) < 0.3
+    w_noise, w_informative = Combiner.fit([noise, informative], y, ["pixel", "tabular"]).weights
+    assert w_informative > 1.0 and abs(w_noise) < 0.3
 
 
 @pytest.mark.slow
 def test_pixel_branch_is_phase2_bit_for_bit(real_dataset, fusion_result):
     """The fusion cv's pixel predictions and thresholds are phase2's run_cv, same seed and folds."""
-    base = run_cv(real_dataset, get_preset("phase2", **QUICK), n_folds=3, seed=5, inner_folds=2)
+    base = run_cv(real_dataset, [PixelBranch(get_preset("phase2", **QUICK))], n_folds=3, seed=5, inner_folds=2)
     a = base.oof.sort_values(["repeat", "kepid"]).reset_index(drop=True)
     b = fusion_result.oof.sort_values(["repeat", "kepid"]).reset_index(drop=True)
     assert (a["kepid"] == b["kepid"]).all() and (a["fold"] == b["fold"]).all()
@@ -76,7 +87,7 @@ def test_pixel_branch_is_phase2_bit_for_bit(real_dataset, fusion_result):
 def test_no_validation_star_koi_in_tabular_training(fusion_result, table, koi):
     labelled = koi_branch.koi_labels(koi)
     for fold in fusion_result.folds:
-        train = fold.tabular_train_kepids
+        train = fold.fitted["tabular"].training_kepids
         assert not np.isin(fold.val_kepids, train).any()
         # Independently: every labelled KOI of the other stars is used, none of the validation stars'.
         expected = int((~labelled["kepid"].isin(fold.val_kepids)).sum())
@@ -94,7 +105,7 @@ def test_validation_stars_dispositions_do_not_move_their_predictions(real_datase
     rows = changed["kepid"].isin(val)
     changed.loc[rows, "koi_disposition"] = changed.loc[rows, "koi_disposition"].map(lambda d: flip.get(d, d))
     assert (changed["koi_disposition"] != koi["koi_disposition"]).sum() >= len(val)
-    again = run_fusion_cv(real_dataset, get_preset("fusion", **QUICK), changed, n_folds=3, seed=5, inner_folds=2)
+    again = run_cv(real_dataset, fusion_branches(None, changed), n_folds=3, seed=5, inner_folds=2)
     a = fusion_result.oof[fusion_result.oof["fold"] == 0].set_index("kepid").sort_index()
     b = again.oof[again.oof["fold"] == 0].set_index("kepid").sort_index()
     for col in ("probability_tabular", "probability_fused", "threshold_fused"):
@@ -123,13 +134,12 @@ def test_branch_metrics_side_by_side(fusion_result):
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory, prepared_dir, data_dir):
     """``cv_job`` of the fusion preset (3 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn.jobs.bench import bench_quality
     from pixel_cnn.jobs.cv import cv as cv_job
 
     root = tmp_path_factory.mktemp("fusion-store")
     with in_store(root) as env:
         result, info = cv_job(str(prepared_dir), "fusion", dict(QUICK), n_folds=3, seed=3, inner_folds=2,
-                               register=True, alias="champion", koi_table=str(data_dir / "koi_cumulative.csv"))
+                              register=True, alias="champion", koi_table=str(data_dir / "koi_cumulative.csv"))
         model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
         yield {"root": root, "env": env, "result": result, "info": info, "model": model}
 
@@ -148,7 +158,7 @@ def test_fusion_cv_run_logs_branches_and_koi_input(fusion_run):
             assert run.data.metrics[f"{m}_oof_{b}"] == pytest.approx(fusion_run["result"].summary[f"{m}_oof_{b}"])
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
     assert inputs["koi-cumulative"].digest == run.data.tags["koi_table_digest"]
-    assert inputs["koi-cumulative"].digest == fusion_run["result"].koi_digest
+    assert inputs["koi-cumulative"].digest == fusion_run["result"].branch("tabular").digest
     local = client.download_artifacts(run.info.run_id, "oof_predictions.csv", str(fusion_run["root"]))
     oof = pd.read_csv(local)
     assert {f"probability_{b}" for b in BRANCHES} <= set(oof.columns)
@@ -163,7 +173,7 @@ def test_fusion_model_in_process(fusion_run, real_dataset, koi):
     stack = real_dataset.stacks[9967771][None].astype(np.float32)
     alone = model.predict(stack).iloc[0]
     assert alone["branch"] == "pixel" and alone["tabular_probability"] is None
-    assert alone["threshold"] == pytest.approx(result.threshold_pixel)
+    assert alone["threshold"] == pytest.approx(result.summary["threshold_pixel"])
     assert alone["probability"] == alone["pixel_probability"]
     params = _koi_params(koi, 9967771)
     fused = model.predict(stack, params=params).iloc[0]
@@ -171,7 +181,7 @@ def test_fusion_model_in_process(fusion_run, real_dataset, koi):
     assert fused["pixel_probability"] == pytest.approx(alone["pixel_probability"])
     # Recompute the fused probability from the parts: the model's combiner on the two branches.
     assert fused["probability"] == pytest.approx(
-        float(result.combiner.predict(fused["pixel_probability"], fused["tabular_probability"])))
+        float(result.combiner.predict([fused["pixel_probability"], fused["tabular_probability"]])))
     assert fused["inputs_used"].split(",")[0] == "stack" and "koi_period" in fused["inputs_used"]
 
 
@@ -278,7 +288,6 @@ def test_bench_quality_tabular_and_fusion_rows(tracking_store, prepared_dir, mon
     """``make bench-quality``'s job with phase2, tabular and fusion: one table on the same folds; the fusion
     cv's pixel branch equals the separately run phase2 row, its tabular branch is the tabular row."""
     from pixel_cnn.jobs.bench import bench_quality
-    from pixel_cnn.jobs.cv import cv as cv_job
     from pixel_cnn.vetter import networks as models
 
     for name in ("phase2", "fusion"):

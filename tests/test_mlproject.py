@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixel_cnn.vetter import networks as models
+from pixel_cnn.branches.vetters import CV_DEFAULT
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ def test_mlproject_defaults_and_every_parameter_used():
     project = yaml.safe_load((PROJECT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
     entry_points = project["entry_points"]
-    assert entry_points["cv"]["parameters"]["preset"]["default"] == models.CV_DEFAULT_PRESET
+    assert entry_points["cv"]["parameters"]["preset"]["default"] == CV_DEFAULT
     assert entry_points["bench_quality"]["parameters"]["presets"]["default"] == "seed,phase,phase2,tabular,fusion"
     for name, entry in entry_points.items():
         for param in entry.get("parameters", {}):

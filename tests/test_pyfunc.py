@@ -1,8 +1,7 @@
-"""tracking/pyfunc.py: the served model ships only the modules it imports, and they are enough."""
+"""tracking/served.py: the served model ships the ``vetter/`` folder under its own name, and it is enough."""
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -12,54 +11,31 @@ import mlflow
 import numpy as np
 import torch
 
-from pixel_cnn.vetter.networks import build_model, get_preset
-from pixel_cnn.vetter.pyfunc import PACKAGE_DIR, SERVED_MODULES, log_pyfunc
 from pixel_cnn.tracking.runs import set_experiment
+from pixel_cnn.tracking.served import SERVED_DIR, SERVED_PACKAGE, log_vetter
+from pixel_cnn.vetter.networks import build_model, get_preset
 from tests.support import PROJECT
 
 
-def _package_imports(path: Path) -> set[str]:
-    """Files of the package (relative to it) that ``path`` imports, at any depth."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            if not name.startswith("pixel_cnn"):
-                continue
-            rel = Path(*name.split(".")[1:])
-            for candidate in (rel.with_suffix(".py"), rel / "__init__.py"):
-                if (PACKAGE_DIR / candidate).is_file():
-                    out.add(candidate.as_posix())
-    return out
-
-
-def test_served_modules_hold_every_package_module_they_import():
-    shipped = set(SERVED_MODULES)
-    for rel in SERVED_MODULES:
-        missing = _package_imports(PACKAGE_DIR / rel) - shipped
-        assert not missing, f"{rel} imports {sorted(missing)}, not shipped with the model"
-    # and every package folder on the way is a package in the model too
-    for rel in SERVED_MODULES:
-        for parent in Path(rel).parents:
-            if parent != Path("."):
-                assert (parent / "__init__.py").as_posix() in shipped
+def test_the_served_package_name_is_not_the_project_package():
+    assert SERVED_PACKAGE != "pixel_cnn" and not (PROJECT / SERVED_PACKAGE).exists()
+    assert SERVED_DIR == PROJECT / "pixel_cnn" / "vetter"
 
 
 def test_logged_model_loads_and_scores_with_its_own_code_only(tracking_store, real_dataset, tmp_path):
-    """Load the model in a process where the checkout's package cannot be imported."""
+    """Load the model in a process where the checkout's package cannot be imported; then the project's
+    package still imports in the same process as the checkout (nothing shadowed)."""
     torch.manual_seed(0)
     preset = get_preset("seed")
+    config = {"vetter": "seed", "branches": ["pixel"], "threshold": 0.5, "thresholds": {"pixel": 0.5},
+              "combiner": None, "preset": preset.to_dict(), "training_kepids": [1, 2]}
     set_experiment("pyfunc-test")  # this store's; never an experiment id left by another test
     with mlflow.start_run() as run:
-        info = log_pyfunc(run.info.run_id, preset, [build_model(preset).state_dict()], 0.5, {"test": True})
+        info = log_vetter(run.info.run_id, config, [build_model(preset).state_dict()])
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
-    shipped = sorted(p.relative_to(local / "code" / "pixel_cnn").as_posix()
-                     for p in (local / "code" / "pixel_cnn").rglob("*.py"))
-    assert shipped == sorted(SERVED_MODULES)
+    shipped = sorted(p.name for p in (local / "code" / SERVED_PACKAGE).glob("*.py"))
+    assert shipped == sorted(p.name for p in SERVED_DIR.glob("*.py"))
+    assert not (local / "code" / "pixel_cnn").exists()
     stack = real_dataset.stack_list()[0]
     np.save(tmp_path / "stack.npy", stack)
     script = f"""
@@ -70,15 +46,28 @@ import importlib.util, json
 assert importlib.util.find_spec("pixel_cnn") is None, "the checkout's package is importable"
 import mlflow, numpy as np
 model = mlflow.pyfunc.load_model({str(local)!r})
-import pixel_cnn
+import {SERVED_PACKAGE}
 out = model.predict(np.load({str(tmp_path / 'stack.npy')!r})[None])
-print(json.dumps({{"package": pixel_cnn.__file__, "p": float(out["probability"][0])}}))
+print(json.dumps({{"package": {SERVED_PACKAGE}.__file__, "p": float(out["probability"][0]),
+                  "vetter": model.metadata.metadata["vetter"]["vetter"]}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert answer["package"].startswith(str(local))
+    assert answer["package"].startswith(str(local)) and answer["vetter"] == "seed"
     expected = mlflow.pyfunc.load_model(str(local)).predict(stack[None])["probability"][0]
     assert abs(answer["p"] - expected) < 1e-6
-    # loaded here too: its code folder must not stay on sys.path to shadow the installed package
-    assert not [p for p in sys.path if p and Path(p).resolve() == (local / "code").resolve()]
+
+    # Regression (a notebook that loads the champion, then uses the library): load first, then import
+    # every module of the project in the same process.
+    modules = sorted(".".join(p.relative_to(PROJECT).with_suffix("").parts)
+                     for p in (PROJECT / "pixel_cnn").rglob("*.py") if p.name != "__main__.py")
+    script = f"""
+import importlib, mlflow
+mlflow.pyfunc.load_model({str(local)!r})
+for name in {modules!r}:
+    importlib.import_module(name)
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -314,7 +314,6 @@ GOOD = ("on_target", "neighbour", "nan_quality", "nan_cadence")
 def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, tracking_store):
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn.jobs.cv import cv as cv_job
     from pixel_cnn.jobs.prep import prep_tpf
     from pixel_cnn.io.dataset import read_dataset
 
@@ -343,7 +342,6 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
     import mlflow
 
     from pixel_cnn.jobs.cv import cv as cv_job
-    from pixel_cnn.jobs.prep import prep_tpf
     from tests.support import PROJECT, VENV_BIN, served_model, store_env
 
     out = tracking_store / "tpf-prep"

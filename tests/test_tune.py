@@ -19,7 +19,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.evaluation.cv import CVError, run_cv
+from pixel_cnn.branches.pixel import PixelBranch
+from pixel_cnn.evaluation.cv import run_cv
 from pixel_cnn.vetter.networks import get_preset
 from pixel_cnn.vetter.representation import build_inputs
 from pixel_cnn.search.tuning import (
@@ -118,12 +119,12 @@ def test_tune_config_errors_name_the_field():
 def test_run_cv_with_prebuilt_inputs_gives_the_same_result(real_dataset, one_thread):
     preset = get_preset("seed", epochs=1)
     x = build_inputs(real_dataset.stack_list(), preset.representation, preset.image_size)
-    a = run_cv(real_dataset, preset, n_folds=2, seed=3)
-    b = run_cv(real_dataset, preset, n_folds=2, seed=3, inputs=x)
+    a = run_cv(real_dataset, [PixelBranch(preset)], n_folds=2, seed=3)
+    b = run_cv(real_dataset, [PixelBranch(preset, inputs=x)], n_folds=2, seed=3)
     np.testing.assert_array_equal(a.oof["probability"], b.oof["probability"])
     assert a.summary == b.summary
-    with pytest.raises(CVError, match="inputs have shape"):
-        run_cv(real_dataset, preset, n_folds=2, inputs=x[:10])
+    with pytest.raises(ValueError, match="inputs have shape"):
+        run_cv(real_dataset, [PixelBranch(preset, inputs=x[:10])], n_folds=2)
 
 
 def test_same_seed_same_trials_and_resume_continues_the_study(tmp_path, real_dataset, one_thread):

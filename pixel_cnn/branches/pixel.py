@@ -1,4 +1,6 @@
-"""Train one fold. Pure torch: no MLflow, no files.
+"""The pixel branch: one network per fold (:func:`train_fold`) and the branch around it (:class:`PixelBranch`).
+
+Pure torch: no MLflow, no files.
 
 The loop reads top to bottom: class-weighted sampling, augmentation (pixel
 jitter + Gaussian noise), AdamW with a cosine schedule over a fixed number of
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pixel_cnn.branches.base import Branch, Fitted
 from pixel_cnn.vetter.networks import Preset, build_model
 
 
@@ -172,3 +175,102 @@ def train_fold(
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     val_prob = predict_proba(model, xv) if has_val else None
     return FoldResult(state_dict=state, history=history, val_prob=val_prob)
+
+
+class PixelBranch(Branch):
+    """The Pixel-CNN branch: a network of ``preset`` per fit, on the stacks' model inputs.
+
+    Parameters
+    ----------
+    preset : Preset
+        Representation, architecture and schedule (:mod:`pixel_cnn.vetter.networks`).
+    inputs : optional float32 ``(N, C, S, S)``: the model inputs already built for the dataset
+        (``build_inputs(dataset.stack_list(), preset.representation, preset.image_size)``), so
+        that many cvs on one dataset (tuning) build them once. Results are the same either way.
+    extra_train : optional Dataset: more labelled targets that join every training side and
+        are never scored; those whose kepid is in the cv's dataset are dropped first
+        (:func:`extra_training_targets`).
+
+    A fit trains with :func:`train_fold` (seed ``seed``) on ``x[train_idx]`` (plus the extra
+    targets) and scores ``x[score_idx]``; ``exclude_kepids`` are never among ``train_idx``.
+    """
+
+    name = "pixel"
+    answers_alone = True
+
+    def __init__(self, preset: Preset, inputs: np.ndarray | None = None, extra_train=None):
+        self.preset = preset
+        self._inputs, self._extra = inputs, extra_train
+        self.x = self.labels = self.kepids = None
+        self.x_extra = self.y_extra = None
+
+    def prepare(self, dataset) -> None:
+        from pixel_cnn.vetter.representation import build_inputs
+
+        self.labels, self.kepids = dataset.labels, dataset.kepids
+        if self._inputs is None:
+            self.x = build_inputs(dataset.stack_list(), self.preset.representation, self.preset.image_size)
+        else:
+            self.x = np.asarray(self._inputs, dtype=np.float32)
+            expected = (len(self.labels), self.preset.in_channels, self.preset.image_size, self.preset.image_size)
+            if self.x.shape != expected:
+                raise ValueError(f"inputs have shape {self.x.shape}; preset {self.preset.name!r} on this "
+                                 f"dataset needs {expected}")
+        extra = extra_training_targets(dataset, self._extra)
+        if extra is not None:
+            self.x_extra = build_inputs(extra.stack_list(), self.preset.representation, self.preset.image_size)
+            self.y_extra = extra.labels
+
+    @property
+    def n_extra(self) -> int:
+        return 0 if self.y_extra is None else len(self.y_extra)
+
+    def fit(self, train_idx, score_idx, exclude_kepids, seed, on_epoch=None) -> Fitted:
+        assert not np.isin(self.kepids[train_idx], exclude_kepids).any(), "an excluded star is on the training side"
+        x_train, y_train = with_extra(self.x[train_idx], self.labels[train_idx], self.x_extra, self.y_extra)
+        result = train_fold(x_train, y_train, self.preset, seed=seed, x_val=self.x[score_idx],
+                            y_val=self.labels[score_idx], on_epoch=on_epoch)
+        return Fitted(prob=result.val_prob, model=result.state_dict, history=result.history,
+                      training_kepids=self.kepids[train_idx])
+
+    def explain(self, fitted: Fitted, idx) -> np.ndarray:
+        """captum Integrated Gradients of the fitted network on rows ``idx``, the inputs' shape
+        (:func:`pixel_cnn.drawing.explain.integrated_gradients`)."""
+        from pixel_cnn.drawing.explain import integrated_gradients
+
+        return integrated_gradients(self.preset, fitted.model, self.x[idx])
+
+    def inputs(self, idx) -> np.ndarray:
+        """The model inputs ``(len(idx), C, S, S)`` of rows ``idx`` (for attributions and sheets)."""
+        return self.x[idx]
+
+    def final(self, outer: list[Fitted], seed: int) -> list[dict]:
+        """The served pixel branch: the ensemble of the outer folds' networks (their state dicts)."""
+        return [f.model for f in outer]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "preset": self.preset.to_dict()}
+
+
+def with_extra(x: np.ndarray, y: np.ndarray, x_extra: np.ndarray | None, y_extra: np.ndarray | None):
+    """``(x, y)`` with the extra training-only rows appended (unchanged when there are none)."""
+    if x_extra is None or len(x_extra) == 0:
+        return x, y
+    return np.concatenate([x, x_extra]), np.concatenate([y, np.asarray(y_extra, dtype=y.dtype)])
+
+
+def extra_training_targets(dataset, extra):
+    """The targets of ``extra`` whose kepid is not in ``dataset`` (None if none or no ``extra``).
+
+    Used to train on labelled stacks beyond the benchmark: they join training sides only, so
+    removing every benchmark star from them keeps each star on one side of every split.
+    """
+    from pixel_cnn.stacks.dataset import Dataset
+
+    if extra is None:
+        return None
+    keep = ~np.isin(extra.kepids, dataset.kepids)
+    if not keep.any():
+        return None
+    manifest = extra.manifest[keep].reset_index(drop=True)
+    return Dataset(stacks={int(k): extra.stacks[int(k)] for k in manifest["kepid"]}, manifest=manifest)

@@ -19,6 +19,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pixel_cnn.branches.base import Branch, Fitted
 from pixel_cnn.vetter.tabular import (ALLOWED_INPUTS, CONFIRMED, FALSE_POSITIVE, FEATURE_NAMES, KOI_NAME,
                                       build_features, is_banned, predict_tabular)
 
@@ -200,3 +201,69 @@ def table_digest(table: pd.DataFrame) -> str:
     import hashlib
 
     return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]
+
+
+class TabularBranch(Branch):
+    """The tabular branch: every labelled KOI of the KOI table trains it, each star scored by its first KOI.
+
+    Parameters
+    ----------
+    koi : DataFrame
+        The KOI cumulative table (:func:`pixel_cnn.io.dataset.load_koi_table`).
+
+    A fit trains :func:`fit_tabular` (seed ``seed``) on every labelled KOI whose star is not in
+    ``exclude_kepids`` (asserted), whatever ``train_idx`` holds: stars outside the cv's dataset
+    train it too. It scores each target of ``score_idx`` by its star's first KOI
+    (:func:`star_koi`); a star absent from the table gets all-NaN features.
+    """
+
+    name = "tabular"
+
+    def __init__(self, koi: pd.DataFrame):
+        self.koi = koi
+        self.labelled = koi_labels(koi)
+        self.features = build_features(self.labelled)
+        self.labels = self.labelled["label"].to_numpy(np.int64)
+        self.kepids = self.labelled["kepid"].to_numpy(np.int64)
+        self.table = training_table(koi)
+        self.digest = table_digest(self.table)
+        self.star_x = self.star_names = None
+
+    def prepare(self, dataset) -> None:
+        self.star_x, self.star_names = self.star_features(dataset.kepids)
+
+    def star_features(self, kepids) -> tuple[pd.DataFrame, list[str]]:
+        """Features of each star's first KOI (:func:`star_koi`), in ``kepids`` order, and the KOI
+        names used (``""`` and all-NaN features for a star not in the table)."""
+        kepids = np.asarray(kepids, dtype=np.int64)
+        first = star_koi(self.koi, kepids).set_index("kepid")
+        rows = first.reindex(kepids)
+        return build_features(rows.reset_index()), rows["kepoi_name"].fillna("").astype(str).tolist()
+
+    def fit_excluding(self, exclude_kepids, seed: int):
+        """The model trained on every labelled KOI whose star is not in ``exclude_kepids``.
+
+        Returns ``(model, n_training_kois, training kepids)``. Asserts that no KOI of an
+        excluded star is in the training set.
+        """
+        exclude_kepids = np.asarray(exclude_kepids, dtype=np.int64)
+        keep = ~np.isin(self.kepids, exclude_kepids)
+        train_kepids = self.kepids[keep]
+        assert not np.isin(train_kepids, exclude_kepids).any(), "an excluded star's KOI is in the tabular training set"
+        model = fit_tabular(self.features[keep], self.labels[keep], seed=seed)
+        return model, int(keep.sum()), train_kepids
+
+    def fit(self, train_idx, score_idx, exclude_kepids, seed, on_epoch=None) -> Fitted:
+        model, n_train, train_kepids = self.fit_excluding(exclude_kepids, seed)
+        return Fitted(prob=predict_tabular(model, self.star_x.iloc[score_idx]), model=model,
+                      info={"n_tabular_train_kois": float(n_train)}, training_kepids=train_kepids)
+
+    def notes(self, idx) -> dict[str, list]:
+        return {"tabular_koi": [self.star_names[i] for i in idx]}
+
+    def final(self, outer: list[Fitted], seed: int):
+        """The served tabular model: trained on every labelled KOI of the table."""
+        return self.fit_excluding(np.array([], dtype=np.int64), seed)[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "features": list(FEATURE_NAMES), "koi_table_digest": self.digest}

@@ -1,4 +1,4 @@
-"""Cross-validation grouped by star (kepid): splits, training loop over folds, OOF.
+"""Cross-validation grouped by star (kepid) of any vetter: splits, the one loop over folds and branches, OOF.
 
 No MLflow here: tracking hooks in through a :class:`CVCallbacks` object.
 """
@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pixel_cnn.branches.base import Branch, Fitted
+from pixel_cnn.evaluation.metrics import (METRIC_NAMES, binary_metrics, bootstrap_pr_auc, f1_optimal_threshold,
+                                          thresholded_metrics)
 from pixel_cnn.stacks.dataset import Dataset
-from pixel_cnn.drawing.explain import integrated_gradients
-from pixel_cnn.evaluation.metrics import binary_metrics, bootstrap_pr_auc, f1_optimal_threshold, thresholded_metrics
-from pixel_cnn.vetter.networks import Preset
-from pixel_cnn.vetter.representation import build_inputs
-from pixel_cnn.branches.pixel import FoldResult, train_fold
+from pixel_cnn.vetter.combiner import Combiner
 
 #: Threshold for the per-fold accuracy and F1 when no inner split chooses one
 #: (``inner_folds=0``): fixed before seeing any data (class-weighted sampling
@@ -89,26 +88,39 @@ class CVCallbacks:
 
 @dataclass
 class FoldOutcome:
-    """One trained fold: indices into the dataset, the training result, its metrics."""
+    """One outer fold: indices into the dataset, every branch's fit, the vetter's scores.
+
+    ``metrics`` and ``threshold`` are the vetter's (the combiner's with several branches, the
+    branch's own with one); ``extra_metrics`` holds each branch's scores side by side when
+    there are several (``pr_auc_pixel``, ``pr_auc_tabular``, ``pr_auc_fused`` ...).
+    """
 
     repeat: int
     fold: int
     train_idx: np.ndarray
     val_idx: np.ndarray
-    result: FoldResult
+    fitted: dict[str, Fitted]
     metrics: dict[str, float]
     val_kepids: np.ndarray
     val_labels: np.ndarray
+    prob: np.ndarray
     threshold: float = FOLD_THRESHOLD
+    thresholds: dict[str, float] = field(default_factory=dict)
+    combiner: Combiner | None = None
+    #: The pixel branch's model inputs of the validation targets (attributions, sheets).
     val_inputs: np.ndarray | None = None
     #: Integrated-Gradients maps of the validation inputs, same shape (``run_cv(attributions=True)``).
     attributions: np.ndarray | None = None
-    #: More metrics of the fold logged beside ``metrics`` (the fusion cv's per-branch scores).
     extra_metrics: dict[str, float] | None = None
 
     @property
     def positive_rate(self) -> float:
         return float(np.mean(self.val_labels))
+
+    @property
+    def pixel(self) -> Fitted | None:
+        """The pixel branch's fit (None for a vetter without one)."""
+        return self.fitted.get("pixel")
 
 
 @dataclass
@@ -117,9 +129,13 @@ class CVResult:
 
     Attributes
     ----------
+    vetter : str, the vetter's name. branches : the :class:`~pixel_cnn.branches.base.Branch`
+        objects, in combiner order.
     folds : list of FoldOutcome, repeat-major.
     oof : pandas.DataFrame
-        ``kepid, label, repeat, fold, probability``: every target once per repeat.
+        ``kepid, label, repeat, fold, probability, threshold``: every target once per repeat;
+        with several branches also ``probability_<b>`` / ``threshold_<b>`` for each branch and
+        ``fused``, and the branches' notes (the tabular branch's ``tabular_koi``).
     summary : dict[str, float]
         ``<metric>_mean`` / ``<metric>_std`` over all folds of all repeats and
         ``<metric>_oof`` on pooled out-of-fold predictions (mean over repeats;
@@ -127,25 +143,55 @@ class CVResult:
         F1 with each fold's own threshold), ``pr_auc_oof_ci_low/high`` (95 %
         bootstrap interval over targets, :func:`~pixel_cnn.evaluation.metrics.bootstrap_pr_auc`)
         and ``threshold``: the mean of repeat 0's fold thresholds, each chosen
-        on that fold's training targets only (the served ensemble's threshold).
+        on that fold's training targets only (the served vetter's threshold). With several
+        branches, the same per branch (``<m>_oof_<b>`` ..., :func:`branch_summary`), the mean
+        combiner (``combiner_w_<b>``, ``combiner_intercept``) and ``threshold_<b>`` of each
+        branch that can answer alone (the pixel branch: the served stack-only threshold).
+    combiner : the mean of repeat 0's fold combiners (None with one branch).
     """
 
-    preset: Preset
+    vetter: str
+    branches: list[Branch]
     folds: list[FoldOutcome]
     oof: pd.DataFrame
     summary: dict[str, float] = field(default_factory=dict)
+    combiner: Combiner | None = None
 
     def ensemble_folds(self) -> list[FoldOutcome]:
         """The folds of repeat 0: the members of the registered ensemble."""
         return [f for f in self.folds if f.repeat == 0]
 
+    def branch(self, name: str) -> Branch | None:
+        return next((b for b in self.branches if b.name == name), None)
+
+    @property
+    def preset(self):
+        """The pixel branch's preset (None for a vetter without one)."""
+        pixel = self.branch("pixel")
+        return None if pixel is None else pixel.preset
+
+
+def repeat_scores(oof: pd.DataFrame, column: str = "probability", threshold: str = "threshold") -> list[dict]:
+    """Pooled out-of-fold scores of each repeat: ``[{metric: value}]``, one dict per repeat.
+
+    :data:`~pixel_cnn.evaluation.metrics.METRIC_NAMES` of the predictions ``column`` of one
+    repeat pooled over its folds; accuracy and F1 at the threshold that came with each
+    prediction from its fold's training side (``threshold`` column): nothing is chosen on the
+    out-of-fold predictions. The one place pooled scores are computed (cv, its branches, the
+    quality benchmark).
+    """
+    out = []
+    for _, g in oof.groupby("repeat"):
+        scores = binary_metrics(g["label"], g[column], FOLD_THRESHOLD)
+        scores.update(thresholded_metrics(g["label"], g[column], g[threshold]))
+        out.append(scores)
+    return out
+
 
 def summarize(folds: list[FoldOutcome], oof: pd.DataFrame, seed: int = 0) -> dict[str, float]:
-    """Fold mean/std, pooled-OOF scores, bootstrap interval and threshold (see CVResult).
+    """Fold mean/std, pooled-OOF scores, bootstrap interval and threshold of the vetter (see CVResult).
 
-    ``oof`` needs ``kepid, label, repeat, probability, threshold``. Nothing here
-    is chosen on the out-of-fold predictions: accuracy and F1 use the threshold
-    that came with each prediction from its fold's training side.
+    ``oof`` needs ``kepid, label, repeat, probability, threshold``.
     """
     summary: dict[str, float] = {}
     names = list(folds[0].metrics)
@@ -153,11 +199,7 @@ def summarize(folds: list[FoldOutcome], oof: pd.DataFrame, seed: int = 0) -> dic
         values = np.array([f.metrics[name] for f in folds])
         summary[f"{name}_mean"] = float(values.mean())
         summary[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    per_repeat = []
-    for _, g in oof.groupby("repeat"):
-        scores = binary_metrics(g["label"], g["probability"], FOLD_THRESHOLD)
-        scores.update(thresholded_metrics(g["label"], g["probability"], g["threshold"]))
-        per_repeat.append(scores)
+    per_repeat = repeat_scores(oof)
     for name in names:
         values = np.array([m[name] for m in per_repeat])
         summary[f"{name}_oof"] = float(values.mean())
@@ -169,16 +211,33 @@ def summarize(folds: list[FoldOutcome], oof: pd.DataFrame, seed: int = 0) -> dic
     return summary
 
 
-def oof_interval(oof: pd.DataFrame, seed: int = 0, score=None) -> tuple[float, float]:
+def branch_summary(folds: list[FoldOutcome], oof: pd.DataFrame, branch: str) -> dict[str, float]:
+    """``<m>_mean_<b>``, ``<m>_std_<b>`` over folds and ``<m>_oof_<b>`` (``_oof_std_<b>``) pooled, for
+    branch ``b`` (or ``fused``) of a vetter with several branches."""
+    out = {}
+    for name in METRIC_NAMES:
+        values = np.array([f.extra_metrics[f"{name}_{branch}"] for f in folds])
+        out[f"{name}_mean_{branch}"] = float(values.mean())
+        out[f"{name}_std_{branch}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    per_repeat = repeat_scores(oof, f"probability_{branch}", f"threshold_{branch}")
+    for name in METRIC_NAMES:
+        values = np.array([m[name] for m in per_repeat])
+        out[f"{name}_oof_{branch}"] = float(values.mean())
+        if len(values) > 1:
+            out[f"{name}_oof_std_{branch}"] = float(values.std(ddof=1))
+    return out
+
+
+def oof_interval(oof: pd.DataFrame, seed: int = 0, score=None, column: str = "probability") -> tuple[float, float]:
     """95 % percentile-bootstrap interval of a pooled-OOF score, resampling targets.
 
-    ``oof``: ``kepid, label, repeat, probability`` (every target once per repeat).
+    ``oof``: ``kepid, label, repeat`` and the predictions ``column`` (every target once per repeat).
     ``score``: ``score(y, p)``, average precision (PR-AUC) by default; e.g.
     scikit-learn's ``roc_auc_score`` for ROC-AUC. Same draws as the PR-AUC
     interval of :func:`summarize` for the same ``seed``
     (:func:`~pixel_cnn.evaluation.metrics.bootstrap_pr_auc`).
     """
-    wide = oof.pivot(index="kepid", columns="repeat", values="probability")
+    wide = oof.pivot(index="kepid", columns="repeat", values=column)
     labels = oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
     kwargs = {} if score is None else {"score": score}
     return bootstrap_pr_auc(labels.to_numpy(), wide.to_numpy().T, seed=seed, **kwargs)
@@ -225,77 +284,22 @@ def cv_description(summary: dict, roc_interval: tuple[float, float], n_targets: 
     )
 
 
-def with_extra(x: np.ndarray, y: np.ndarray, x_extra: np.ndarray | None, y_extra: np.ndarray | None):
-    """``(x, y)`` with the extra training-only rows appended (unchanged when there are none)."""
-    if x_extra is None or len(x_extra) == 0:
-        return x, y
-    return np.concatenate([x, x_extra]), np.concatenate([y, np.asarray(y_extra, dtype=y.dtype)])
+def inner_oof(branch: Branch, train_idx: np.ndarray, inner_split, exclude_kepids: np.ndarray,
+              kepids: np.ndarray, seed: int) -> np.ndarray:
+    """Inner out-of-fold probabilities of one outer fold's training targets, float64 ``(len(train_idx),)``.
 
-
-def extra_training_targets(dataset: Dataset, extra: Dataset | None) -> Dataset | None:
-    """The targets of ``extra`` whose kepid is not in ``dataset`` (None if none or no ``extra``).
-
-    Used to train on labelled stacks beyond the benchmark: they join training
-    sides only, so removing every benchmark star from them keeps each star on
-    one side of every split.
+    ``inner_split``: ``make_folds(kepids[train_idx], labels[train_idx], inner_folds, seed)``
+    (positions into ``train_idx``). Inner fold ``j`` fits ``branch`` on the other inner folds
+    (seed ``seed + 100 * (j + 1)``), never on the outer validation stars ``exclude_kepids``
+    nor on its own held-out stars, and scores its held-out part. The fold's thresholds are
+    F1-optimal on these predictions and the combiner is fitted on them.
     """
-    if extra is None:
-        return None
-    keep = ~np.isin(extra.kepids, dataset.kepids)
-    if not keep.any():
-        return None
-    manifest = extra.manifest[keep].reset_index(drop=True)
-    return Dataset(stacks={int(k): extra.stacks[int(k)] for k in manifest["kepid"]}, manifest=manifest)
-
-
-def inner_threshold(
-    x: np.ndarray, labels: np.ndarray, kepids: np.ndarray, preset: Preset, inner_folds: int, seed: int,
-    x_extra: np.ndarray | None = None, y_extra: np.ndarray | None = None,
-) -> float:
-    """Decision threshold from training targets only: F1-optimal on inner out-of-fold predictions.
-
-    Parameters
-    ----------
-    x, labels, kepids : the training side of one outer fold, ``(N, C, S, S)``
-        float32 inputs, int 0/1 labels ``(N,)``, int kepids ``(N,)``.
-    preset : Preset
-        Trained with its fixed schedule, as the outer fold is.
-    inner_folds : int
-        0: return :data:`FOLD_THRESHOLD`. Otherwise the targets are split into
-        ``inner_folds`` grouped, stratified folds (:func:`make_folds` with
-        ``seed``), a network per inner fold (seed ``seed + 100 * (j + 1)``)
-        scores its held-out part, and the F1-optimal threshold of those
-        predictions is returned (:func:`~pixel_cnn.evaluation.metrics.f1_optimal_threshold`).
-    x_extra, y_extra : optional
-        Extra training-only targets ``(E, C, S, S)`` / ``(E,)``: added to every
-        inner network's training side, never scored (see ``run_cv(extra_train=...)``).
-
-    Raises
-    ------
-    CVError
-        The training side is too small for ``inner_folds`` (see :func:`make_folds`).
-    """
-    if inner_folds == 0:
-        return FOLD_THRESHOLD
-    return f1_optimal_threshold(labels, inner_oof(x, labels, kepids, preset, inner_folds, seed, x_extra, y_extra))
-
-
-def inner_oof(
-    x: np.ndarray, labels: np.ndarray, kepids: np.ndarray, preset: Preset, inner_folds: int, seed: int,
-    x_extra: np.ndarray | None = None, y_extra: np.ndarray | None = None,
-) -> np.ndarray:
-    """Inner out-of-fold probabilities of one outer fold's training targets, float64 ``(N,)``.
-
-    The split (``make_folds(kepids, labels, inner_folds, seed)``) and the networks (seed
-    ``seed + 100 * (j + 1)``) are those of :func:`inner_threshold`, which takes its
-    F1-optimal threshold from these predictions; the fusion cv
-    (:mod:`pixel_cnn.evaluation.fusion`) also fits its combiner on them. ``inner_folds`` >= 2.
-    """
-    prob = np.empty(len(labels))
-    for j, (tr, va) in enumerate(make_folds(kepids, labels, inner_folds, seed)):
-        xt, yt = with_extra(x[tr], labels[tr], x_extra, y_extra)
-        prob[va] = train_fold(xt, yt, preset, seed=seed + 100 * (j + 1),
-                              x_val=x[va], y_val=labels[va]).val_prob
+    prob = np.empty(len(train_idx))
+    for j, (tr, va) in enumerate(inner_split):
+        held = train_idx[va]
+        fitted = branch.fit(train_idx[tr], held, np.concatenate([exclude_kepids, kepids[held]]),
+                            seed + 100 * (j + 1))
+        prob[va] = fitted.prob
     return prob
 
 
@@ -341,94 +345,166 @@ def fold_info(train_idx: np.ndarray, val_idx: np.ndarray, labels: np.ndarray, in
 
 def run_cv(
     dataset: Dataset,
-    preset: Preset,
+    branches: list[Branch],
     n_folds: int = 5,
     seed: int = 42,
     repeats: int = 1,
     callbacks: CVCallbacks | None = None,
     inner_folds: int = INNER_FOLDS,
-    inputs: np.ndarray | None = None,
-    extra_train: Dataset | None = None,
     attributions: bool = False,
+    vetter: str = "",
 ) -> CVResult:
-    """Grouped, stratified k-fold cross-validation, optionally repeated; nothing chosen on validation.
+    """Grouped, stratified k-fold cross-validation of a vetter, optionally repeated; nothing chosen on validation.
 
-    Repeat ``r`` splits with seed ``seed + r``; fold ``k`` of repeat ``r``
-    trains with seed ``seed + 1000 * r + k`` for the preset's fixed number of
-    epochs (the last epoch is kept). Its decision threshold comes from its
-    training targets alone (:func:`inner_threshold` with ``inner_folds``,
-    inner split seeded by the fold seed). The validation targets are only
-    scored. The folds depend on ``(kepids, labels, n_folds, seed + r)`` only,
-    so two presets run with the same seed see the same folds. Same seed and
+    The one cv loop, whatever the branches. Repeat ``r`` splits with seed ``seed + r``; outer fold
+    ``k`` of repeat ``r`` fits every branch with seed ``seed + 1000 * r + k`` on its training
+    side (a network: the preset's fixed number of epochs, last epoch kept) and scores the
+    validation targets. Thresholds come from the training targets alone: each branch's inner
+    out-of-fold predictions (:func:`inner_oof`, the inner split seeded by the fold seed) give
+    its F1-optimal threshold (``inner_folds=0``: the fixed :data:`FOLD_THRESHOLD`). With two or
+    more branches a :class:`~pixel_cnn.vetter.combiner.Combiner` is fitted on those inner
+    predictions and the vetter's threshold is F1-optimal on its inner fused predictions
+    (stacked generalization; Wolpert 1992). The folds depend on ``(kepids, labels, n_folds,
+    seed + r)`` only, so two vetters run with the same seed see the same folds. Same seed and
     data give the same result on the same machine.
 
-    ``inputs`` (optional): the model inputs already built, float32
-    ``(N, C, S, S)`` equal to ``build_inputs(dataset.stack_list(),
-    preset.representation, preset.image_size)``; lets a caller that runs many
-    cvs on one dataset (tuning) build them once. Results are the same either way.
-    An exception raised by a callback (e.g. ``optuna.TrialPruned`` from
-    ``fold_end``) stops the cv and propagates.
-
-    ``extra_train`` (optional): more labelled targets (e.g. ``prepare_dataset(labels="koi")``)
-    that join the training side of every fold and inner fold and are never
-    scored; those whose kepid is in ``dataset`` are dropped first
-    (:func:`extra_training_targets`). Folds, seeds and scored targets are the
-    same with or without them.
-
-    ``attributions``: also compute each fold's Integrated-Gradients maps of its
-    validation inputs (:func:`pixel_cnn.drawing.explain.integrated_gradients`,
-    ``FoldOutcome.attributions``), after the fold is trained; scores unchanged.
+    Parameters
+    ----------
+    dataset : the labelled targets.
+    branches : the vetter's branches in combiner order (:mod:`pixel_cnn.branches.vetters`);
+        each is prepared once (:meth:`~pixel_cnn.branches.base.Branch.prepare`).
+    callbacks : hooks per fold and epoch (tracking, pruning); an exception raised by a
+        callback (e.g. ``optuna.TrialPruned`` from ``fold_end``) stops the cv and propagates.
+    attributions : also compute each outer fit's attribution maps of its validation targets
+        (:meth:`~pixel_cnn.branches.base.Branch.explain`: the pixel branch's captum Integrated
+        Gradients, ``FoldOutcome.attributions``), after the fit; scores unchanged.
+    vetter : the vetter's name, recorded in the result.
 
     Raises
     ------
     CVError
-        See :func:`make_folds`; raised for every repeat's split (and inner
-        split) before any training starts, or ``repeats < 1``, ``inner_folds``
-        of 1 or negative, or ``inputs`` not holding one row per target.
+        See :func:`make_folds`; raised for every repeat's split (and inner split) before any
+        training starts, or ``repeats < 1``, ``inner_folds`` of 1 or negative, or several
+        branches with ``inner_folds`` < 2 (the combiner is fitted on inner predictions).
+    ValueError
+        A branch refuses its inputs (e.g. pixel ``inputs`` of the wrong shape).
     """
     callbacks = callbacks or CVCallbacks()
+    if not branches:
+        raise CVError("a vetter needs at least one branch")
+    combined = len(branches) > 1
+    if combined and inner_folds < 2:
+        raise CVError(f"inner_folds={inner_folds}: a vetter with several branches fits its combiner on inner "
+                      "out-of-fold predictions; use inner_folds >= 2")
     kepids, labels = dataset.kepids, dataset.labels
     splits = plan_splits(kepids, labels, n_folds, seed, repeats, inner_folds)
-    if inputs is None:
-        x = build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
-    else:
-        x = np.asarray(inputs, dtype=np.float32)
-        expected = (len(labels), preset.in_channels, preset.image_size, preset.image_size)
-        if x.shape != expected:
-            raise CVError(f"inputs have shape {x.shape}; preset {preset.name!r} on this dataset needs {expected}")
-
-    extra = extra_training_targets(dataset, extra_train)
-    x_extra = y_extra = None
-    if extra is not None:
-        x_extra = build_inputs(extra.stack_list(), preset.representation, preset.image_size)
-        y_extra = extra.labels
+    for branch in branches:
+        branch.prepare(dataset)
+    pixel = next((b for b in branches if b.name == "pixel"), None)
+    n_extra = getattr(pixel, "n_extra", 0)
+    names = [b.name for b in branches]
 
     outcomes, oof_rows = [], []
     for r in range(repeats):
         for k, (train_idx, val_idx) in enumerate(splits[r]):
             fold_seed = seed + 1000 * r + k
-            callbacks.fold_start(r, k, fold_info(train_idx, val_idx, labels, inner_folds,
-                                                 0 if extra is None else len(extra.labels)))
-            threshold = inner_threshold(x[train_idx], labels[train_idx], kepids[train_idx], preset,
-                                        inner_folds, fold_seed, x_extra, y_extra)
-            x_train, y_train = with_extra(x[train_idx], labels[train_idx], x_extra, y_extra)
-            result = train_fold(
-                x_train, y_train, preset, seed=fold_seed,
-                x_val=x[val_idx], y_val=labels[val_idx],
-                on_epoch=lambda e, losses, r=r, k=k: callbacks.epoch_end(r, k, e, losses),
-            )
+            callbacks.fold_start(r, k, fold_info(train_idx, val_idx, labels, inner_folds, n_extra))
+            val_stars = kepids[val_idx]
+            inner_split = make_folds(kepids[train_idx], labels[train_idx], inner_folds, fold_seed) if inner_folds else []
+            inner, fitted, thresholds = {}, {}, {}
+            for branch in branches:
+                if inner_folds:
+                    inner[branch.name] = inner_oof(branch, train_idx, inner_split, val_stars, kepids, fold_seed)
+                    thresholds[branch.name] = f1_optimal_threshold(labels[train_idx], inner[branch.name])
+                else:
+                    thresholds[branch.name] = FOLD_THRESHOLD
+                on_epoch = (lambda e, losses, r=r, k=k: callbacks.epoch_end(r, k, e, losses))
+                fitted[branch.name] = branch.fit(train_idx, val_idx, val_stars, fold_seed, on_epoch=on_epoch)
+                assert not np.isin(val_stars, fitted[branch.name].training_kepids).any(), \
+                    f"repeat {r} fold {k}: a validation star trained the {branch.name} branch"
+            probs = {n: fitted[n].prob for n in names}
+            combiner = None
+            if combined:
+                combiner = Combiner.fit([inner[n] for n in names], labels[train_idx], names)
+                thresholds["fused"] = f1_optimal_threshold(labels[train_idx], combiner.predict([inner[n] for n in names]))
+                probs["fused"] = combiner.predict([probs[n] for n in names])
+                prob, threshold = probs["fused"], thresholds["fused"]
+            else:
+                prob, threshold = probs[names[0]], thresholds[names[0]]
+            extra = None
+            if combined:
+                extra = {}
+                for b in [*names, "fused"]:
+                    extra.update({f"{m}_{b}": v for m, v in
+                                  binary_metrics(labels[val_idx], probs[b], thresholds[b]).items()})
+                    extra[f"threshold_{b}"] = thresholds[b]
+                extra.update({f"combiner_{key}": v for key, v in combiner.to_dict().items()})
+                for f in fitted.values():
+                    extra.update(f.info)
             outcome = FoldOutcome(
-                repeat=r, fold=k, train_idx=train_idx, val_idx=val_idx, result=result,
-                metrics=binary_metrics(labels[val_idx], result.val_prob, threshold),
-                val_kepids=kepids[val_idx], val_labels=labels[val_idx],
-                threshold=threshold, val_inputs=x[val_idx],
-                attributions=integrated_gradients(preset, result.state_dict, x[val_idx]) if attributions else None,
+                repeat=r, fold=k, train_idx=train_idx, val_idx=val_idx, fitted=fitted,
+                metrics=binary_metrics(labels[val_idx], prob, threshold),
+                val_kepids=val_stars, val_labels=labels[val_idx], prob=prob,
+                threshold=threshold, thresholds=thresholds, combiner=combiner,
+                val_inputs=None if pixel is None else pixel.inputs(val_idx),
+                attributions=pixel.explain(fitted["pixel"], val_idx) if attributions and pixel is not None else None,
+                extra_metrics=extra,
             )
             callbacks.fold_end(r, k, outcome)
             outcomes.append(outcome)
-            oof_rows.append(pd.DataFrame({
-                "kepid": kepids[val_idx], "label": labels[val_idx], "repeat": r, "fold": k,
-                "probability": result.val_prob, "threshold": threshold,
-            }))
+            columns = {"kepid": val_stars, "label": labels[val_idx], "repeat": r, "fold": k,
+                       "probability": prob, "threshold": threshold}
+            if combined:
+                columns.update({f"probability_{b}": probs[b] for b in [*names, "fused"]})
+                columns.update({f"threshold_{b}": thresholds[b] for b in [*names, "fused"]})
+                for branch in branches:
+                    columns.update(branch.notes(val_idx))
+            oof_rows.append(pd.DataFrame(columns))
     oof = pd.concat(oof_rows, ignore_index=True).sort_values(["repeat", "kepid"], ignore_index=True)
-    return CVResult(preset=preset, folds=outcomes, oof=oof, summary=summarize(outcomes, oof, seed))
+    summary = summarize(outcomes, oof, seed)
+    combiner = None
+    if combined:
+        for b in [*names, "fused"]:
+            summary.update(branch_summary(outcomes, oof, b))
+        first = [f for f in outcomes if f.repeat == 0]
+        combiner = Combiner.mean([f.combiner for f in first])
+        summary.update({f"combiner_{key}": v for key, v in combiner.to_dict().items()})
+        for branch in branches:
+            if branch.answers_alone:
+                summary[f"threshold_{branch.name}"] = float(np.mean([f.thresholds[branch.name] for f in first]))
+    return CVResult(vetter=vetter or "+".join(names), branches=list(branches), folds=outcomes, oof=oof,
+                    summary=summary, combiner=combiner)
+
+
+def served_vetter(result: CVResult, seed: int, info: dict | None = None) -> tuple[dict, list | None, object]:
+    """What the registered model of a cv ships: ``(config, pixel state dicts or None, tabular model or None)``.
+
+    ``config`` is the vetter's ``config.json`` (:class:`pixel_cnn.vetter.model.Vetter`): its name,
+    branches (combiner order), ``threshold`` (the cv's ``summary["threshold"]``), ``thresholds`` of
+    each branch that can answer alone (mean of repeat 0's fold thresholds), the mean combiner,
+    the pixel preset, every branch's description, the kepids of every cv target (each trained
+    some member) and the pooled-OOF scores, plus ``info`` (provenance). Each branch ships
+    :meth:`~pixel_cnn.branches.base.Branch.final` of the repeat-0 fits (the pixel branch: those
+    networks; the tabular branch: a model trained on every labelled KOI, seed ``seed``).
+    """
+    first = result.ensemble_folds()
+    names = [b.name for b in result.branches]
+    finals = {b.name: b.final([f.fitted[b.name] for f in first], seed) for b in result.branches}
+    if len(names) == 1:
+        thresholds = {names[0]: result.summary["threshold"]}
+    else:
+        thresholds = {b.name: result.summary[f"threshold_{b.name}"] for b in result.branches if b.answers_alone}
+    scores = {k: v for k, v in result.summary.items()
+              if k.startswith(("pr_auc_oof", "roc_auc_oof")) and "_std" not in k and "_ci_" not in k}
+    config = {
+        "vetter": result.vetter, "branches": names, "threshold": float(result.summary["threshold"]),
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "combiner": result.combiner.to_dict() if result.combiner is not None else None,
+        **({"preset": result.preset.to_dict(), "n_members": len(first)} if result.preset is not None else {}),
+        "branch_config": {b.name: b.describe() for b in result.branches},
+        "scores": scores,
+        **(info or {}),
+        # every cv target trained some member: scoring marks these stars (their scores are not out of fold)
+        "training_kepids": sorted(int(k) for k in result.oof["kepid"].unique()),
+    }
+    return config, finals.get("pixel"), finals.get("tabular")

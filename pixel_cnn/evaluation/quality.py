@@ -1,7 +1,7 @@
 """Quality benchmark: several presets, one protocol, the same folds. No MLflow here.
 
-:func:`bench_quality` cross-validates each preset with :func:`pixel_cnn.evaluation.cv.run_cv`
-under the same seed, so every preset sees the same grouped folds in every
+:func:`bench_quality` cross-validates each vetter with :func:`pixel_cnn.evaluation.cv.run_cv`
+under the same seed, so every vetter sees the same grouped folds in every
 repeat (checked, not assumed), and the same honest protocol: fixed schedule,
 last epoch kept, each fold's threshold from an inner split of its training
 targets. The table reports, per preset, the mean and standard deviation over
@@ -18,16 +18,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from pixel_cnn.evaluation.cv import INNER_FOLDS, CVResult, run_cv
+from pixel_cnn.branches.vetters import get_vetter
+from pixel_cnn.evaluation.cv import INNER_FOLDS, CVResult, oof_interval, repeat_scores, run_cv
 from pixel_cnn.stacks.dataset import Dataset
-from pixel_cnn.evaluation.fusion import run_fusion_cv
-from pixel_cnn.evaluation.metrics import binary_metrics, bootstrap_pr_auc, thresholded_metrics
-from pixel_cnn.vetter.networks import get_preset, is_fusion
 
 #: Columns of the table: pooled-OOF metric keys of :func:`pixel_cnn.evaluation.cv.summarize`.
 TABLE_METRICS = ("pr_auc", "roc_auc", "f1", "brier")
-#: Table row of the tabular branch alone (from a fusion cv: same folds and repeats).
-TABULAR = "tabular"
 
 
 def fold_digest(result: CVResult) -> str:
@@ -36,36 +32,21 @@ def fold_digest(result: CVResult) -> str:
     return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
 
 
-def per_repeat_scores(result: CVResult, column: str = "probability", threshold: str = "threshold") -> pd.DataFrame:
-    """One row per repeat: pooled-OOF PR-AUC, ROC-AUC, Brier and F1 / accuracy at the fold thresholds.
-
-    ``column`` / ``threshold``: the OOF columns scored (a fusion cv's branches:
-    ``probability_tabular`` / ``threshold_tabular`` ...).
-    """
-    rows = []
-    for r, g in result.oof.groupby("repeat"):
-        scores = binary_metrics(g["label"], g[column])
-        scores.update(thresholded_metrics(g["label"], g[column], g[threshold]))
-        rows.append({"repeat": int(r), **scores})
-    return pd.DataFrame(rows)
-
-
 def table_entry(result: CVResult, column: str = "probability", threshold: str = "threshold",
                 seed: int = 0) -> dict:
-    """One row of the table: ``{metric: {"mean", "std", "per_repeat"}}``, ``pr_auc_ci95``, ``threshold_mean``."""
-    scores = per_repeat_scores(result, column, threshold)
+    """One row of the table: ``{metric: {"mean", "std", "per_repeat"}}``, ``pr_auc_ci95``, ``threshold_mean``.
+
+    Scores per repeat from :func:`pixel_cnn.evaluation.cv.repeat_scores`, the interval from
+    :func:`pixel_cnn.evaluation.cv.oof_interval` (the same as the cv's own for ``probability``).
+    """
+    scores = pd.DataFrame(repeat_scores(result.oof, column, threshold))
     entry = {
         m: {"mean": float(scores[m].mean()),
             "std": float(scores[m].std(ddof=1)) if len(scores) > 1 else 0.0,
             "per_repeat": [float(v) for v in scores[m]]}
         for m in TABLE_METRICS
     }
-    if column == "probability":
-        entry["pr_auc_ci95"] = [result.summary["pr_auc_oof_ci_low"], result.summary["pr_auc_oof_ci_high"]]
-    else:
-        wide = result.oof.pivot(index="kepid", columns="repeat", values=column)
-        labels = result.oof.drop_duplicates("kepid").set_index("kepid").loc[wide.index, "label"]
-        entry["pr_auc_ci95"] = list(bootstrap_pr_auc(labels.to_numpy(), wide.to_numpy().T, seed=seed))
+    entry["pr_auc_ci95"] = list(oof_interval(result.oof, seed, column=column))
     entry["threshold_mean"] = float(result.oof.drop_duplicates(["repeat", "fold"])[threshold].mean())
     return entry
 
@@ -80,37 +61,36 @@ def bench_quality(
     progress=None,
     koi: pd.DataFrame | None = None,
 ) -> dict:
-    """Cross-validate each preset on the same folds; return the table as a JSON-able dict.
+    """Cross-validate each vetter on the same folds; return the table as a JSON-able dict.
 
     Parameters
     ----------
     dataset : Dataset
         Prepared benchmark targets.
     preset_names : tuple of str
-        Presets (names of :data:`pixel_cnn.vetter.networks.PRESETS`), in table order.
+        Vetters (names of :data:`pixel_cnn.branches.vetters.VETTERS`: ``seed``, ``phase``,
+        ``phase2``, ``tabular``, ``fusion``), in table order.
     n_folds, seed, repeats, inner_folds
-        Passed to :func:`pixel_cnn.evaluation.cv.run_cv`, identical for every preset.
+        Passed to :func:`pixel_cnn.evaluation.cv.run_cv`, identical for every vetter.
     progress : callable, optional
-        ``progress(message)`` after each preset.
+        ``progress(message)`` after each vetter.
     koi : DataFrame, optional
-        The KOI table; needed by a fusion preset and by ``tabular`` (:data:`TABULAR`: the
-        tabular-only row, which is the tabular branch of the fusion cv on the same folds; the
-        fusion cv is run for it if no fusion preset is listed).
+        The KOI table; needed by a vetter with a tabular branch.
 
     Returns
     -------
     dict
         ``protocol`` (the settings), ``dataset_digest``, ``fold_digest`` and
         ``presets``: name -> ``{metric: {"mean", "std", "per_repeat"}, ...,
-        "pr_auc_ci95": [low, high], "threshold_mean", "wall_s", "config"}``.
+        "pr_auc_ci95": [low, high], "threshold_mean", "wall_s", "config"}``; a vetter with several
+        branches also has ``branch_<b>``: each branch's mean scores on the same folds.
 
     Raises
     ------
     RuntimeError
-        Two presets did not see the same folds (a bug: folds depend on seed and
-        labels only).
+        Two vetters did not see the same folds (a bug: folds depend on seed and labels only).
     ValueError, CVError
-        Unknown preset; too few targets for the folds.
+        Unknown vetter, a tabular branch without ``koi``; too few targets for the folds.
     """
     out = {
         "protocol": {
@@ -126,37 +106,25 @@ def bench_quality(
         "presets": {},
     }
     digests = {}
-    wanted = [n for n in preset_names if n != TABULAR]
-    if TABULAR in preset_names and not any(is_fusion(get_preset(n)) for n in wanted):
-        wanted.append("fusion")  # the tabular-only row is the fusion cv's tabular branch
-    for name in wanted:
-        preset = get_preset(name)
+    for name in preset_names:
+        spec = get_vetter(name)
         start = time.perf_counter()
-        if is_fusion(preset):
-            if koi is None:
-                raise ValueError(f"preset {name!r} needs the KOI table (koi=...)")
-            result = run_fusion_cv(dataset, preset, koi, n_folds=n_folds, seed=seed, repeats=repeats,
-                                   inner_folds=inner_folds)
-        else:
-            result = run_cv(dataset, preset, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds)
+        branches = spec.branches(koi=koi) if spec.needs_koi_table else spec.branches()
+        result = run_cv(dataset, branches, n_folds=n_folds, seed=seed, repeats=repeats, inner_folds=inner_folds,
+                        vetter=name)
         wall = time.perf_counter() - start
         digests[name] = fold_digest(result)
         entry = table_entry(result, seed=seed)
         entry["threshold_mean"] = float(np.mean([f.threshold for f in result.folds]))
         entry["wall_s"] = round(wall, 1)
-        entry["config"] = preset.to_dict()
-        if name in preset_names:
-            out["presets"][name] = entry
-        if is_fusion(preset):
-            for branch in ("pixel", "tabular"):
+        entry["config"] = {b.name: b.describe() for b in branches}
+        if spec.has_combiner:
+            for branch in spec.branch_names:
                 sub = table_entry(result, f"probability_{branch}", f"threshold_{branch}", seed=seed)
-                sub["wall_s"], sub["config"] = round(wall, 1), {"branch_of": name, "branch": branch}
                 entry[f"branch_{branch}"] = {m: sub[m]["mean"] for m in TABLE_METRICS}
-                if branch == "tabular" and TABULAR in preset_names:
-                    out["presets"][TABULAR] = sub
+        out["presets"][name] = entry
         if progress:
             progress(f"{name}: PR-AUC {entry['pr_auc']['mean']:.3f} in {wall:.0f} s")
-    out["presets"] = {n: out["presets"][n] for n in preset_names}
     if len(set(digests.values())) > 1:
         raise RuntimeError(f"presets saw different folds: {digests}")
     out["fold_digest"] = next(iter(digests.values()))

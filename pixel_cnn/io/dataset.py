@@ -33,6 +33,8 @@ STACK_PATTERN = re.compile(r"^pixdiff_(\d+)\.npy$")
 #: Largest KIC id; ids above it are not Kepler targets (the 20 placeholder files).
 MAX_KEPID = 13_000_000
 KOI_REQUIRED_COLUMNS = ("kepid", "kepoi_name", "koi_disposition")
+#: The KOI cumulative table's file name in a data folder (beside ``stacks/``).
+KOI_TABLE = "koi_cumulative.csv"
 CONFIRMED, FALSE_POSITIVE, CANDIDATE = "CONFIRMED", "FALSE POSITIVE", "CANDIDATE"
 LABEL_SOURCES = ("seed", "koi")
 
@@ -63,7 +65,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             f"dataset folder {path} (from {origin}) does not exist; expected a folder with "
             f"{expected}. Pass data_dir=... or set {DATA_ENV_VAR}."
         )
-    for part in ("stacks", "koi_cumulative.csv"):
+    for part in ("stacks", KOI_TABLE):
         if not (path / part).exists():
             raise DataError(f"{path / part} is missing; a dataset folder holds {expected}")
     return path
@@ -169,6 +171,30 @@ def load_stack(path: str | os.PathLike) -> np.ndarray:
         if "pickle" in str(exc).lower():
             raise DataError(f"{name}: holds pickled Python objects; refused (not loaded)") from None
         raise DataError(f"{name}: not a readable .npy file ({exc})") from None
+
+
+def koi_table_path(path: str | os.PathLike | None = None, info: dict | None = None,
+                   data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the KOI table is: the one way every job and command finds it.
+
+    ``path`` when given; else the table beside the stacks a prepared dataset was made from
+    (``info["source"]``, the ``stacks/`` folder prep read, from ``dataset.json``); else the
+    data folder's (:func:`resolve_data_dir` of ``data_dir``), :data:`KOI_TABLE`.
+
+    Raises
+    ------
+    DataError
+        The table named or found is not a file.
+    """
+    if path is not None and str(path):
+        candidate = Path(path)
+    else:
+        source = (info or {}).get("source") or ""
+        beside = Path(source).parent / KOI_TABLE if source else None
+        candidate = beside if beside is not None and beside.is_file() else resolve_data_dir(data_dir) / KOI_TABLE
+    if not candidate.is_file():
+        raise DataError(f"{candidate}: no KOI table there")
+    return candidate
 
 
 def load_koi_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -290,7 +316,7 @@ def prepare_dataset(data_dir: str | os.PathLike | None = None, labels: str = "se
     if labels not in LABEL_SOURCES:
         raise ValueError(f"labels={labels!r}; expected one of {LABEL_SOURCES}")
     root = resolve_data_dir(data_dir)
-    koi = load_koi_table(root / "koi_cumulative.csv")
+    koi = load_koi_table(root / KOI_TABLE)
     star = koi_star_labels(koi).set_index("kepid")
     if labels == "seed":
         seed_path = root / "seed_labels.csv"

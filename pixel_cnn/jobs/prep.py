@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from pixel_cnn.vetter import tabular
-from pixel_cnn.branches import tabular as koi_branch
-from pixel_cnn.search import tuning
-from pixel_cnn.evaluation.cv import CVError, CVResult, cv_description, cv_run_name, oof_interval, plan_splits, run_cv, worst_oof
-from pixel_cnn.evaluation.fusion import KOITable, run_fusion_cv
-from pixel_cnn.vetter.networks import get_preset, is_fusion
-from pixel_cnn.evaluation.quality import bench_quality as run_bench, format_table
-from pixel_cnn.drawing.sheet import mistake_sheet_specs
 from pixel_cnn.io import tpf
-from pixel_cnn.io.dataset import (KOI_REQUIRED_COLUMNS, Dataset, DataError, load_koi_table, prepare_dataset,
-                                  resolve_data_dir, write_dataset)
-from pixel_cnn.scoring import BackgroundSheets
-from pixel_cnn.tracking import cv as tracking_cv
+from pixel_cnn.io.dataset import (
+    KOI_REQUIRED_COLUMNS,
+    KOI_TABLE,
+    DataError,
+    prepare_dataset,
+    resolve_data_dir,
+    write_dataset,
+)
 from pixel_cnn.tracking import prep as tracking_prep
-from pixel_cnn.tracking import quality as tracking_quality
 from pixel_cnn.tracking import runs
-from pixel_cnn.tracking import stores
-from pixel_cnn.tracking import tabular as tracking_tabular
-from pixel_cnn.tracking import tune as tracking_tune
-
 
 
 def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | None = None) -> dict:
@@ -115,8 +101,8 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
             except DataError as exc:
                 result["chain_note"] = f"dataset not prepared: {exc}"
                 return result
-        koi_src = Path(ephemeris) if is_koi_table else root / "koi_cumulative.csv"
-        shutil.copyfile(koi_src, out / "koi_cumulative.csv")
+        koi_src = Path(ephemeris) if is_koi_table else root / KOI_TABLE
+        shutil.copyfile(koi_src, out / KOI_TABLE)
         if root is not None and (root / "seed_labels.csv").exists():
             shutil.copyfile(root / "seed_labels.csv", out / "seed_labels.csv")
         try:

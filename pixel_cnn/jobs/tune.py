@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from sklearn.metrics import roc_auc_score
-
-from pixel_cnn.vetter import tabular
-from pixel_cnn.branches import tabular as koi_branch
-from pixel_cnn.search import tuning
-from pixel_cnn.evaluation.cv import CVError, CVResult, cv_description, cv_run_name, oof_interval, plan_splits, run_cv, worst_oof
-from pixel_cnn.evaluation.fusion import KOITable, run_fusion_cv
-from pixel_cnn.vetter.networks import get_preset, is_fusion
-from pixel_cnn.evaluation.quality import bench_quality as run_bench, format_table
-from pixel_cnn.drawing.sheet import mistake_sheet_specs
-from pixel_cnn.io import tpf
-from pixel_cnn.io.dataset import (KOI_REQUIRED_COLUMNS, Dataset, DataError, load_koi_table, prepare_dataset,
-                                  resolve_data_dir, write_dataset)
-from pixel_cnn.scoring import BackgroundSheets
-from pixel_cnn.tracking import cv as tracking_cv
-from pixel_cnn.tracking import prep as tracking_prep
-from pixel_cnn.tracking import quality as tracking_quality
-from pixel_cnn.tracking import runs
-from pixel_cnn.tracking import stores
-from pixel_cnn.tracking import tabular as tracking_tabular
-from pixel_cnn.tracking import tune as tracking_tune
 from pixel_cnn.jobs.cv import cv
-
+from pixel_cnn.search import tuning
+from pixel_cnn.tracking import runs, stores
+from pixel_cnn.tracking import tune as tracking_tune
 
 
 def tune(dataset: str, config: tuning.TuneConfig, register_best: bool = False,

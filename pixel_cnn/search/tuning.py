@@ -35,9 +35,11 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from pixel_cnn.branches.pixel import PixelBranch
+from pixel_cnn.branches.vetters import get_vetter
 from pixel_cnn.evaluation.cv import CVCallbacks, FoldOutcome, run_cv
 from pixel_cnn.stacks.dataset import Dataset
-from pixel_cnn.vetter.networks import DEFAULT_PRESET, Preset, get_preset, is_fusion
+from pixel_cnn.vetter.networks import DEFAULT_PRESET, Preset
 from pixel_cnn.vetter.representation import build_inputs
 
 #: Default storage: an sqlite file in the working directory (the project root
@@ -161,9 +163,10 @@ class TuneConfig:
             raise TuneError(f"max_epochs={self.max_epochs}; need at least 1")
         if not self.study_name.strip():
             raise TuneError("study_name is empty")
-        if is_fusion(get_preset(self.preset)):  # get_preset: ValueError listing the known presets
-            raise TuneError(f"preset {self.preset!r} is a fusion preset; tune its pixel branch "
-                            "(preset phase2) instead")
+        spec = get_vetter(self.preset)  # ValueError listing the known presets
+        if spec.branch_names != ("pixel",):
+            raise TuneError(f"preset {self.preset!r} has branches {list(spec.branch_names)}; tuning searches a "
+                            "pixel network: tune a pixel-only preset (phase2 is fusion's pixel branch)")
 
 
 # ---------------------------------------------------------------- storage
@@ -390,13 +393,13 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest_params(trial, self.config.max_epochs)
-        preset = get_preset(self.config.preset, **params)
+        preset = get_vetter(self.config.preset).pixel_preset(**params)
         self.hooks.trial_start(trial, params, preset, self.worker)
         try:
             # The objective (fold-mean PR-AUC) needs no threshold: no inner split (inner_folds=0).
-            result = run_cv(self.dataset, preset, n_folds=self.config.n_folds, seed=self.config.seed,
-                            callbacks=_PruningCallbacks(trial, self.hooks), inputs=self.inputs,
-                            inner_folds=0)
+            result = run_cv(self.dataset, [PixelBranch(preset, inputs=self.inputs)], n_folds=self.config.n_folds,
+                            seed=self.config.seed, callbacks=_PruningCallbacks(trial, self.hooks), inner_folds=0,
+                            vetter=self.config.preset)
         except optuna.TrialPruned:
             raise
         except BaseException as exc:
@@ -456,7 +459,7 @@ def n_finished(study: optuna.Study) -> int:
 
 def study_inputs(config: TuneConfig, dataset: Dataset) -> np.ndarray:
     """The model inputs of ``dataset`` for ``config.preset``, built once per study (float32 ``(N, C, S, S)``)."""
-    preset = get_preset(config.preset)
+    preset = get_vetter(config.preset).pixel_preset()
     return build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
 
 

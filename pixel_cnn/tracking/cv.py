@@ -16,15 +16,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from pixel_cnn.drawing import explain
-from pixel_cnn.vetter import tabular
-from pixel_cnn.evaluation.cv import CVCallbacks, CVResult, FoldOutcome
+from pixel_cnn.evaluation.cv import CVCallbacks, CVResult, FoldOutcome, served_vetter
 from pixel_cnn.vetter.ensemble import save_members
-from pixel_cnn.evaluation.fusion import BRANCHES, FusionCVResult
 from pixel_cnn.evaluation.metrics import pr_roc_figure, reliability_figure
 from pixel_cnn.vetter.networks import Preset
 from pixel_cnn.stacks.dataset import Dataset
 from pixel_cnn.tracking import registry
-from pixel_cnn.vetter.pyfunc import log_pyfunc
+from pixel_cnn.tracking.served import log_vetter
 from pixel_cnn.tracking.runs import (describe_run, log_dataset_input, log_df, log_figure, log_params_once,
                                      model_params, now_ms)
 
@@ -46,7 +44,7 @@ class MlflowCVCallbacks(CVCallbacks):
     (``figures/pr_roc_folds.png``).
     """
 
-    def __init__(self, parent_run_id: str, preset: Preset, log_models: bool = True):
+    def __init__(self, parent_run_id: str, preset: Preset | None, log_models: bool = True):
         self.client = MlflowClient()
         self.parent = self.client.get_run(parent_run_id)
         self.preset = preset
@@ -61,7 +59,7 @@ class MlflowCVCallbacks(CVCallbacks):
                   MLFLOW_RUN_NAME: f"repeat{repeat}-fold{fold}"},
         )
         self.child_ids[(repeat, fold)] = run.info.run_id
-        params = {"repeat": repeat, "fold": fold, **model_params(self.preset), **info}
+        params = {"repeat": repeat, "fold": fold, **(model_params(self.preset) if self.preset else {}), **info}
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self._epochs = []
 
@@ -76,13 +74,14 @@ class MlflowCVCallbacks(CVCallbacks):
         metrics = self._epochs + final
         for i in range(0, len(metrics), _MAX_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
+        branches = {f"probability_{n}": f.prob for n, f in outcome.fitted.items()} if len(outcome.fitted) > 1 else {}
         log_df(run_id, pd.DataFrame({"kepid": outcome.val_kepids, "label": outcome.val_labels,
-                                     "probability": outcome.result.val_prob}), "val_predictions.csv")
+                                     "probability": outcome.prob, **branches}), "val_predictions.csv")
         if outcome.attributions is not None:
             log_attributions(run_id, self.preset, outcome, f"repeat{repeat}-fold{fold}")
-        if self.log_models:
+        if self.log_models and outcome.pixel is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                save_members(Path(tmp), self.preset, [outcome.result.state_dict], outcome.threshold,
+                save_members(Path(tmp), self.preset, [outcome.pixel.model], outcome.thresholds["pixel"],
                              {"member_of": self.parent.info.run_id, "repeat": repeat, "fold": fold})
                 self.client.log_artifacts(run_id, tmp, "model")
         self.client.set_terminated(run_id)
@@ -92,7 +91,7 @@ def log_attributions(run_id: str, preset: Preset, outcome: FoldOutcome, name: st
     """Log ``figures/attributions.png``: each validation target's in-transit input beside its
     Integrated-Gradients map (``outcome.attributions``, :mod:`pixel_cnn.drawing.explain`), on run ``run_id``."""
     fig = explain.attribution_figure(
-        outcome.val_inputs, outcome.attributions, outcome.val_kepids, outcome.val_labels, outcome.result.val_prob,
+        outcome.val_inputs, outcome.attributions, outcome.val_kepids, outcome.val_labels, outcome.pixel.prob,
         n_maps=preset.in_channels - preset.n_scalars,
         title=f"{name}: input channel 0 | Integrated Gradients (red: toward CONFIRMED)")
     log_figure(run_id, fig, "figures/attributions.png")
@@ -111,13 +110,14 @@ def log_cv_summary(run_id: str, result: CVResult) -> None:
     first = result.oof[result.oof["repeat"] == 0]
     curves = [(f"fold {k}", g["label"].to_numpy(), g["probability"].to_numpy()) for k, g in first.groupby("fold")]
     curves.insert(0, ("pooled OOF", first["label"].to_numpy(), first["probability"].to_numpy()))
-    log_figure(run_id, pr_roc_figure(curves, f"{result.preset.name}: out-of-fold, repeat 0"),
+    log_figure(run_id, pr_roc_figure(curves, f"{result.vetter}: out-of-fold, repeat 0"),
                 "figures/pr_roc_folds.png")
     oof = result.oof
     log_figure(run_id, reliability_figure(
         [(f"pooled OOF, {oof['repeat'].nunique()} repeat(s)", oof["label"].to_numpy(), oof["probability"].to_numpy())],
-        title=f"{result.preset.name}: reliability, out-of-fold"), "figures/reliability.png")
-    client.log_dict(run_id, result.preset.to_dict(), "config.json")
+        title=f"{result.vetter}: reliability, out-of-fold"), "figures/reliability.png")
+    client.log_dict(run_id, {"vetter": result.vetter, "branches": {b.name: b.describe() for b in result.branches}},
+                    "config.json")
 
 
 def log_mistakes(run_id: str, folder, worst: pd.DataFrame) -> None:
@@ -133,49 +133,34 @@ def log_cv_description(run_id: str, text: str, roc_interval: tuple[float, float]
     describe_run(run_id, text)
 
 
-def log_cv_inputs(run_id: str, dataset: Dataset, info: dict, preset: Preset) -> None:
-    """Record what cv trained on: the dataset (digest) and the prep run behind it."""
+def log_cv_inputs(run_id: str, dataset: Dataset, info: dict, vetter: str, preset: Preset | None) -> None:
+    """Record what cv trained on: the dataset (digest) and the prep run behind it; the vetter's
+    name (tag ``preset``) and its pixel network's configuration (params ``model.*``)."""
     client = MlflowClient()
-    tags = {"dataset_digest": dataset.digest, "preset": preset.name}
+    tags = {"dataset_digest": dataset.digest, "preset": vetter}
     if info.get("prep_run_id"):
         tags["prep_run_id"] = info["prep_run_id"]
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    log_params_once(run_id, model_params(preset))
+    if preset is not None:
+        log_params_once(run_id, model_params(preset))
     log_dataset_input(run_id, dataset, info.get("source", ""), "kepler-pixdiff", "training")
 
 
-def log_ensemble(run_id: str, result: CVResult, register: bool, alias: str,
-                 input_example: np.ndarray | None, dataset_digest: str, tabular_model=None):
-    """Log the fold ensemble (repeat 0) as ``model`` of the parent run; optionally register.
+def log_vetter_model(run_id: str, result: CVResult, seed: int, register: bool, alias: str,
+                     input_example: np.ndarray | None, dataset_digest: str):
+    """Log the cv's vetter (:func:`pixel_cnn.evaluation.cv.served_vetter`) as ``model`` of the parent run;
+    optionally register it.
 
-    With ``register`` a new version of ``pixel-cnn`` is created, tagged with
-    its OOF scores, and ``alias`` (e.g. ``champion``) set to it. Returns
-    ``(model_info, version or None)``. A fusion result
-    (:class:`~pixel_cnn.evaluation.fusion.FusionCVResult`) with its served ``tabular_model``
-    (trained on every labelled KOI) is logged as one model: pixel members (pixel-only
-    threshold), tabular branch, the mean combiner of repeat 0's folds and the fused threshold.
+    With ``register`` a new version of ``pixel-cnn`` is created, tagged with its OOF scores and
+    vetter name, and ``alias`` (e.g. ``champion``) set to it. Returns ``(model_info, version or None)``.
     """
-    members = result.ensemble_folds()
-    info = {"cv_run_id": run_id, "dataset_digest": dataset_digest,
-            "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"],
-            # every cv target trained some member: scoring marks these stars (their scores are not out of fold)
-            "training_kepids": sorted(int(k) for k in result.oof["kepid"].unique())}
-    threshold = result.summary["threshold"]
-    if isinstance(result, FusionCVResult):
-        if tabular_model is None:
-            raise ValueError("a fusion cv result needs its served tabular_model")
-        info["fusion"] = {"combiner": result.combiner.to_dict(), "threshold": threshold,
-                          "threshold_pixel": result.threshold_pixel, "koi_table_digest": result.koi_digest,
-                          "tabular_features": list(tabular.FEATURE_NAMES),
-                          **{f"{m}_oof_{b}": result.summary[f"{m}_oof_{b}"] for m in ("pr_auc", "roc_auc")
-                             for b in BRANCHES}}
-        threshold = result.threshold_pixel
-    model_info = log_pyfunc(run_id, result.preset, [f.result.state_dict for f in members],
-                            threshold, info, input_example=input_example,
-                            tabular_model=tabular_model if isinstance(result, FusionCVResult) else None)
+    config, pixel, tabular_model = served_vetter(result, seed, {
+        "cv_run_id": run_id, "dataset_digest": dataset_digest,
+        "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"]})
+    model_info = log_vetter(run_id, config, pixel, tabular_model, input_example=input_example)
     version = None
     if register:
         tags = {key: f"{result.summary[key]:.4f}" for key in ("pr_auc_oof", "roc_auc_oof", "threshold")}
-        tags.update(preset=result.preset.name, cv_run_id=run_id)
+        tags.update(preset=result.vetter, cv_run_id=run_id)
         version = registry.register(model_info, tags, alias)
     return model_info, version

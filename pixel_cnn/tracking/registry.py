@@ -12,10 +12,12 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.vetter.ensemble import CONFIG_FILE, WEIGHTS_FILE
 from pixel_cnn.tracking import stores
+from pixel_cnn.vetter.model import CONFIG_FILE, TABULAR_FILE, WEIGHTS_FILE
 
 MODEL_NAME = "pixel-cnn"
+#: The served model: what ``make serve``, ``make predict`` and ``python -m pixel_cnn.predict`` use by default.
+CHAMPION_URI = f"models:/{MODEL_NAME}@champion"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
@@ -62,11 +64,19 @@ def check_model_uri(model_uri: str) -> str:
 
 
 #: Files every logged pixel-cnn pyfunc model holds (relative to the model's root).
-MODEL_FILES = ("MLmodel", "serving_model.py", "requirements.txt", f"artifacts/{CONFIG_FILE}", f"artifacts/{WEIGHTS_FILE}")
+MODEL_FILES = ("MLmodel", "serving_model.py", "requirements.txt", f"artifacts/{CONFIG_FILE}")
+#: The file each branch adds.
+BRANCH_FILES = {"pixel": f"artifacts/{WEIGHTS_FILE}", "tabular": f"artifacts/{TABULAR_FILE}"}
+
+
+def model_files(branches) -> list[str]:
+    """The files a logged vetter with ``branches`` must hold (:data:`MODEL_FILES` and each branch's)."""
+    return [*MODEL_FILES, *(BRANCH_FILES[b] for b in branches)]
 
 
 def verify_model_artifacts(model_info) -> None:
-    """Raise :class:`~pixel_cnn.tracking.stores.StoreError` unless every file of ``MODEL_FILES`` is stored.
+    """Raise :class:`~pixel_cnn.tracking.stores.StoreError` unless every file of the model is stored
+    (:func:`model_files` of the branches its metadata names).
 
     Lists the logged model's artifacts through the tracking server (or the
     store directly); a missing file means a partial upload.
@@ -75,7 +85,8 @@ def verify_model_artifacts(model_info) -> None:
     found = set()
     for sub in ("", "artifacts"):
         found |= {a.path for a in client.list_logged_model_artifacts(model_info.model_id, sub or None)}
-    missing = [f for f in MODEL_FILES if f not in found]
+    branches = ((model_info.metadata or {}).get("vetter") or {}).get("branches", ["pixel"])
+    missing = [f for f in model_files(branches) if f not in found]
     if missing:
         raise stores.StoreError(f"model {model_info.model_uri}: {missing} missing from the artifact store; "
                                 "not registered")
@@ -164,6 +175,23 @@ def promote(name: str = MODEL_NAME, challenger: str = "challenger",
 
 class ModelLoadError(RuntimeError):
     """A model URI that cannot be loaded; the message is one line naming it and the tracking store."""
+
+
+def description(model) -> dict:
+    """What a loaded model is (:meth:`pixel_cnn.vetter.model.Vetter.describe`), from its MLflow metadata.
+
+    ``{}`` for a model logged without it (before the vetter described itself).
+    """
+    return dict(((getattr(model, "metadata", None) and model.metadata.metadata) or {}).get("vetter") or {})
+
+
+def vetter_of(model):
+    """The :class:`~pixel_cnn.vetter.model.Vetter` inside a loaded pixel-cnn pyfunc model (in-process
+    batch scoring, attributions), or None for another model."""
+    try:
+        return getattr(model.unwrap_python_model(), "vetter", None)
+    except AttributeError:
+        return None
 
 
 def load(model_uri: str):

@@ -9,7 +9,6 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from pixel_cnn.vetter import tabular
 from pixel_cnn.branches import tabular as koi_branch
 from pixel_cnn.evaluation.metrics import pr_roc_figure
 from pixel_cnn.tracking.runs import log_df, log_figure, now_ms

@@ -1,9 +1,8 @@
 """The fold ensemble: raw stacks in, probabilities out. Pure torch + numpy.
 
-On disk an ensemble is ``config.json`` (resolved preset, decision threshold,
-provenance) and ``weights.pt`` (one ``state_dict`` per member, loaded with
-``torch.load(weights_only=True)``: a format that cannot run code). The MLflow
-wrapper that serves it is :mod:`pixel_cnn.vetter.pyfunc`.
+The pixel branch of a served vetter (:class:`~.model.Vetter`). A cv fold's network is saved
+on its own as ``config.json`` (resolved preset, threshold, provenance) and ``weights.pt``
+(:func:`save_members`; ``torch.load(weights_only=True)``: a format that cannot run code).
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ class Ensemble:
 
     def __init__(self, preset: Preset, state_dicts: list[dict], threshold: float):
         self.preset, self.threshold = preset, float(threshold)
-        self.training_kepids: frozenset[int] = frozenset()
         self.members = []
         for sd in state_dicts:
             net = build_model(preset)
@@ -59,12 +57,10 @@ class Ensemble:
 
     @classmethod
     def from_files(cls, config_path: str | Path, weights_path: str | Path) -> "Ensemble":
+        """The networks saved by :func:`save_members` (a cv fold's ``model/`` folder)."""
         config = json.loads(Path(config_path).read_text())
         state_dicts = torch.load(weights_path, map_location="cpu", weights_only=True)
-        ensemble = cls(Preset.from_dict(config["preset"]), state_dicts, config["threshold"])
-        #: kepids of the stars the members were trained on (every cv target; absent in older models)
-        ensemble.training_kepids = frozenset(int(k) for k in config.get("training_kepids", ()))
-        return ensemble
+        return cls(Preset.from_dict(config["preset"]), state_dicts, config["threshold"])
 
     @torch.no_grad()
     def predict_inputs(self, x: np.ndarray) -> np.ndarray:

@@ -137,25 +137,13 @@ PHASE = Preset(
 #: logit (arch ``hybrid``, :class:`HybridCNN`). Same schedule as ``phase``, not searched.
 PHASE2 = dataclasses.replace(PHASE, name="phase2", representation="phase2", arch="hybrid")
 
-#: The fusion vetter (issue 14): ``phase2``'s network as the pixel branch, unchanged, joined with
-#: the tabular branch (:mod:`pixel_cnn.vetter.tabular`) by a logistic regression on the two logits
-#: (:mod:`pixel_cnn.evaluation.fusion`). The preset holds the pixel branch's fields; cv and serving
-#: recognise a fusion preset by its name (:data:`FUSION_PRESETS`).
+#: The pixel branch of the fusion vetter (:data:`pixel_cnn.branches.vetters.VETTERS`):
+#: ``phase2``'s network, unchanged, under the vetter's name.
 FUSION = dataclasses.replace(PHASE2, name="fusion")
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (SEED, PHASE, PHASE2, FUSION)}
-#: Presets whose cv also trains the tabular branch and the combiner.
-FUSION_PRESETS = frozenset({"fusion"})
-
-
-def is_fusion(preset: Preset) -> bool:
-    """True for a preset of :data:`FUSION_PRESETS` (pixel branch + tabular branch + combiner)."""
-    return preset.name in FUSION_PRESETS
+#: The default pixel network (tuning, the speed benchmark, the pixel branch of ``fusion``).
 DEFAULT_PRESET = "phase2"
-#: What ``make cv`` (the ``cv`` entry point) runs by default: the fusion vetter, the best of the
-#: presets on the benchmark (README "Results"). :data:`DEFAULT_PRESET` stays the default pixel
-#: network (tuning, the speed benchmark, the pixel branch of ``fusion``).
-CV_DEFAULT_PRESET = "fusion"
 
 
 def channels_from_base(base_channels: int) -> tuple[int, int, int]:

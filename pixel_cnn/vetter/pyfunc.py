@@ -1,19 +1,11 @@
-"""The fold ensemble as an ``mlflow.pyfunc`` model, and how it is logged.
+"""The served vetter as an ``mlflow.pyfunc`` model: input checks, signatures, HTTP 400s.
 
-The model is logged as "models from code" (:mod:`pixel_cnn.vetter.serving_model`,
-no pickled Python) with the ensemble's ``config.json`` and ``weights.pt`` as
-artifacts. Its code is only the modules serving imports (:data:`SERVED_MODULES`),
-copied with the package layout, so it loads and serves from any directory.
+Logged by :mod:`pixel_cnn.tracking.served` as "models from code" (no pickled Python), with
+the vetter's files (:meth:`~.model.Vetter.save`) as artifacts and this whole folder as its code.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -24,9 +16,8 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from . import ensemble as ens
 from . import tabular
-from .networks import Preset
+from .model import Vetter
 from .stack import StackError
 
 #: Most numbers one served request may carry: 2**21 values (8 MiB as float32), about 113 stacks
@@ -38,25 +29,17 @@ SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
     outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold")]),
 )
-#: Input of the served fusion model: the same stacks, plus the KOI parameters of the star as
-#: MLflow inference ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``),
-#: each optional (None = not given; units in :data:`pixel_cnn.vetter.tabular.ALLOWED_INPUTS`).
+#: Input of a served vetter with a tabular branch: the same stacks, plus the KOI parameters of the
+#: star as MLflow inference ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``),
+#: each optional (None = not given; units in :data:`~.tabular.ALLOWED_INPUTS`).
 FUSION_SIGNATURE = ModelSignature(
     inputs=SIGNATURE.inputs,
     outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
-                    ColSpec("double", "pixel_probability"), ColSpec("double", "tabular_probability", required=False),
+                    ColSpec("double", "pixel_probability", required=False),
+                    ColSpec("double", "tabular_probability", required=False),
                     ColSpec("string", "branch"), ColSpec("string", "inputs_used")]),
     params=ParamSchema([ParamSpec(name, "double", None) for name in tabular.ALLOWED_INPUTS]),
 )
-#: The package's files that the served model imports (paths inside ``pixel_cnn/``): its whole code.
-SERVED_MODULES = (
-    "__init__.py",
-    "vetter/__init__.py", "vetter/stack.py", "vetter/vetting.py", "vetter/representation.py", "vetter/networks.py",
-    "vetter/ensemble.py", "vetter/tabular.py", "vetter/combiner.py", "vetter/pyfunc.py", "vetter/serving_model.py",
-)
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
 class BadRequestError(MlflowException):
     """A served request that cannot be scored: HTTP 400 with a short, fixed message.
 
@@ -111,13 +94,15 @@ def _as_stack_list(model_input) -> list:
 
 
 class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
-    """``mlflow.pyfunc`` wrapper of :class:`Ensemble`.
+    """``mlflow.pyfunc`` wrapper of the served :class:`~.model.Vetter`.
 
     Input: float32 array ``(N, 32, H, W)`` (a served JSON body
     ``{"inputs": [STACK, ...]}``, stacks of one size per request), or in-process
-    a 1-D object array of stacks of mixed sizes. Output: DataFrame
-    ``probability`` (float64, of CONFIRMED), ``label`` ("CONFIRMED" /
-    "FALSE POSITIVE"), ``threshold`` (float64), one row per stack.
+    a 1-D object array of stacks of mixed sizes; with a tabular branch, the star's KOI
+    parameters as MLflow inference ``params``. Output: DataFrame ``probability`` (float64, of
+    CONFIRMED), ``label`` ("CONFIRMED" / "FALSE POSITIVE"), ``threshold`` (float64), one row per
+    stack, and each branch's answer when the vetter has a tabular branch
+    (:meth:`~.model.Vetter.predict`).
 
     A bad request raises :class:`BadRequestError`, which the scoring server
     answers with HTTP 400 and the short reason. Rule for batches: one bad
@@ -126,107 +111,15 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context):
-        self.ensemble = ens.Ensemble.from_files(context.artifacts["config"], context.artifacts["weights"])
-        self.fusion = None
-        if "tabular" in context.artifacts:  # a fusion model (preset ``fusion``): pixel + tabular + combiner
-            from .combiner import Combiner, FusionPredictor, loads_tabular
-
-            config = json.loads(Path(context.artifacts["config"]).read_text())["fusion"]
-            self.fusion = FusionPredictor(self.ensemble, loads_tabular(Path(context.artifacts["tabular"]).read_bytes()),
-                                          Combiner.from_dict(config["combiner"]), config["threshold"])
-        release_code_path(Path(context.artifacts["config"]).resolve().parents[1] / "code")
+        self.vetter = Vetter.from_files(Path(context.artifacts["config"]).parent)
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         try:
-            if self.fusion is not None:
-                return self.fusion.predict(_as_stack_list(model_input), params)
-            return self.ensemble.predict_stacks(_as_stack_list(model_input))
+            return self.vetter.predict(_as_stack_list(model_input), params)
         except (StackError, tabular.TabularInputError) as exc:
             raise BadRequestError(f"bad request: {exc}") from None
 
 
-def release_code_path(code_dir: Path) -> None:
-    """Take the model's own code folder off ``sys.path`` once the model is loaded.
-
-    MLflow puts ``code_paths`` first on ``sys.path`` before it runs the model's
-    code. The model ships only :data:`SERVED_MODULES`, so left there the folder
-    would shadow the installed ``pixel_cnn`` for every later import, in this
-    process and in the processes it starts (joblib and multiprocessing copy
-    ``sys.path``): ``pixel_cnn.io`` would not be found. Everything the model
-    needs is imported by now.
-    """
-    target = os.path.realpath(code_dir)
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != target]
-
-
-def pip_requirements() -> list[str]:
-    """Exact versions of what the served model imports, given explicitly (MLflow's inference is slow).
-
-    Plus ``uvloop``, the event loop of the scoring server: with ``--workers N`` uvicorn's
-    asyncio loop serves without TCP_NODELAY (uvicorn issue #3149, +40 ms a keep-alive
-    request); uvloop sets it.
-    """
-    from importlib.metadata import version
-
-    import cloudpickle
-    import sklearn
-    import skops
-    import torch
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"cloudpickle=={cloudpickle.__version__}",
-        f"scikit-learn=={sklearn.__version__}",
-        f"skops=={skops.__version__}",
-        f"uvloop=={version('uvloop')}",
-    ]
-
-
-def served_code(dest: Path) -> Path:
-    """Copy :data:`SERVED_MODULES` into ``dest/pixel_cnn`` (package layout kept); returns that folder."""
-    root = Path(dest) / "pixel_cnn"
-    for rel in SERVED_MODULES:
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PACKAGE_DIR / rel, target)
-    return root
-
-
-def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: float, info: dict,
-               registered_model_name: str | None = None, input_example: np.ndarray | None = None,
-               tabular_model=None):
-    """Log a :class:`PixelCNNPyfunc` of ``state_dicts`` as ``model`` of ``run_id``; returns the ``ModelInfo``.
-
-    Registers it as ``registered_model_name`` when given. With ``tabular_model`` (a fusion
-    model) the tabular branch is saved as ``tabular.skops`` and ``info`` must hold ``fusion``
-    = ``{"combiner": Combiner.to_dict(), "threshold": fused threshold, ...}``; ``threshold``
-    is then the pixel-only one. The model then takes KOI parameters (:data:`FUSION_SIGNATURE`).
-    """
-    signature = SIGNATURE
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # predict() takes stacks of any size on purpose: no type-hint validation wanted.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        artifacts = ens.save_members(Path(tmp) / "artifacts", preset, state_dicts, threshold, info)
-        if tabular_model is not None:
-            from .combiner import dumps_tabular
-
-            if "fusion" not in info:
-                raise ValueError("a fusion model needs info['fusion'] (combiner and fused threshold)")
-            path = Path(tmp) / "artifacts" / "tabular.skops"
-            path.write_bytes(dumps_tabular(tabular_model))
-            artifacts["tabular"], signature = str(path), FUSION_SIGNATURE
-        code = served_code(Path(tmp) / "code")
-        with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
-            return mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(code / "vetter" / "serving_model.py"),
-                artifacts=artifacts,
-                code_paths=[str(code)],
-                pip_requirements=pip_requirements(),
-                signature=signature,
-                input_example=input_example,
-                registered_model_name=registered_model_name,
-            )
+def signature_of(vetter_config: dict) -> ModelSignature:
+    """The signature of a vetter: with KOI ``params`` when it has a tabular branch."""
+    return FUSION_SIGNATURE if "tabular" in vetter_config["branches"] else SIGNATURE

@@ -188,3 +188,26 @@ def check_parameters(params: dict) -> dict[str, float]:
     return out
 
 
+#: The one type of a fitted ``HistGradientBoostingClassifier`` that skops does not trust by
+#: default (scikit-learn's tree predictor); trusted by name when the served model loads.
+SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+
+
+def dumps_tabular(model) -> bytes:
+    """A fitted tabular model as skops bytes (``skops.io.dumps``; no pickle)."""
+    import skops.io as sio
+
+    return sio.dumps(model)
+
+
+def loads_tabular(data: bytes):
+    """The tabular model from :func:`dumps_tabular` bytes; only :data:`SKOPS_TRUSTED` beyond skops' defaults.
+
+    Raises
+    ------
+    skops.io.exceptions.UntrustedTypesFoundException
+        The file holds another type (not a model this project wrote).
+    """
+    import skops.io as sio
+
+    return sio.loads(data, trusted=SKOPS_TRUSTED)

@@ -1,0 +1,110 @@
+"""How a vetter is logged as an ``mlflow.pyfunc`` model: its files, its code folder, its requirements.
+
+The model is "models from code" (no pickled Python): a small generated ``serving_model.py``
+that builds :class:`pixel_cnn.vetter.pyfunc.PixelCNNPyfunc`, the vetter's files
+(:meth:`pixel_cnn.vetter.model.Vetter.save`) as artifacts, and as its code the whole
+``pixel_cnn/vetter/`` folder, shipped under its own top-level name :data:`SERVED_PACKAGE`
+(the folder imports itself by relative import only: ``tests/test_layout.py``). Loading a model
+therefore never shadows the installed ``pixel_cnn``, and the model loads and serves from any
+directory. The vetter's description (:meth:`~pixel_cnn.vetter.model.Vetter.describe`) is the
+model's MLflow metadata (``vetter``), so a loaded model says what it is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pixel_cnn.vetter.model import Vetter
+from pixel_cnn.vetter.pyfunc import signature_of
+
+#: The top-level name the served folder ships under (never ``pixel_cnn``: no shadowing).
+SERVED_PACKAGE = "pixel_cnn_vetter"
+#: The folder that is the served model's whole code.
+SERVED_DIR = Path(__file__).resolve().parents[1] / "vetter"
+#: The models-from-code file MLflow runs at load time.
+SERVING_MODEL = f'''"""Model code for mlflow.pyfunc "models from code": no pickled Python in the model."""
+
+from mlflow.models import set_model
+
+from {SERVED_PACKAGE}.pyfunc import PixelCNNPyfunc
+
+set_model(PixelCNNPyfunc())
+'''
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what the served model imports, given explicitly (MLflow's inference is slow).
+
+    Plus ``uvloop``, the event loop of the scoring server: with ``--workers N`` uvicorn's
+    asyncio loop serves without TCP_NODELAY (uvicorn issue #3149, +40 ms a keep-alive
+    request); uvloop sets it.
+    """
+    from importlib.metadata import version
+
+    import cloudpickle
+    import sklearn
+    import skops
+    import torch
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+        f"skops=={skops.__version__}",
+        f"uvloop=={version('uvloop')}",
+    ]
+
+
+def served_code(dest: Path) -> Path:
+    """Copy the served folder (every ``.py`` of ``pixel_cnn/vetter/``) to ``dest/``:data:`SERVED_PACKAGE`."""
+    root = Path(dest) / SERVED_PACKAGE
+    root.mkdir(parents=True, exist_ok=True)
+    for path in sorted(SERVED_DIR.glob("*.py")):
+        shutil.copyfile(path, root / path.name)
+    return root
+
+
+def log_vetter(run_id: str, config: dict, pixel_state_dicts: list[dict] | None = None, tabular_model=None,
+               registered_model_name: str | None = None, input_example: np.ndarray | None = None):
+    """Log a vetter as ``model`` of run ``run_id``; returns MLflow's ``ModelInfo``.
+
+    ``config`` is the vetter's ``config.json`` (:class:`~pixel_cnn.vetter.model.Vetter`); the
+    files are checked by building the vetter before anything is logged. Registers it as
+    ``registered_model_name`` when given. The signature takes KOI ``params`` when the vetter
+    has a tabular branch (:func:`pixel_cnn.vetter.pyfunc.signature_of`).
+
+    Raises
+    ------
+    ValueError
+        ``config`` and the given branches disagree (:class:`~pixel_cnn.vetter.model.Vetter`).
+    """
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # predict() takes stacks of any size on purpose: no type-hint validation wanted.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        artifacts = Vetter.save(Path(tmp) / "artifacts", config, pixel_state_dicts, tabular_model)
+        description = Vetter.from_files(Path(tmp) / "artifacts").describe()
+        code = served_code(Path(tmp) / "code")
+        model_file = Path(tmp) / "serving_model.py"
+        model_file.write_text(SERVING_MODEL)
+        with mlflow.start_run(run_id=run_id, nested=bool(mlflow.active_run())):
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(model_file),
+                artifacts=artifacts,
+                code_paths=[str(code)],
+                pip_requirements=pip_requirements(),
+                signature=signature_of(config),
+                input_example=input_example,
+                registered_model_name=registered_model_name,
+                metadata={"vetter": description},
+            )
