@@ -29,11 +29,27 @@ SERVED_PACKAGE = "pixel_cnn_vetter"
 #: The folder that is the served model's whole code.
 SERVED_DIR = Path(__file__).resolve().parents[1] / "vetter"
 #: The models-from-code file MLflow runs at load time.
-SERVING_MODEL = f'''"""Model code for mlflow.pyfunc "models from code": no pickled Python in the model."""
+SERVING_MODEL = f'''"""Model code for mlflow.pyfunc "models from code": no pickled Python in the model.
+
+The vetter's code is the folder code/{SERVED_PACKAGE}/ beside this file. It is put on sys.path
+here (MLflow does so at load time, not when the model is logged), and a {SERVED_PACKAGE}
+imported earlier in this process from another model's folder is dropped first, so each
+model runs its own code.
+"""
+
+import sys
+from pathlib import Path
 
 from mlflow.models import set_model
 
-from {SERVED_PACKAGE}.pyfunc import PixelCNNPyfunc
+_code = Path(__file__).resolve().parent / "code"
+for _name in [m for m in sys.modules if m.split(".")[0] == "{SERVED_PACKAGE}"]:
+    if not str(getattr(sys.modules[_name], "__file__", "") or "").startswith(str(_code)):
+        del sys.modules[_name]
+if str(_code) not in sys.path:
+    sys.path.insert(0, str(_code))
+
+from {SERVED_PACKAGE}.pyfunc import PixelCNNPyfunc  # noqa: E402
 
 set_model(PixelCNNPyfunc())
 '''
