@@ -50,6 +50,9 @@ class Branch:
     name: str = ""
     #: Whether the served vetter can answer from this branch alone (it has a threshold of its own).
     answers_alone: bool = False
+    #: Training data of the branch's own beyond the cv's targets (the tabular branch: the labelled KOI
+    #: table, ``kepid, kepoi_name, label`` + inputs), logged with the cv as a dataset input; None if none.
+    training_table = None
 
     def prepare(self, dataset: Dataset) -> None:
         """Build this branch's inputs for every target of ``dataset`` (once per cv)."""

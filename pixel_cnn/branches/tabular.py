@@ -225,7 +225,7 @@ class TabularBranch(Branch):
         self.features = build_features(self.labelled)
         self.labels = self.labelled["label"].to_numpy(np.int64)
         self.kepids = self.labelled["kepid"].to_numpy(np.int64)
-        self.table = training_table(koi)
+        self.table = self.training_table = training_table(koi)
         self.digest = table_digest(self.table)
         self.star_x = self.star_names = None
 

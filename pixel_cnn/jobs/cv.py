@@ -96,8 +96,8 @@ def cv(
     with runs.job_run(runs.EXPERIMENT_CV, name, cli_params) as run_id:
         tracking_cv.log_cv_inputs(run_id, data, info, spec.name, preset)
         for branch in branches:
-            if hasattr(branch, "table"):  # a branch trained on the KOI table logs it as a dataset input
-                tracking_tabular.log_koi_input(run_id, branch.table, str(koi_path))
+            if branch.training_table is not None:  # the KOI table the tabular branch trains on
+                tracking_tabular.log_koi_input(run_id, branch.training_table, str(koi_path))
         # A real stack (the smallest) as input example: saved with every model.
         example = min(data.stack_list(), key=lambda s: s.size)[None].astype(np.float32)
         callbacks = tracking_cv.MlflowCVCallbacks(run_id, preset)
