@@ -100,10 +100,10 @@ def test_registered_champion_loads_from_another_directory(e2e, tmp_path):
     script = (
         "import sys, json, numpy as np, mlflow\n"
         "m = mlflow.pyfunc.load_model('models:/pixel-cnn@champion')\n"
-        "import pixel_cnn\n"
         "s = np.load(sys.argv[1]).astype(np.float32)\n"
         "out = m.predict(s[None])\n"
-        "print(json.dumps({'file': pixel_cnn.__file__, 'p': float(out['probability'][0]), 'label': out['label'][0]}))\n"
+        "served = sys.modules['pixel_cnn_vetter']\n"  # the vetter's code as the model ships it
+        "print(json.dumps({'file': served.__file__, 'p': float(out['probability'][0]), 'label': out['label'][0]}))\n"
     )
     from pixel_cnn.io.dataset import resolve_data_dir
 
