@@ -168,8 +168,11 @@ def test_load_2000_requests_at_concurrency_8_no_errors(server, real_dataset, tmp
 
 
 def test_models_are_logged_from_code_without_pickles(trained):
-    local = mlflow.artifacts.download_artifacts(trained["uri"],
-                                                tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(trained["env"]["MLFLOW_TRACKING_URI"])  # resolves models:/ through its registry
+    try:
+        local = mlflow.artifacts.download_artifacts(trained["uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
     files = [p for p in Path(local).rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     import yaml
@@ -219,7 +222,7 @@ def test_champion_keeps_answering_and_never_moves_while_new_versions_register(se
                       "--seed", "5", "--register", "true", "--alias", ""])
         assert rc == 0, capsys.readouterr().err[-2000:]
         # Another version (of the champion's logged model) registered with another alias.
-        registry.register(mlflow.models.get_model_info(f"models:/{champion.model_id}"), {"preset": "test"},
+        registry.register(mlflow.models.get_model_info(champion.source), {"preset": "test"},
                           "challenger")
     finally:
         time.sleep(0.3)
