@@ -14,7 +14,7 @@ import pytest
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
-from tests.support import store_env
+from tests.support import SHARED_CV, SHARED_URI, store_env
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +58,56 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield root
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def shared_model(tmp_path_factory) -> dict:
+    """ONE trained and registered model for the whole session, made the real way (what `make cv` does).
+
+    `mlflow run . -e prep` then `mlflow run . -e cv -P register=true` with the cv's default vetter
+    (fusion) kept short (:data:`SHARED_CV`), in a fresh sqlite store under pytest's tmp dir.
+    Keys: ``root`` (store folder, the runs' cwd), ``env`` (its environment, :func:`store_env`),
+    ``prep``/``cv`` (the two ``CompletedProcess``), ``dataset`` (prep's output folder), ``prep_run``/
+    ``cv_run`` (MLflow ``Run``), ``version`` (the champion's version, str), ``uri`` (:data:`SHARED_URI`).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from tests.support import mlflow_run
+
+    root = tmp_path_factory.mktemp("shared-model")
+    env = store_env(root)
+    prep = mlflow_run("prep", {"out_dir": root / "processed"}, env, root)
+    cv = mlflow_run("cv", {"dataset": root / "processed", "register": "true", **SHARED_CV}, env, root)
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+
+    def entry_run(entry):
+        runs = client.search_runs(experiments, f"tags.`mlflow.project.entryPoint` = '{entry}'")
+        assert len(runs) == 1, (entry, len(runs))
+        return runs[0]
+
+    return {"root": root, "env": env, "prep": prep, "cv": cv, "dataset": root / "processed",
+            "prep_run": entry_run("prep"), "cv_run": entry_run("cv"), "uri": SHARED_URI,
+            "version": client.get_model_version_by_alias("pixel-cnn", "champion").version}
+
+
+@pytest.fixture(scope="session")
+def shared_pyfunc(shared_model):
+    """The shared model loaded in this process (``mlflow.pyfunc.load_model``)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(shared_model["env"]["MLFLOW_TRACKING_URI"])
+    try:
+        return mlflow.pyfunc.load_model(shared_model["uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def shared_server(shared_model) -> str:
+    """ONE real `mlflow models serve` of the shared model for the session (loopback, stopped by PID);
+    its base URL. Serves the champion version resolved at start, which no test moves."""
+    from tests.support import served_model
+
+    with served_model(shared_model["uri"], shared_model["env"], shared_model["root"]) as url:
+        yield url

@@ -18,6 +18,13 @@ from ops.serving import free_port, served_model  # noqa: F401 - re-exported for 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
+#: The shared model's `mlflow run . -e cv` parameters: make cv's default vetter (fusion), short. lr and
+#: dropout are the preset's own values, given as text on purpose (tests check they are logged as given).
+SHARED_CV = {"epochs": 2, "n_folds": 3, "inner_folds": 2, "lr": "0.0010", "dropout": "0.30"}
+#: The model URI every test of the shared model uses. Tests may register more versions in its store
+#: (never moving this alias), so no test relies on a version number or on the latest version.
+SHARED_URI = "models:/pixel-cnn@champion"
+
 
 def store_env(root: Path) -> dict[str, str]:
     """Environment for a subprocess that uses a fresh sqlite store under ``root``."""

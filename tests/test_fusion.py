@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import httpx
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +22,8 @@ from pixel_cnn.io.dataset import load_koi_table
 from pixel_cnn.vetter import tabular
 from pixel_cnn.vetter.combiner import Combiner, logit
 from pixel_cnn.vetter.networks import get_preset
-from tests.support import PROJECT, in_store, served_model, store_env
+from pixel_cnn.tracking.registry import description
+from tests.support import PROJECT, store_env
 
 JSON = {"Content-Type": "application/json"}
 QUICK = {"epochs": 2}
@@ -132,16 +132,11 @@ def test_branch_metrics_side_by_side(fusion_result):
 
 
 @pytest.fixture(scope="module")
-def fusion_run(tmp_path_factory, prepared_dir, data_dir):
-    """``cv_job`` of the fusion preset (3 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn.jobs.cv import cv as cv_job
-
-    root = tmp_path_factory.mktemp("fusion-store")
-    with in_store(root) as env:
-        result, info = cv_job(str(prepared_dir), "fusion", dict(QUICK), n_folds=3, seed=3, inner_folds=2,
-                              register=True, alias="champion", koi_table=str(data_dir / "koi_cumulative.csv"))
-        model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
-        yield {"root": root, "env": env, "result": result, "info": info, "model": model}
+def fusion_run(shared_model, shared_pyfunc):
+    """The session's shared model: `mlflow run . -e cv` of the fusion vetter (3 folds x 2 epochs), registered
+    as pixel-cnn@champion in a fresh store; its cv run, the model in process and what it says it is."""
+    return {**shared_model, "run": shared_model["cv_run"], "model": shared_pyfunc,
+            "vetter": description(shared_pyfunc)}
 
 
 def _koi_params(koi, kepid) -> dict:
@@ -150,18 +145,20 @@ def _koi_params(koi, kepid) -> dict:
 
 
 @pytest.mark.slow
-def test_fusion_cv_run_logs_branches_and_koi_input(fusion_run):
+def test_fusion_cv_run_logs_branches_and_koi_input(fusion_run, table):
     client = MlflowClient(tracking_uri=fusion_run["env"]["MLFLOW_TRACKING_URI"])
-    run = client.get_run(fusion_run["info"]["run_id"])
-    for b in BRANCHES:
-        for m in ("pr_auc", "roc_auc"):
-            assert run.data.metrics[f"{m}_oof_{b}"] == pytest.approx(fusion_run["result"].summary[f"{m}_oof_{b}"])
-    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
-    assert inputs["koi-cumulative"].digest == run.data.tags["koi_table_digest"]
-    assert inputs["koi-cumulative"].digest == fusion_run["result"].branch("tabular").digest
+    run = fusion_run["run"]
     local = client.download_artifacts(run.info.run_id, "oof_predictions.csv", str(fusion_run["root"]))
     oof = pd.read_csv(local)
     assert {f"probability_{b}" for b in BRANCHES} <= set(oof.columns)
+    for b in BRANCHES:  # each branch's pooled OOF scores, recomputed from the logged OOF predictions
+        expected = binary_metrics(oof["label"], oof[f"probability_{b}"])
+        for m in ("pr_auc", "roc_auc"):
+            assert run.data.metrics[f"{m}_oof_{b}"] == pytest.approx(expected[m])
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    assert inputs["koi-cumulative"].digest == run.data.tags["koi_table_digest"]
+    assert inputs["koi-cumulative"].digest == table.digest == fusion_run["vetter"]["branch_config"]["tabular"][
+        "koi_table_digest"]
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert len(children) == 3
     assert all({"pr_auc_pixel", "pr_auc_tabular", "pr_auc_fused"} <= set(c.data.metrics) for c in children)
@@ -169,75 +166,79 @@ def test_fusion_cv_run_logs_branches_and_koi_input(fusion_run):
 
 @pytest.mark.slow
 def test_fusion_model_in_process(fusion_run, real_dataset, koi):
-    model, result = fusion_run["model"], fusion_run["result"]
+    model, vetter, metrics = fusion_run["model"], fusion_run["vetter"], fusion_run["run"].data.metrics
+    assert vetter["vetter"] == "fusion" and vetter["branches"] == ["pixel", "tabular"]
     stack = real_dataset.stacks[9967771][None].astype(np.float32)
     alone = model.predict(stack).iloc[0]
     assert alone["branch"] == "pixel" and alone["tabular_probability"] is None
-    assert alone["threshold"] == pytest.approx(result.summary["threshold_pixel"])
+    assert alone["threshold"] == pytest.approx(vetter["thresholds"]["pixel"])
+    assert alone["threshold"] == pytest.approx(metrics["threshold_pixel"])
     assert alone["probability"] == alone["pixel_probability"]
     params = _koi_params(koi, 9967771)
     fused = model.predict(stack, params=params).iloc[0]
-    assert fused["branch"] == "fused" and fused["threshold"] == pytest.approx(result.summary["threshold"])
+    assert fused["branch"] == "fused" and fused["threshold"] == pytest.approx(metrics["threshold"])
     assert fused["pixel_probability"] == pytest.approx(alone["pixel_probability"])
     # Recompute the fused probability from the parts: the model's combiner on the two branches.
     assert fused["probability"] == pytest.approx(
-        float(result.combiner.predict([fused["pixel_probability"], fused["tabular_probability"]])))
+        float(Combiner.from_dict(vetter["combiner"]).predict([fused["pixel_probability"],
+                                                              fused["tabular_probability"]])))
     assert fused["inputs_used"].split(",")[0] == "stack" and "koi_period" in fused["inputs_used"]
 
 
 @pytest.mark.slow
-def test_served_fusion_and_fallback_bodies_over_http(fusion_run, real_dataset, koi):
+def test_served_fusion_and_fallback_bodies_over_http(fusion_run, shared_server, real_dataset, koi):
     stack = real_dataset.stacks[9967771].astype(np.float64).tolist()
     params = _koi_params(koi, 9967771)
     expected = fusion_run["model"].predict(np.asarray([stack], dtype=np.float32), params=params).iloc[0]
-    with served_model("models:/pixel-cnn@champion", fusion_run["env"], fusion_run["root"]) as url:
-        def post(body):
-            return httpx.post(f"{url}/invocations", content=json.dumps(body), headers=JSON, timeout=120)
+    url = shared_server
 
-        old = post({"inputs": [stack]})  # today's body, unchanged
-        assert old.status_code == 200, old.text[:300]
-        rec = old.json()["predictions"][0]
-        assert rec["branch"] == "pixel" and rec["tabular_probability"] is None
-        assert rec["probability"] == pytest.approx(rec["pixel_probability"])
+    def post(body):
+        return httpx.post(f"{url}/invocations", content=json.dumps(body), headers=JSON, timeout=120)
 
-        new = post({"inputs": [stack], "params": params})
-        assert new.status_code == 200, new.text[:300]
-        rec = new.json()["predictions"][0]
-        assert rec["branch"] == "fused"
-        assert rec["probability"] == pytest.approx(expected["probability"], rel=1e-6)
-        assert rec["tabular_probability"] == pytest.approx(expected["tabular_probability"], rel=1e-6)
-        assert rec["label"] in ("CONFIRMED", "FALSE POSITIVE") and rec["threshold"] == pytest.approx(expected["threshold"])
+    old = post({"inputs": [stack]})  # today's body, unchanged
+    assert old.status_code == 200, old.text[:300]
+    rec = old.json()["predictions"][0]
+    assert rec["branch"] == "pixel" and rec["tabular_probability"] is None
+    assert rec["probability"] == pytest.approx(rec["pixel_probability"])
 
-        partial = post({"inputs": [stack], "params": {"koi_period": params["koi_period"]}})  # one parameter
-        assert partial.status_code == 200 and partial.json()["predictions"][0]["inputs_used"] == "stack,koi_period"
+    new = post({"inputs": [stack], "params": params})
+    assert new.status_code == 200, new.text[:300]
+    rec = new.json()["predictions"][0]
+    assert rec["branch"] == "fused"
+    assert rec["probability"] == pytest.approx(expected["probability"], rel=1e-6)
+    assert rec["tabular_probability"] == pytest.approx(expected["tabular_probability"], rel=1e-6)
+    assert rec["label"] in ("CONFIRMED", "FALSE POSITIVE") and rec["threshold"] == pytest.approx(expected["threshold"])
 
-        for bad, name in (({"koi_period": -3.0}, "koi_period"), ({"koi_depth": 5e6}, "koi_depth"),
-                          ({"koi_srad": 0.0}, "koi_srad")):
-            r = post({"inputs": [stack], "params": {**params, **bad}})
-            assert r.status_code == 400 and name in r.json()["message"], r.text[:300]
-        r = httpx.post(f"{url}/invocations", headers=JSON, timeout=60,
-                       content=json.dumps({"inputs": [stack], "params": {"koi_steff": float("nan")}}))
-        assert r.status_code == 400 and "koi_steff" in r.json()["message"], r.text[:300]
-        r = post({"inputs": [stack], "params": {"koi_impact": "high"}})
-        assert r.status_code == 400 and "koi_impact" in r.json()["message"], r.text[:300]
-        r = post({"inputs": [stack, stack], "params": params})
-        assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
-        r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # not a model input: dropped by MLflow
-        assert r.status_code == 200 and r.json()["predictions"][0]["inputs_used"] == "stack", r.text[:300]
-        assert post({"inputs": [stack]}).status_code == 200  # still serving
+    partial = post({"inputs": [stack], "params": {"koi_period": params["koi_period"]}})  # one parameter
+    assert partial.status_code == 200 and partial.json()["predictions"][0]["inputs_used"] == "stack,koi_period"
 
-        # The README's two curl examples, as written, against this server.
-        readme = (PROJECT / "README.md").read_text()
-        port = url.rsplit(":", 1)[1]
-        for marker, branch in (("serve-example", "pixel"), ("serve-fusion-example", "fused")):
-            block = re.search(rf"<!-- {marker}:start -->\s*```bash\n(.*?)```", readme, re.S).group(1)
-            assert "127.0.0.1:5001" in block
-            proc = subprocess.run(["bash", "-c", block.replace("127.0.0.1:5001", f"127.0.0.1:{port}")],
-                                  cwd=PROJECT, capture_output=True, text=True, timeout=120)
-            assert proc.returncode == 0, proc.stderr
-            pred = json.loads(proc.stdout)["predictions"]
-            assert len(pred) == 1 and pred[0]["branch"] == branch, proc.stdout[:300]
-        assert pred[0]["probability"] == pytest.approx(expected["probability"], rel=1e-6)
+    for bad, name in (({"koi_period": -3.0}, "koi_period"), ({"koi_depth": 5e6}, "koi_depth"),
+                      ({"koi_srad": 0.0}, "koi_srad")):
+        r = post({"inputs": [stack], "params": {**params, **bad}})
+        assert r.status_code == 400 and name in r.json()["message"], r.text[:300]
+    r = httpx.post(f"{url}/invocations", headers=JSON, timeout=60,
+                   content=json.dumps({"inputs": [stack], "params": {"koi_steff": float("nan")}}))
+    assert r.status_code == 400 and "koi_steff" in r.json()["message"], r.text[:300]
+    r = post({"inputs": [stack], "params": {"koi_impact": "high"}})
+    assert r.status_code == 400 and "koi_impact" in r.json()["message"], r.text[:300]
+    r = post({"inputs": [stack, stack], "params": params})
+    assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
+    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # not a model input: dropped by MLflow
+    assert r.status_code == 200 and r.json()["predictions"][0]["inputs_used"] == "stack", r.text[:300]
+    assert post({"inputs": [stack]}).status_code == 200  # still serving
+
+    # The README's two curl examples, as written, against this server.
+    readme = (PROJECT / "README.md").read_text()
+    port = url.rsplit(":", 1)[1]
+    for marker, branch in (("serve-example", "pixel"), ("serve-fusion-example", "fused")):
+        block = re.search(rf"<!-- {marker}:start -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+        assert "127.0.0.1:5001" in block
+        proc = subprocess.run(["bash", "-c", block.replace("127.0.0.1:5001", f"127.0.0.1:{port}")],
+                              cwd=PROJECT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        pred = json.loads(proc.stdout)["predictions"]
+        assert len(pred) == 1 and pred[0]["branch"] == branch, proc.stdout[:300]
+    assert pred[0]["probability"] == pytest.approx(expected["probability"], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -260,17 +261,14 @@ def test_predict_cli_prints_each_branch(fusion_run, data_dir):
 
 
 @pytest.mark.slow
-def test_cv_entry_point_defaults_to_fusion_and_prints_branches(tmp_path, prepared_dir, data_dir):
-    """`mlflow run . -e cv` with its defaults (preset fusion), short: the branches are printed and logged."""
-    from tests.support import mlflow_run
+def test_cv_entry_point_defaults_to_fusion_and_prints_branches(shared_model):
+    """`mlflow run . -e cv` with its defaults (preset fusion), short: the branches are printed and logged.
 
-    env = store_env(tmp_path)
-    proc = mlflow_run("cv", {"dataset": prepared_dir, "epochs": 2, "n_folds": 3, "inner_folds": 2}, env, tmp_path)
+    The session's shared model is that run (no ``preset`` given)."""
+    proc, run = shared_model["cv"], shared_model["cv_run"]
+    assert "preset" not in proc.args[proc.args.index("cv"):]
     assert "--preset fusion" in proc.stderr + proc.stdout
     assert "cv branches (pooled OOF): pixel PR-AUC" in proc.stdout
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                             "tags.`mlflow.project.entryPoint` = 'cv'")[0]
     assert run.data.tags["preset"] == "fusion" and "pr_auc_oof_tabular" in run.data.metrics
 
 

@@ -1,8 +1,9 @@
 """The served model under bad requests, load and registry changes.
 
-One short model (2 folds x 2 epochs on the real benchmark set) is trained per
-module, registered as ``pixel-cnn@champion`` in a throwaway store and served
-by one real ``mlflow models serve`` process on loopback.
+The model is the session's shared one (conftest.py ``shared_model``: make cv's fusion vetter,
+3 folds x 2 epochs on the real benchmark set, registered as ``pixel-cnn@champion`` in a
+throwaway store), served by the session's one real ``mlflow models serve`` process on
+loopback (``shared_server``). Without KOI parameters it answers from its pixel branch.
 """
 
 from __future__ import annotations
@@ -21,30 +22,21 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pixel_cnn.vetter.pyfunc import MAX_REQUEST_VALUES
-from tests.support import PROJECT, in_store, served_model
+from tests.support import PROJECT
 
 pytestmark = pytest.mark.slow
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, prepared_dir):
-    """``cv_job`` (2 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn.jobs.cv import cv as cv_job
-
-    root = tmp_path_factory.mktemp("serving-store")
-    with in_store(root) as env:
-        result, info = cv_job(str(prepared_dir), "seed", {"epochs": 2}, n_folds=2, seed=3,
-                               register=True, alias="champion")
-        model = mlflow.pyfunc.load_model("models:/pixel-cnn@champion")
-        yield {"root": root, "env": env, "result": result, "info": info, "model": model,
-               "prepared_dir": prepared_dir}
+def trained(shared_model, shared_pyfunc):
+    """The session's shared model, registered as pixel-cnn@champion in a fresh store, and loaded in process."""
+    return {**shared_model, "model": shared_pyfunc, "prepared_dir": shared_model["dataset"]}
 
 
 @pytest.fixture(scope="module")
-def server(trained):
-    with served_model("models:/pixel-cnn@champion", trained["env"], trained["root"]) as url:
-        yield url
+def server(shared_server):
+    return shared_server
 
 
 def _post(url, body, headers=JSON):
@@ -140,7 +132,7 @@ def test_no_request_reads_a_file_on_the_server(server, real_dataset, data_dir):
         r = _post(server, body, {"Content-Type": ctype})
         assert r.status_code == 400, r.text[:300]
         assert "predictions" not in r.text
-    # params are not a way in either: the model takes none, MLflow ignores them.
+    # params are not a way in either: the model takes only its KOI parameters, MLflow drops any other.
     r = _post(server, {"inputs": [_good_stack(real_dataset).tolist()], "params": {"path": "/etc/passwd"}})
     assert r.status_code == 200 and "root:" not in r.text
 
@@ -176,8 +168,11 @@ def test_load_2000_requests_at_concurrency_8_no_errors(server, real_dataset, tmp
 
 
 def test_models_are_logged_from_code_without_pickles(trained):
-    local = mlflow.artifacts.download_artifacts(trained["info"]["model_uri"],
-                                                tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(trained["env"]["MLFLOW_TRACKING_URI"])  # resolves models:/ through its registry
+    try:
+        local = mlflow.artifacts.download_artifacts(trained["uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
     files = [p for p in Path(local).rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     import yaml
@@ -191,13 +186,21 @@ def test_models_are_logged_from_code_without_pickles(trained):
 # ------------------------------------------------------------------ registry safety
 
 
-def test_champion_keeps_answering_and_never_moves_while_new_versions_register(server, trained, real_dataset, capsys):
+def test_champion_keeps_answering_and_never_moves_while_new_versions_register(server, trained, real_dataset, capsys,
+                                                                               monkeypatch):
+    """Registers two more versions in the shared store (other tests use @champion, never a version number)."""
     from entrypoints.cv import main as cv_main
-    from pixel_cnn.tracking import cv as tracking_cv
-    from pixel_cnn.tracking import runs as tracking
+    from pixel_cnn.tracking import registry
 
-    client = MlflowClient(tracking_uri=trained["env"]["MLFLOW_TRACKING_URI"])
-    champion = client.get_model_version_by_alias("pixel-cnn", "champion").version
+    uri = trained["env"]["MLFLOW_TRACKING_URI"]
+    monkeypatch.chdir(trained["root"])  # the in-process cv below uses the shared store, its ./mlruns there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    champion = client.get_model_version_by_alias("pixel-cnn", "champion")
+    before = sorted(int(v.version) for v in client.search_model_versions("name='pixel-cnn'"))
     body = {"inputs": [_good_stack(real_dataset).tolist()]}
     first = _post(server, body).json()["predictions"][0]["probability"]
     answers, stop = [], threading.Event()
@@ -218,18 +221,18 @@ def test_champion_keeps_answering_and_never_moves_while_new_versions_register(se
         rc = cv_main(["--dataset", str(trained["prepared_dir"]), "--n-folds", "2", "--epochs", "1",
                       "--seed", "5", "--register", "true", "--alias", ""])
         assert rc == 0, capsys.readouterr().err[-2000:]
-        # Another version registered with another alias.
-        run = client.create_run(client.get_experiment_by_name(tracking.EXPERIMENT_CV).experiment_id)
-        tracking_cv.log_ensemble(run.info.run_id, trained["result"], True, "challenger", None, "test")
-        client.set_terminated(run.info.run_id)
+        # Another version (of the champion's logged model) registered with another alias.
+        registry.register(mlflow.models.get_model_info(champion.source), {"preset": "test"},
+                          "challenger")
     finally:
         time.sleep(0.3)
         stop.set()
         thread.join(timeout=60)
+        mlflow.set_tracking_uri(None)
     versions = sorted(int(v.version) for v in client.search_model_versions("name='pixel-cnn'"))
-    assert versions == [int(champion), int(champion) + 1, int(champion) + 2]
-    assert client.get_model_version_by_alias("pixel-cnn", "champion").version == champion
-    assert int(client.get_model_version_by_alias("pixel-cnn", "challenger").version) == int(champion) + 2
+    assert versions == before + [before[-1] + 1, before[-1] + 2]
+    assert client.get_model_version_by_alias("pixel-cnn", "champion").version == champion.version
+    assert int(client.get_model_version_by_alias("pixel-cnn", "challenger").version) == before[-1] + 2
     assert len(answers) >= 5 and all(code == 200 for code, _ in answers), answers[:5]
     assert all(abs(p - first) < 1e-12 for _, p in answers)  # same champion all along
 

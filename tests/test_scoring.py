@@ -1,9 +1,9 @@
 """Batch scoring (issue 15): a folder of real stacks mixed with bad files -> CSV rows and vetting sheets.
 
-One short phase2 model (2 folds x 2 epochs on the real benchmark set) is trained and
-registered as ``pixel-cnn@champion`` in a throwaway store; the CLI runs in a
-subprocess from another directory; the probabilities are checked against a real
-``mlflow models serve`` of the same model.
+The model is the session's shared one (conftest.py ``shared_model``: make cv's fusion vetter,
+3 folds x 2 epochs on the real benchmark set, registered as ``pixel-cnn@champion`` in a
+throwaway store); the CLI runs in a subprocess from another directory; the probabilities
+are checked against the session's real ``mlflow models serve`` of the same model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import in_store, served_model
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +38,9 @@ BAD = {
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, prepared_dir):
-    """``cv_job`` (phase2, 2 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
-    from pixel_cnn.jobs.cv import cv as cv_job
-
-    root = tmp_path_factory.mktemp("scoring-store")
-    with in_store(root) as env:
-        result, info = cv_job(str(prepared_dir), "phase2", {"epochs": 2}, n_folds=2, seed=3, inner_folds=0,
-                               register=True, alias="champion")
-        yield {"root": root, "env": env, "result": result, "info": info}
+def registered(shared_model):
+    """The session's shared model (fusion, 3 folds x 2 epochs), registered as pixel-cnn@champion in a fresh store."""
+    return shared_model
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +112,10 @@ def test_every_good_file_scored_every_bad_one_named(cli_run, mixed_dir):
     # every statistic column is there, in the order of the one function that makes them
     from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS
 
-    assert list(table.columns) == ["kepid", "file", "status", "probability", "label", "threshold",
-                                   "in_training_set", *STATISTICS_COLUMNS, "reason"]
+    # (the model's own columns sit between: a fusion model adds its branches' and the KOI used)
+    columns = list(table.columns)
+    assert columns[:6] == ["kepid", "file", "status", "probability", "label", "threshold"]
+    assert columns[-len(STATISTICS_COLUMNS) - 2:] == ["in_training_set", *STATISTICS_COLUMNS, "reason"]
     # 9967771 is a benchmark star: the model trained on it, so its score is in-sample and marked;
     # a file name without a kepid cannot be matched
     assert by_file.loc["pixdiff_9967771.npy", "in_training_set"] == True  # noqa: E712
@@ -143,18 +138,25 @@ def test_csv_statistics_are_those_of_the_stack(cli_run, data_dir):
                 assert float(got[name]) == pytest.approx(value, rel=1e-12), (kepid, name)
 
 
-def test_csv_probabilities_equal_the_served_models(cli_run, registered, data_dir):
+def test_csv_probabilities_equal_the_served_models(cli_run, shared_server, data_dir):
+    from pixel_cnn import scoring
+    from pixel_cnn.predict import load_koi
+
     table = cli_run["table"]
     scored = table[table["status"] == "scored"]
-    with served_model("models:/pixel-cnn@champion", registered["env"], registered["root"]) as url:
-        for kepid in GOOD[:-1]:
-            stack = np.load(data_dir / "stacks" / f"pixdiff_{kepid}.npy")
-            r = httpx.post(f"{url}/invocations", json={"inputs": [stack.astype(np.float64).tolist()]}, timeout=60)
-            assert r.status_code == 200, r.text[:300]
-            served = r.json()["predictions"][0]
-            row = scored[scored["file"] == f"pixdiff_{kepid}.npy"].iloc[0]
-            assert abs(float(row["probability"]) - served["probability"]) < 1e-6
-            assert row["label"] == served["label"] and float(row["threshold"]) == pytest.approx(served["threshold"])
+    koi = load_koi(None)
+    url = shared_server
+    # each star with the KOI parameters the CLI looked up for it (none: the stack alone)
+    for kepid in GOOD[:-1]:
+        stack = np.load(data_dir / "stacks" / f"pixdiff_{kepid}.npy")
+        params = scoring.koi_parameters(koi, kepid)[0]
+        body = {"inputs": [stack.astype(np.float64).tolist()], **({"params": params} if params else {})}
+        r = httpx.post(f"{url}/invocations", json=body, timeout=60)
+        assert r.status_code == 200, r.text[:300]
+        served = r.json()["predictions"][0]
+        row = scored[scored["file"] == f"pixdiff_{kepid}.npy"].iloc[0]
+        assert abs(float(row["probability"]) - served["probability"]) < 1e-6
+        assert row["label"] == served["label"] and float(row["threshold"]) == pytest.approx(served["threshold"])
 
 
 def test_a_sheet_per_scored_stack(cli_run):
@@ -179,18 +181,19 @@ def test_sheet_numbers_come_from_the_csv_function(registered, cli_run, data_dir)
     from pixel_cnn import scoring
     from pixel_cnn.drawing.sheet import STATISTIC_LABELS, format_statistic, sheet_figure, table_cells
     from pixel_cnn.io.dataset import load_stack
+    from pixel_cnn.predict import load_koi
     from pixel_cnn.tracking.registry import load
 
     mlflow.set_tracking_uri(registered["env"]["MLFLOW_TRACKING_URI"])
     try:
-        scorer = scoring.ModelScorer(load("models:/pixel-cnn@champion"))
+        scorer = scoring.ModelScorer(load("models:/pixel-cnn@champion"), load_koi(None))
     finally:
         mlflow.set_tracking_uri(None)
     table = cli_run["table"].set_index("file")
     path = data_dir / "stacks" / "pixdiff_3557341.npy"
     stack = load_stack(path)
     csv_row = table.loc[path.name]
-    prediction = scorer.predict([stack]).iloc[0].to_dict()
+    prediction = scorer.predict([stack], [3557341]).iloc[0].to_dict()
     attribution, note = scorer.attribution(stack)
     assert attribution.shape == (16, 16) and np.abs(attribution).max() > 0
     fig = sheet_figure(stack, 3557341, prediction, attribution, note)
@@ -221,19 +224,20 @@ def test_cv_parent_named_described_and_logs_worst_call_sheets(registered):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(registered["env"]["MLFLOW_TRACKING_URI"])
-    run = client.get_run(registered["info"]["run_id"])
-    assert run.info.run_name == "cv phase2 seed=3 x2 inner=0 epochs=2"
+    run = client.get_run(registered["cv_run"].info.run_id)
+    assert run.info.run_name == "cv fusion seed=42 x3 inner=2 dropout=0.3 epochs=2 lr=0.001"
     note = run.data.tags["mlflow.note.content"]
     m = run.data.metrics
     for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "roc_auc_oof", "roc_auc_oof_ci_low",
                 "roc_auc_oof_ci_high", "threshold"):
         assert f"{m[key]:.3f}" in note, key
     assert "average precision" in note
-    assert run.data.tags["preset"] == "phase2" and run.data.tags["dataset_digest"]
+    assert run.data.tags["preset"] == "fusion" and run.data.tags["dataset_digest"]
     paths = {a.path for a in client.list_artifacts(run.info.run_id, "figures/mistakes")}
     worst = pd.read_csv(client.download_artifacts(run.info.run_id, "figures/mistakes/mistakes.csv",
                                                   str(registered["root"])))
-    oof = registered["result"].oof
+    oof = pd.read_csv(client.download_artifacts(run.info.run_id, "oof_predictions.csv", str(registered["root"])))
+    oof = oof[oof["repeat"] == 0]
     planets = oof[oof["label"] == 1].nsmallest(4, "probability")["kepid"].tolist()
     fps = oof[oof["label"] == 0].nlargest(4, "probability")["kepid"].tolist()
     assert worst["kepid"].tolist() == planets + fps

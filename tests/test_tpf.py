@@ -334,15 +334,17 @@ def test_prep_tpf_job_logs_report_and_chains_into_dataset(tpf_case, tracking_sto
 
 
 @pytest.mark.slow
-def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, tracking_store):
-    """`mlflow run . -e prep -P source=tpf ...`, cv on its dataset, the model served over HTTP."""
+def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, tracking_store, shared_server,
+                                                                 shared_pyfunc):
+    """`mlflow run . -e prep -P source=tpf ...`, cv on its dataset; the session's served model takes the stacks
+    and answers as in process."""
     import subprocess
 
     import httpx
     import mlflow
 
     from pixel_cnn.jobs.cv import cv as cv_job
-    from tests.support import PROJECT, VENV_BIN, served_model, store_env
+    from tests.support import PROJECT, VENV_BIN, store_env
 
     out = tracking_store / "tpf-prep"
     env = store_env(tracking_store)
@@ -362,16 +364,18 @@ def test_mlflow_run_prep_tpf_then_cv_and_serve_accept_the_stacks(tpf_case, track
     model = mlflow.pyfunc.load_model(info["model_uri"])
     local = model.predict(np.stack(stacks))
     assert len(local) == 4 and local["probability"].between(0, 1).all()
-    with served_model(info["model_uri"], env, tracking_store) as url:
-        reply = httpx.post(f"{url}/invocations", json={"inputs": [stacks[0].tolist()]}, timeout=60)
-        assert reply.status_code == 200, reply.text
-        served = reply.json()["predictions"][0]["probability"]
-        assert served == pytest.approx(local["probability"].iloc[0], abs=1e-6)
-        with_nan = stacks[0].copy()
-        with_nan[0, 0, 0] = np.nan          # what a stack with a missing pixel would be without the fill
-        bad = httpx.post(f"{url}/invocations", content='{"inputs": [%s]}' % str(with_nan.tolist()).replace("nan", "NaN"),
-                         headers={"Content-Type": "application/json"}, timeout=60)
-        assert bad.status_code == 400 and "NaN" in bad.text
+
+    local = shared_pyfunc.predict(np.stack(stacks))  # no KOI parameters: the pixel branch answers
+    url = shared_server
+    reply = httpx.post(f"{url}/invocations", json={"inputs": [stacks[0].tolist()]}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    served = reply.json()["predictions"][0]["probability"]
+    assert served == pytest.approx(local["probability"].iloc[0], abs=1e-6)
+    with_nan = stacks[0].copy()
+    with_nan[0, 0, 0] = np.nan          # what a stack with a missing pixel would be without the fill
+    bad = httpx.post(f"{url}/invocations", content='{"inputs": [%s]}' % str(with_nan.tolist()).replace("nan", "NaN"),
+                     headers={"Content-Type": "application/json"}, timeout=60)
+    assert bad.status_code == 400 and "NaN" in bad.text
 
 
 # ---------------------------------------------------------------- issue 13 item 1: the bad-file corpus

@@ -7,23 +7,27 @@ import pytest
 
 
 @pytest.mark.slow
-def test_phase_cv_tracked_logs_protocol_artifacts(tracking_store, prepared_dir):
+def test_cv_tracked_logs_protocol_artifacts(shared_model):
+    """What the session's shared cv (`mlflow run . -e cv`, fusion, 3 folds) logged: scores with intervals,
+    per-fold positive rates, the reliability figure, a child run per fold with its attributions."""
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from pixel_cnn.jobs.cv import cv as cv_job
+    from pixel_cnn.evaluation.metrics import binary_metrics
 
-    result, info = cv_job(str(prepared_dir), "phase", {"epochs": 3}, n_folds=2, seed=3, inner_folds=2)
-    client = MlflowClient()
-    parent = client.get_run(info["run_id"])
+    client = MlflowClient(tracking_uri=shared_model["env"]["MLFLOW_TRACKING_URI"])
+    run_id = shared_model["cv_run"].info.run_id
+    parent = client.get_run(run_id)
     for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "brier_oof", "f1_oof", "threshold",
-                "val_positive_rate_r0_f0", "val_positive_rate_r0_f1"):
+                "val_positive_rate_r0_f0", "val_positive_rate_r0_f1", "val_positive_rate_r0_f2"):
         assert np.isfinite(parent.data.metrics[key]), key
-    assert parent.data.metrics["pr_auc_oof"] == pytest.approx(result.summary["pr_auc_oof"])
-    figures = {a.path for a in client.list_artifacts(info["run_id"], "figures")}
+    oof = pd.read_csv(client.download_artifacts(run_id, "oof_predictions.csv", str(shared_model["root"])))
+    assert parent.data.metrics["pr_auc_oof"] == pytest.approx(binary_metrics(oof["label"], oof["probability"])["pr_auc"])
+    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
     assert "figures/reliability.png" in figures
     children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{info['run_id']}'")
-    assert len(children) == 2
+                                  f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) == 3
     for child in children:
         paths = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
         assert "figures/attributions.png" in paths
