@@ -9,7 +9,7 @@ same seed. Prints and writes JSON with::
     tune_trials_per_min_unpruned   trials per minute, no pruner
     tune_wall_s_pruned / _unpruned wall time of the study (s)
     tune_wall_time_cut             1 - wall_pruned / wall_unpruned
-    tune_best_value_pruned / _unpruned   best mean fold PR-AUC (average precision)
+    tune_best_value_pruned / _unpruned   best pooled OOF PR-AUC (average precision)
     tune_n_pruned                  trials the pruner stopped
 
 Usage (from the project root; ``bench/bench.py``, i.e. ``make bench``, calls it too)::

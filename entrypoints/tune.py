@@ -1,51 +1,39 @@
-"""Entry point `tune`: an Optuna study of cv (mean fold PR-AUC), tracked in MLflow."""
+"""Entry point `tune`: an Optuna study of cv (pooled out-of-fold PR-AUC), tracked in MLflow."""
 
 import argparse
 import sys
 
-from pixel_cnn.jobs.tune import tune as tune_job
 from pixel_cnn.evaluation.cv import CVError
 from pixel_cnn.io.dataset import DataError
+from pixel_cnn.jobs.tune import tune as tune_job
+from pixel_cnn.search.tuning import TuneError
 from pixel_cnn.tracking.stores import StoreError
-from pixel_cnn.search.tuning import PRUNERS, TuneConfig, TuneError
 
-from entrypoints._args import add_cv_arguments, boolean, optional_float, raw_params, whole
+from entrypoints._args import add_tune_arguments, boolean, raw_params, tune_config
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
-    add_cv_arguments(parser, seed_help="cv folds/training and sampler seed")
-    parser.add_argument("--n-trials", type=whole, default=20, help="trials this invocation adds")
-    parser.add_argument("--timeout", type=optional_float, default=None,
-                        help="seconds after which no new trial starts ('' or 0 = none)")
-    parser.add_argument("--storage", default="", help="SQLAlchemy URL ('' = sqlite:///optuna.db here)")
-    parser.add_argument("--study-name", default="pixel-cnn")
-    parser.add_argument("--n-workers", type=whole, default=1, help="processes running trials at once")
-    parser.add_argument("--pruner", default="median", choices=PRUNERS)
-    parser.add_argument("--max-epochs", type=whole, default=40, help="upper bound of the epochs range")
+    add_tune_arguments(parser, storage_help="SQLAlchemy URL ('' = sqlite:///optuna.db here)")
     parser.add_argument("--register-best", type=boolean, default=False,
                         help="cv the best params again and register them as pixel-cnn@challenger")
     parser.add_argument("--run-name", default="",
                         help="name of the parent run ('' = after what it is; `mlflow run --run-name` is kept)")
     args = parser.parse_args(argv)
-    config = TuneConfig(
-        preset=args.preset, n_folds=args.n_folds, seed=args.seed, n_trials=args.n_trials,
-        timeout=args.timeout or None, storage=args.storage, study_name=args.study_name,
-        n_workers=args.n_workers, pruner=args.pruner, max_epochs=args.max_epochs,
-    )
     try:
-        out = tune_job(args.dataset, config, register_best=args.register_best, cli_params=raw_params(argv, drop=("run_name",)),
-                        run_name=args.run_name or None)
+        config = tune_config(args)
+        out = tune_job(args.dataset, config, register_best=args.register_best,
+                       cli_params=raw_params(argv, drop=("run_name",)), run_name=args.run_name or None)
     except (DataError, CVError, TuneError, ValueError, StoreError) as exc:
         print(f"tune: {exc}", file=sys.stderr)
         return 2
     c = out["counts"]
     print(f"tune {out['study_name']} ({out['storage']}): this run {c['run_trials']} trials "
-          f"({c['run_trials_complete']} complete, {c['run_trials_pruned']} pruned); study "
-          f"{c['n_trials']} trials; {out['wall_s']:.1f} s, parent run {out['run_id']}")
+          f"({c['run_trials_complete']} complete, {c['run_trials_pruned']} pruned) by {config.n_workers} "
+          f"worker(s); study {c['n_trials']} trials; {out['wall_s']:.1f} s, parent run {out['run_id']}")
     if out["best_value"] is not None:
-        print(f"tune: best trial {out['best_trial']}: mean fold PR-AUC (average precision) "
+        print(f"tune: best trial {out['best_trial']}: pooled OOF PR-AUC (average precision) "
               f"{out['best_value']:.4f} with {out['best_params']}")
     if "registered" in out:
         r = out["registered"]

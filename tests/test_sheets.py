@@ -213,6 +213,6 @@ def test_run_names_and_descriptions_say_what_the_run_is():
     counts = {"n_trials": 6, "n_trials_complete": 4, "n_trials_pruned": 2, "n_trials_fail": 0, "run_trials": 6}
     text = tune_description({"best_value": 0.7123, "best_params": {"lr": 0.001, "epochs": 20}, "best_trial": 2,
                              "counts": counts})
-    assert "best trial 2: mean fold PR-AUC (average precision) **0.712** with epochs=20, lr=0.001" in text
+    assert "best trial 2: pooled OOF PR-AUC (average precision) **0.712** with epochs=20, lr=0.001" in text
     assert "6 (4 complete, 2 pruned, 0 failed)" in text
     assert "No trial completed." in tune_description({"best_value": None, "counts": counts})

@@ -1,60 +1,59 @@
 """Hyper-parameter search with Optuna over the honest grouped cv.
 
-The objective of a trial is the cv score of :func:`pixel_cnn.evaluation.cv.run_cv`
-(same folds, same protocol as the ``cv`` entry point): the mean PR-AUC
-(average precision) over folds, maximized. After each fold the running mean
-is reported to Optuna (``trial.report``) and a pruner may stop the trial.
+The objective of a trial is the headline score of :func:`pixel_cnn.evaluation.cv.run_cv`
+(same folds, same protocol as the ``cv`` entry point): the pooled out-of-fold PR-AUC
+(average precision of every target's out-of-fold probability, cv's ``summary["pr_auc_oof"]``),
+maximized. After each fold the pooled PR-AUC of the folds done so far is reported to Optuna
+(``trial.report``) and a pruner may stop the trial.
 
 No MLflow here: tracking hooks in through a :class:`TuneHooks` object (see
 :mod:`pixel_cnn.tracking.tune`), as cv does with ``CVCallbacks``. The dataset
-is read once per study by the caller and handed to every worker; nothing is
-reloaded per trial.
+is read once per worker and its model inputs built once; nothing is reloaded per
+trial. Where a study is kept (storage URLs, file locks, heartbeat) is
+:mod:`pixel_cnn.search.storage`; worker processes are started by
+:func:`pixel_cnn.jobs.tune.run_workers`, each running :func:`optimize`.
 
 Optuna references: ``TPESampler`` (Bergstra et al. 2011, "Algorithms for
 Hyper-Parameter Optimization"), ``MedianPruner`` and ``SuccessiveHalvingPruner``
 (Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning"),
 ``RDBStorage`` heartbeat + ``RetryHeartbeatStaleTrialCallback`` for crashed trials;
-see https://optuna.readthedocs.io/.
+see https://optuna.readthedocs.io/. Average precision: scikit-learn's
+``average_precision_score`` (as :func:`pixel_cnn.evaluation.metrics.binary_metrics`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import multiprocessing
-import os
-import tempfile
+import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sklearn.metrics import average_precision_score
 
 from pixel_cnn.branches.pixel import PixelBranch
 from pixel_cnn.branches.vetters import get_vetter
 from pixel_cnn.evaluation.cv import CVCallbacks, FoldOutcome, run_cv
+from pixel_cnn.search.storage import fail_stale_trials, open_storage, redact, resolve_storage
 from pixel_cnn.stacks.dataset import Dataset
 from pixel_cnn.vetter.networks import DEFAULT_PRESET, Preset
 from pixel_cnn.vetter.representation import build_inputs
 
-#: Default storage: an sqlite file in the working directory (the project root
-#: under ``mlflow run .`` and ``make``); git-ignored.
-DEFAULT_STORAGE_FILE = "optuna.db"
 PRUNERS = ("median", "halving", "none")
-#: Seconds an sqlite connection waits for a lock before failing (sqlite3 ``timeout``).
-SQLITE_BUSY_TIMEOUT_S = 600
-#: RDBStorage heartbeat: a RUNNING trial whose process stopped beating for
-#: ``HEARTBEAT_GRACE_S`` is marked FAIL and re-queued with the same params.
-HEARTBEAT_INTERVAL_S, HEARTBEAT_GRACE_S = 20, 120
 #: Study attributes that must match when a study is resumed: otherwise its
 #: objective values would not be comparable.
 STUDY_KEYS = ("objective", "dataset_digest", "preset", "n_folds", "seed")
-OBJECTIVE = "pr_auc_mean"
+#: The objective: cv's headline, the pooled out-of-fold PR-AUC (average precision).
+OBJECTIVE = "pr_auc_oof"
+#: Objectives of earlier versions, named in the message that refuses a study made with one.
+OLD_OBJECTIVES = {"pr_auc_mean": "the mean of the fold PR-AUCs"}
+#: Trial user attribute naming the group a trial was run for (tracking: the MLflow parent
+#: run of the invocation, :data:`pixel_cnn.tracking.tune.PARENT_ATTR`); a worker's
+#: ``target`` counts the finished trials of its group.
+GROUP_ATTR = "mlflow_parent_run_id"
+#: Seconds a worker waits between looks at the study while trials of other workers could
+#: complete its target (:func:`optimize`).
+POLL_S = 1.0
 
 
 class TuneError(ValueError):
@@ -117,16 +116,19 @@ class TuneConfig:
     n_folds, seed : int
         cv protocol, as in ``cv``; ``seed`` also seeds the sampler.
     n_trials : int
-        Trials this invocation adds to the study (split over the workers).
+        Finished (COMPLETE or PRUNED) trials this invocation adds to the study, whatever
+        worker runs them (:func:`optimize`).
     timeout : float or None
-        Seconds after which each worker starts no new trial.
+        Seconds after which each worker starts no new trial (None: no limit).
     storage : str
         SQLAlchemy URL of the Optuna storage; ``""`` = ``sqlite:///<cwd>/optuna.db``.
-        Resolved once, when the config is made (:func:`resolve_storage`): every
-        worker and log line then sees the same URL.
+        Resolved once, when the config is made
+        (:func:`pixel_cnn.search.storage.resolve_storage`): every worker and log line then
+        sees the same URL.
     study_name : str
     n_workers : int
-        Processes running trials at once against the storage.
+        Worker processes running trials at once against the storage (``tune``; the
+        ``tune-workers`` launcher starts as many).
     pruner : str
         One of :data:`PRUNERS`.
     max_epochs : int
@@ -169,117 +171,20 @@ class TuneConfig:
                             "pixel network: tune a pixel-only preset (phase2 is fusion's pixel branch)")
 
 
-# ---------------------------------------------------------------- storage
-
-
-def resolve_storage(url: str) -> str:
-    """The storage URL to use: ``url``, or the project's sqlite file when empty.
-
-    Any SQLAlchemy URL is accepted (``sqlite:///path.db``,
-    ``postgresql://user:pass@host/db``, ...).
-
-    Raises
-    ------
-    TuneError
-        ``url`` is not an SQLAlchemy URL.
-    """
-    if not url.strip():
-        return f"sqlite:///{(Path.cwd() / DEFAULT_STORAGE_FILE).resolve()}"
-    try:
-        make_url(url)
-    except ArgumentError as exc:
-        raise TuneError(f"storage {url!r} is not an SQLAlchemy URL ({exc}); "
-                        "e.g. sqlite:///optuna.db or postgresql://user:password@host/db") from None
-    return url
-
-
-def redact(url: str) -> str:
-    """``url`` with its password masked, for logs and MLflow tags."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database).resolve()
-
-
-@contextlib.contextmanager
-def _init_lock(url: str):
-    """Serialize table creation of one sqlite file across processes (flock)."""
-    path = _sqlite_path(url)
-    if path is None:
-        yield
-        return
-    key = hashlib.sha1(str(path).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"pixel-cnn-optuna-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def heartbeat_settings() -> tuple[int, int]:
-    """``(interval, grace)`` in seconds of the RDBStorage heartbeat.
-
-    ``PIXEL_CNN_OPTUNA_HEARTBEAT_S`` / ``PIXEL_CNN_OPTUNA_GRACE_S`` when set (read
-    at each call, so worker processes started with them inherit them), else
-    :data:`HEARTBEAT_INTERVAL_S` / :data:`HEARTBEAT_GRACE_S`.
-    """
-    interval = int(os.environ.get("PIXEL_CNN_OPTUNA_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
-    grace = int(os.environ.get("PIXEL_CNN_OPTUNA_GRACE_S", HEARTBEAT_GRACE_S))
-    if interval < 1 or grace <= interval:
-        raise TuneError(f"heartbeat interval {interval} s / grace {grace} s: need 1 <= interval < grace")
-    return interval, grace
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna ``RDBStorage`` for ``url`` that several processes can share.
-
-    sqlite: the parent folder is created; connections wait up to
-    :data:`SQLITE_BUSY_TIMEOUT_S` s for a lock instead of failing with
-    "database is locked"; table creation is serialized across processes.
-    Every backend: a heartbeat, so a trial left RUNNING by a killed process is
-    marked FAIL and retried once with the same parameters by the next worker
-    (``RetryHeartbeatStaleTrialCallback``): no trial is lost on resume.
-
-    Raises
-    ------
-    TuneError
-        Bad URL, or the database cannot be reached (message names the URL, password hidden).
-    """
-    heartbeat_interval, grace_period = heartbeat_settings()
-    engine_kwargs = {}
-    path = _sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    with _init_lock(url), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-        except ImportError as exc:
-            raise TuneError(f"storage {redact(url)}: driver missing ({exc})") from None
-        except Exception as exc:  # sqlalchemy OperationalError etc.: name the storage
-            raise TuneError(f"storage {redact(url)} cannot be opened: {exc}") from exc
+# ---------------------------------------------------------------- sampling and pruning
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """Pruner by name (steps are folds, values the running mean PR-AUC).
+    """Pruner by name (steps are folds, values the pooled OOF PR-AUC of the folds done so far).
 
     ``median``: ``MedianPruner(n_startup_trials=5, n_warmup_steps=1)``, a
-    trial is stopped after its second or a later fold when its running mean is
+    trial is stopped after its second or a later fold when its running pooled value is
     below the median of earlier trials at the same fold (the folds are the same
     in every trial, so the comparison is like for like). One fold (~1/5 of 97
     targets) is too noisy to judge on: pruning from the first fold cut a
     20-trial study's wall time by 64% but its best value fell from 0.559 to
-    0.488 (one noisy run of ``bench/tune_bench.py``, see docs/tune.md). ``halving``:
+    0.488 (one noisy run of ``bench/tune_bench.py`` with the earlier fold-mean
+    objective, see docs/tune.md). ``halving``:
     ``SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)``.
     ``none``: ``NopPruner``.
 
@@ -355,48 +260,61 @@ class TuneHooks:
 
     ``trial_start``/``fold_end``/``trial_error`` run inside the objective;
     ``__call__`` is an Optuna study callback, run after each finished
-    (complete or pruned) trial. Must be picklable (sent to worker processes).
+    (complete or pruned) trial.
     """
 
     def trial_start(self, trial: optuna.Trial, params: dict, preset: Preset, worker: int) -> None: ...
-    def fold_end(self, trial: optuna.Trial, step: int, metrics: dict, running_mean: float) -> None: ...
+    def fold_end(self, trial: optuna.Trial, step: int, metrics: dict, running_pr_auc_oof: float) -> None: ...
     def trial_error(self, trial: optuna.Trial, exc: BaseException) -> None: ...
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
 
 
 class _PruningCallbacks(CVCallbacks):
-    """Reports the running mean PR-AUC after each fold and prunes when told to."""
+    """Reports the pooled PR-AUC of the folds done so far after each fold; prunes when told to.
+
+    After fold ``k`` the value is ``average_precision_score`` of the out-of-fold
+    probabilities of folds ``0..k`` pooled (labels float 0/1, probabilities in [0, 1]); after
+    the last fold it is the trial's objective, cv's ``pr_auc_oof``.
+    """
 
     def __init__(self, trial: optuna.Trial, hooks: TuneHooks):
-        self.trial, self.hooks, self.scores = trial, hooks, []
+        self.trial, self.hooks = trial, hooks
+        self.labels: list[np.ndarray] = []
+        self.probs: list[np.ndarray] = []
 
     def fold_end(self, repeat: int, fold: int, outcome: FoldOutcome) -> None:
-        self.scores.append(outcome.metrics["pr_auc"])
-        step, running = len(self.scores) - 1, float(np.mean(self.scores))
+        self.labels.append(np.asarray(outcome.val_labels))
+        self.probs.append(np.asarray(outcome.prob))
+        step = len(self.labels) - 1
+        running = float(average_precision_score(np.concatenate(self.labels), np.concatenate(self.probs)))
         self.hooks.fold_end(self.trial, step, outcome.metrics, running)
         self.trial.report(running, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"running mean PR-AUC {running:.4f} after fold {step}")
+            raise optuna.TrialPruned(f"pooled OOF PR-AUC {running:.4f} after fold {step}")
 
 
 class Objective:
-    """``objective(trial) -> mean fold PR-AUC`` of one cv with the trial's params.
+    """``objective(trial) -> pooled out-of-fold PR-AUC`` of one cv with the trial's params.
 
-    Holds the dataset and its model inputs (built once per study). The trial's
-    user attributes get the cv summary (``pr_auc_oof``, ``roc_auc_mean``, ...).
+    Holds the dataset and its model inputs (built once per worker). The trial's
+    user attributes get the cv summary (``pr_auc_oof`` = the value, ``pr_auc_mean``,
+    ``pr_auc_std``, ``roc_auc_oof``, ``roc_auc_mean``) and, when ``group`` is given,
+    :data:`GROUP_ATTR`.
     """
 
     def __init__(self, dataset: Dataset, inputs: np.ndarray, config: TuneConfig,
-                 hooks: TuneHooks | None = None, worker: int = 0):
+                 hooks: TuneHooks | None = None, worker: int = 0, group: str | None = None):
         self.dataset, self.inputs, self.config = dataset, inputs, config
-        self.hooks, self.worker = hooks or TuneHooks(), worker
+        self.hooks, self.worker, self.group = hooks or TuneHooks(), worker, group
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.group is not None:
+            trial.set_user_attr(GROUP_ATTR, self.group)
         params = suggest_params(trial, self.config.max_epochs)
         preset = get_vetter(self.config.preset).pixel_preset(**params)
         self.hooks.trial_start(trial, params, preset, self.worker)
         try:
-            # The objective (fold-mean PR-AUC) needs no threshold: no inner split (inner_folds=0).
+            # The objective (pooled PR-AUC) needs no threshold: no inner split (inner_folds=0).
             result = run_cv(self.dataset, [PixelBranch(preset, inputs=self.inputs)], n_folds=self.config.n_folds,
                             seed=self.config.seed, callbacks=_PruningCallbacks(trial, self.hooks), inner_folds=0,
                             vetter=self.config.preset)
@@ -405,7 +323,7 @@ class Objective:
         except BaseException as exc:
             self.hooks.trial_error(trial, exc)
             raise
-        for key in ("pr_auc_oof", "roc_auc_mean", "roc_auc_oof", "pr_auc_std"):
+        for key in ("pr_auc_oof", "pr_auc_mean", "pr_auc_std", "roc_auc_oof", "roc_auc_mean"):
             trial.set_user_attr(key, float(result.summary[key]))
         return float(result.summary[OBJECTIVE])
 
@@ -419,124 +337,142 @@ def study_attrs(dataset: Dataset, config: TuneConfig) -> dict:
             "n_folds": config.n_folds, "seed": config.seed}
 
 
-def open_study(config: TuneConfig, dataset: Dataset) -> optuna.Study:
-    """Create the study, or load it to resume; checks it measures the same thing.
+def check_study(study: optuna.Study, wanted: dict, where: str) -> None:
+    """Refuse a stored study whose values are not comparable with this run's.
+
+    ``wanted``: :func:`study_attrs`. ``where``: the study's name and storage, for the message.
 
     Raises
     ------
     TuneError
-        The stored study was made on other data or with another protocol
-        (dataset digest, preset, n_folds, seed, direction); the message names
-        the field and both values.
+        The study minimizes; it was made with another objective (an old objective is
+        named with what it measured), or on other data / with another protocol (dataset
+        digest, preset, n_folds, seed): the message names the field and both values; or it
+        holds trials but records no objective (made before studies recorded one).
+    """
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise TuneError(f"study {where} minimizes; this objective is maximized: use another study_name")
+    have = study.user_attrs
+    if "objective" not in have and study.get_trials(deepcopy=False):
+        raise TuneError(f"study {where} holds trials but records no objective; tuning maximizes "
+                        f"{OBJECTIVE} (pooled out-of-fold PR-AUC): use another study_name")
+    old = have.get("objective")
+    if old is not None and old != wanted["objective"]:
+        what = OLD_OBJECTIVES.get(old, "another score")
+        raise TuneError(
+            f"study {where} was created with objective {old!r} ({what}); tuning now maximizes "
+            f"{wanted['objective']!r}, the pooled out-of-fold PR-AUC (average precision) that cv reports: "
+            "its values are not comparable; use another study_name (or another storage)")
+    for key in STUDY_KEYS:
+        if key in have and have[key] != wanted[key]:
+            raise TuneError(
+                f"study {where} was run with {key}={have[key]!r}, this run has "
+                f"{key}={wanted[key]!r}: its values are not comparable; use another study_name"
+            )
+
+
+def open_study(config: TuneConfig, dataset: Dataset) -> optuna.Study:
+    """Create the study, or load it to resume; checks it measures the same thing (:func:`check_study`).
+
+    Raises
+    ------
+    TuneError
+        As :func:`check_study`.
+    StorageError
+        The storage cannot be opened (:func:`pixel_cnn.search.storage.open_storage`).
     """
     storage = open_storage(config.storage)
     study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
                                 load_if_exists=True, pruner=make_pruner(config.pruner))
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise TuneError(f"study {config.study_name!r} in {redact(config.storage)} "
-                        "minimizes; this objective is maximized: use another study_name")
-    wanted, have = study_attrs(dataset, config), study.user_attrs
+    wanted = study_attrs(dataset, config)
+    check_study(study, wanted, f"{config.study_name!r} in {redact(config.storage)}")
     for key in STUDY_KEYS:
-        if key in have and have[key] != wanted[key]:
-            raise TuneError(
-                f"study {config.study_name!r} was run with {key}={have[key]!r}, this run has "
-                f"{key}={wanted[key]!r}: its values are not comparable; use another study_name"
-            )
-    for key in STUDY_KEYS:
-        if key not in have:
+        if key not in study.user_attrs:
             study.set_user_attr(key, wanted[key])
     return study
 
 
-#: Trial states that count as finished towards a target (``optimize(target=...)``).
+def load_study(config: TuneConfig, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The existing study of ``config`` (``study_name`` in ``storage``).
+
+    Raises
+    ------
+    TuneError
+        No such study in the storage.
+    StorageError
+        The storage cannot be opened.
+    """
+    try:
+        return optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage),
+                                 sampler=sampler, pruner=make_pruner(config.pruner))
+    except KeyError:
+        raise TuneError(f"study {config.study_name!r} not found in {redact(config.storage)}") from None
+
+
+#: Trial states that count as finished towards a target.
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def n_finished(study: optuna.Study) -> int:
-    """Trials of ``study`` that are COMPLETE or PRUNED."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+def n_finished(study: optuna.Study, group: str | None = None) -> int:
+    """Trials of ``study`` that are COMPLETE or PRUNED (of ``group`` only, when given)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)
+               if group is None or t.user_attrs.get(GROUP_ATTR) == group)
+
+
+def _n_running(study: optuna.Study, group: str | None) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if group is None or t.user_attrs.get(GROUP_ATTR) == group)
 
 
 def study_inputs(config: TuneConfig, dataset: Dataset) -> np.ndarray:
-    """The model inputs of ``dataset`` for ``config.preset``, built once per study (float32 ``(N, C, S, S)``)."""
+    """The model inputs of ``dataset`` for ``config.preset``, built once per worker (float32 ``(N, C, S, S)``)."""
     preset = get_vetter(config.preset).pixel_preset()
     return build_inputs(dataset.stack_list(), preset.representation, preset.image_size)
 
 
-def optimize(config: TuneConfig, dataset: Dataset, inputs: np.ndarray, hooks: TuneHooks | None = None,
-             worker: int = 0, n_trials: int | None = None, target: int | None = None) -> int:
-    """The one tuning worker: load the study and run trials; returns how many trials it started.
+def optimize(config: TuneConfig, dataset: Dataset, inputs: np.ndarray, target: int,
+             hooks: TuneHooks | None = None, worker: int = 0, group: str | None = None) -> int:
+    """The one tuning worker: run trials of the stored study until ``group`` holds ``target`` finished ones.
 
-    ``tune`` runs it in each of its worker processes (``n_trials`` each);
-    ``tune-workers`` runs it in every worker, on any machine, with ``target``:
-    stop once the study holds ``target`` finished trials (``MaxTrialsCallback``),
-    so a killed worker's share is taken over by the others. Trials are seeded
-    by number (:class:`TrialSeededSampler`) and pruned by ``config.pruner``.
-
-    Raises
-    ------
-    TuneError
-        The study does not exist in the storage, or the storage cannot be opened.
-    """
-    hooks = hooks or TuneHooks()
-    try:
-        study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage),
-                                  sampler=TrialSeededSampler(config.seed), pruner=make_pruner(config.pruner))
-    except KeyError:
-        raise TuneError(f"study {config.study_name!r} not found in {redact(config.storage)}") from None
-    before = len(study.get_trials(deepcopy=False))
-    callbacks = [hooks]
-    if target is not None:
-        if n_finished(study) >= target:
-            return 0
-        callbacks.append(optuna.study.MaxTrialsCallback(target, states=FINISHED_STATES))
-    study.optimize(Objective(dataset, inputs, config, hooks, worker), n_trials=n_trials,
-                   timeout=config.timeout, callbacks=callbacks, catch=())
-    return len(study.get_trials(deepcopy=False)) - before
-
-
-def split_trials(n_trials: int, n_workers: int) -> list[int]:
-    """Trials per worker, summing to ``n_trials`` (earlier workers take the remainder)."""
-    return [n_trials // n_workers + (1 if w < n_trials % n_workers else 0) for w in range(n_workers)]
-
-
-def run_study(config: TuneConfig, dataset: Dataset, hooks: TuneHooks | None = None) -> tuple[optuna.Study, int]:
-    """Run ``config.n_trials`` more trials of the study on ``dataset``.
-
-    Worker 0 runs in this process; workers 1.. in spawned processes, all on
-    the same storage (trials seeded by number, see :class:`TrialSeededSampler`). The
-    model inputs are built once here and sent to the workers.
+    Every worker, in ``tune`` (one in-process, or ``n_workers`` processes) and in
+    ``tune-workers`` (on any machine), is this function. Before each trial it counts the
+    group's trials (``group`` None: the whole study): it stops once ``target`` of them are
+    COMPLETE or PRUNED; when the finished ones plus those RUNNING elsewhere would reach
+    ``target``, it waits (:data:`POLL_S`) instead of starting another. A trial of a killed
+    worker stops beating and, after the grace period, is failed here
+    (:func:`pixel_cnn.search.storage.fail_stale_trials`) and re-queued with the same
+    params: a live worker runs the copy, so a killed worker's share is taken over and no
+    more trials than ``target`` are started (up to ``n_workers - 1`` more when two workers
+    look at the same instant). Trials are seeded by number (:class:`TrialSeededSampler`) and
+    pruned by ``config.pruner``; ``config.timeout`` (s): no trial starts after it.
 
     Returns
     -------
-    (study, n_existing)
-        The study reloaded after all workers finished, and its number of trials
-        before this invocation (trials with ``number >= n_existing`` are new,
-        unless another invocation ran at the same time).
+    int
+        The number of trials this worker ran.
 
     Raises
     ------
     TuneError
-        Bad configuration or storage, or a study made with another protocol.
+        The study does not exist in the storage. An exception of a trial propagates (the
+        trial is FAIL in the study).
     """
-    config.check()
     hooks = hooks or TuneHooks()
-    study = open_study(config, dataset)
-    n_existing = len(study.get_trials(deepcopy=False))
-    inputs = study_inputs(config, dataset)
-    shares = [n for n in split_trials(config.n_trials, config.n_workers) if n > 0]
-    args = (config, dataset, inputs, hooks)
-    if len(shares) == 1:
-        optimize(*args, 0, shares[0])
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=len(shares) - 1, mp_context=ctx) as pool:
-            futures = [pool.submit(optimize, *args, w, n) for w, n in enumerate(shares) if w > 0]
-            optimize(*args, 0, shares[0])
-            for future in futures:
-                future.result()
-    study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
-    return study, n_existing
+    study = load_study(config, sampler=TrialSeededSampler(config.seed))
+    objective = Objective(dataset, inputs, config, hooks, worker, group)
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    ran = 0
+    while deadline is None or time.monotonic() < deadline:
+        finished = n_finished(study, group)
+        if finished >= target:
+            break
+        if finished + _n_running(study, group) >= target:
+            fail_stale_trials(study)
+            time.sleep(POLL_S)
+            continue
+        study.optimize(objective, n_trials=1, callbacks=[hooks], catch=())
+        ran += 1
+    return ran
 
 
 def config_dict(config: TuneConfig) -> dict:
@@ -567,7 +503,7 @@ def tune_description(summary: dict, registered: dict | None = None) -> str:
     else:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in sorted(summary["best_params"].items()))
-        lines.append(f"- best trial {summary['best_trial']}: mean fold PR-AUC (average precision) "
+        lines.append(f"- best trial {summary['best_trial']}: pooled OOF PR-AUC (average precision) "
                      f"**{summary['best_value']:.3f}** with {params}")
     if registered:
         lines.append(f"- best params cross-validated again (run {registered['run_id']}): pooled OOF PR-AUC "

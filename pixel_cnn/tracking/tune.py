@@ -4,7 +4,8 @@ Every call goes through ``MlflowClient`` with an explicit run id, so trials
 running at the same time (in worker processes) never share MLflow's fluent
 "active run".
 
-optuna-integration's ``MLflowCallback`` is not used. It is deprecated since
+optuna-integration's ``MLflowCallback`` is not used (and the package is not a
+dependency of the project). It is deprecated since
 optuna-integration 4.9.0 (removal planned for 6.0.0; optuna-integration PR
 #281), it logs through the fluent active run (``mlflow.start_run``), and it
 opens a trial's run only once the trial has ended, so per-fold scores could
@@ -31,11 +32,16 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from pixel_cnn.tracking.runs import EXPERIMENT_TUNE, log_df, log_params_once, model_params, now_ms
 from pixel_cnn.stacks.dataset import Dataset
 from pixel_cnn.vetter.networks import Preset
-from pixel_cnn.search.tuning import TuneHooks
+from pixel_cnn.search.tuning import GROUP_ATTR, TuneHooks
 
-#: Trial user attributes linking the Optuna storage to MLflow.
-RUN_ID_ATTR, PARENT_ATTR = "mlflow_run_id", "mlflow_parent_run_id"
+#: Trial user attributes linking the Optuna storage to MLflow: the trial's own run, and the
+#: parent run it was run for (the group a worker's target counts, :data:`GROUP_ATTR`).
+RUN_ID_ATTR, PARENT_ATTR = "mlflow_run_id", GROUP_ATTR
 _TAG_MAX = 5000
+#: Complete trials below which the parameter-importance figure is skipped: fANOVA on a
+#: handful of trials says nothing (3 trials gave every one of the 6 parameters 0.17 = 1/6).
+#: 10 = TPE's random start-up trials (``n_startup_trials``), before which nothing is modelled.
+MIN_IMPORTANCE_TRIALS = 10
 
 
 def _metrics(values: dict, step: int = 0) -> list[Metric]:
@@ -48,11 +54,12 @@ class TrialLogger(TuneHooks):
 
     A child gets, at trial start: the searched params as sampled, the resolved
     preset (``model.*``), ``fixed_params`` and Optuna's tags; after each fold:
-    ``pr_auc``, ``roc_auc`` and ``running_pr_auc_mean`` (step = fold); at the
-    end: ``value`` (the objective, mean fold PR-AUC) for complete trials, the cv
+    ``pr_auc``, ``roc_auc`` (the fold's own) and ``running_pr_auc_oof`` (the pooled
+    out-of-fold PR-AUC of the folds done so far, what the pruner sees; step = fold); at the
+    end: ``value`` (the objective, pooled OOF PR-AUC) for complete trials, the cv
     summary, tag ``state`` (COMPLETE / PRUNED / FAIL) and run status FINISHED /
     KILLED / FAILED. The child's run id is stored in the trial's user attribute
-    ``mlflow_run_id``. Picklable: the client is made lazily in each process.
+    ``mlflow_run_id``. The client is made lazily (and not pickled).
     """
 
     def __init__(self, parent_run_id: str, study_name: str, fixed_params: dict | None = None,
@@ -87,10 +94,10 @@ class TrialLogger(TuneHooks):
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in all_params.items()],
                               tags=[RunTag(k, v) for k, v in dists.items()])
 
-    def fold_end(self, trial: optuna.Trial, step: int, metrics: dict, running_mean: float) -> None:
+    def fold_end(self, trial: optuna.Trial, step: int, metrics: dict, running_pr_auc_oof: float) -> None:
         run_id = trial.user_attrs[RUN_ID_ATTR]
         values = {"pr_auc": metrics["pr_auc"], "roc_auc": metrics["roc_auc"],
-                  "running_pr_auc_mean": running_mean}
+                  "running_pr_auc_oof": running_pr_auc_oof}
         self.client.log_batch(run_id, metrics=_metrics(values, step))
 
     def trial_error(self, trial: optuna.Trial, exc: BaseException) -> None:
@@ -107,7 +114,7 @@ class TrialLogger(TuneHooks):
             return
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, float)}
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            # Optuna gives a pruned trial its last running mean as value: not the objective, not logged.
+            # Optuna gives a pruned trial its last running value as value: not the objective, not logged.
             metrics["value"] = trial.value
         if trial.duration is not None:
             metrics["duration_s"] = trial.duration.total_seconds()
@@ -142,9 +149,10 @@ def study_figures(study: optuna.Study) -> tuple[dict[str, plt.Figure], dict[str,
     """Optuna's matplotlib figures of a study: ``({artifact path: figure}, {path: why skipped})``.
 
     Optimization history, parameter importances (fANOVA, Optuna's default
-    evaluator) and slice plots of dropout and lr; a dropout x lr contour when
-    at least 2 trials completed. A figure Optuna cannot draw (too few complete
-    trials) is skipped with Optuna's reason.
+    evaluator) when at least :data:`MIN_IMPORTANCE_TRIALS` trials completed, slice plots
+    of dropout and lr, and a dropout x lr contour when at least 2 trials completed. Every
+    figure not drawn is in the second dict with the reason: too few complete trials (the
+    count is in the reason), or the error Optuna raised.
     """
     from optuna.visualization import matplotlib as ovm
 
@@ -153,10 +161,21 @@ def study_figures(study: optuna.Study) -> tuple[dict[str, plt.Figure], dict[str,
         "figures/optimization_history.png": lambda: ovm.plot_optimization_history(study),
         "figures/param_importances.png": lambda: ovm.plot_param_importances(study),
         "figures/slice_dropout_lr.png": lambda: ovm.plot_slice(study, params=["dropout", "lr"]),
+        "figures/contour_dropout_lr.png": lambda: ovm.plot_contour(study, params=["dropout", "lr"]),
     }
-    if n_complete >= 2:
-        plots["figures/contour_dropout_lr.png"] = lambda: ovm.plot_contour(study, params=["dropout", "lr"])
-    figures, skipped = {}, {}
+    skipped = {}
+    if n_complete < MIN_IMPORTANCE_TRIALS:
+        skipped["figures/param_importances.png"] = (
+            f"{n_complete} complete trial(s); parameter importances (fANOVA) need at least "
+            f"{MIN_IMPORTANCE_TRIALS} to mean anything")
+    if n_complete < 2:
+        skipped["figures/contour_dropout_lr.png"] = (
+            f"{n_complete} complete trial(s); a dropout x lr contour needs at least 2")
+    if n_complete < 1:
+        for path in ("figures/optimization_history.png", "figures/slice_dropout_lr.png"):
+            skipped[path] = "no complete trial"
+    plots = {path: plot for path, plot in plots.items() if path not in skipped}
+    figures = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for path, plot in plots.items():
