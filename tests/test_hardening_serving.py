@@ -237,13 +237,17 @@ def test_champion_keeps_answering_and_never_moves_while_new_versions_register(se
     assert all(abs(p - first) < 1e-12 for _, p in answers)  # same champion all along
 
 
-def test_unknown_alias_or_model_one_line_error_in_predict_cli(trained, real_dataset, data_dir, capsys):
+def test_unknown_alias_or_model_one_line_error_in_predict_cli(trained, real_dataset, data_dir, capsys, monkeypatch):
     from pixel_cnn.predict import main as predict_main
+
+    # predict sets MLFLOW_TRACKING_URI for its process: point it at the shared store, restored after the test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["env"]["MLFLOW_TRACKING_URI"])
 
     stack_file = str(data_dir / "stacks" / f"pixdiff_{int(real_dataset.kepids[0])}.npy")
     for uri, needle in [("models:/pixel-cnn@nope", "nope"), ("models:/no-such-model@champion", "no-such-model"),
                         ("models:/pixel-cnn/999", "999")]:
-        assert predict_main([stack_file, "--model-uri", uri]) == 2
+        assert predict_main([stack_file, "--model-uri", uri,
+                             "--tracking-uri", trained["env"]["MLFLOW_TRACKING_URI"]]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and uri in err and needle in err and "Traceback" not in err
 
