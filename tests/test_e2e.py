@@ -79,12 +79,15 @@ def test_cv_parent_and_fold_runs(e2e, client):
         assert model == {"model/config.json", "model/weights.pt"}
         assert 0 < child.data.metrics["threshold"] < 1
         assert child.data.params["model.lr"] == "1e-05" and child.data.params["model.epochs"] == "2"
+    from pixel_cnn.tracking.cv import logged_metric_name
+
     for name in ("pr_auc", "roc_auc", "accuracy", "f1", "brier"):
         for suffix in ("_mean", "_std", "_oof"):
-            assert name + suffix in parent.data.metrics
+            assert logged_metric_name(name + suffix) in parent.data.metrics
     assert 0 < parent.data.metrics["threshold"] < 1
     # parameters given on the command line are logged once, as given
     assert parent.data.params["lr"] == "0.00001" and parent.data.params["dropout"] == "0"
+    assert parent.data.params["batch_size"] == "preset" and "" not in parent.data.params.values()  # not given
     assert parent.data.params["model.lr"] == "1e-05" and parent.data.params["model.dropout"] == "0.0"
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"oof_predictions.csv", "fold_assignment.csv", "config.json", "figures"} <= top

@@ -15,9 +15,11 @@ def test_phase_cv_tracked_logs_protocol_artifacts(tracking_store, prepared_dir):
     result, info = cv_job(str(prepared_dir), "phase", {"epochs": 3}, n_folds=2, seed=3, inner_folds=2)
     client = MlflowClient()
     parent = client.get_run(info["run_id"])
+    from pixel_cnn.tracking.cv import logged_metric_name
+
     for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "brier_oof", "f1_oof", "threshold",
                 "val_positive_rate_r0_f0", "val_positive_rate_r0_f1"):
-        assert np.isfinite(parent.data.metrics[key]), key
+        assert np.isfinite(parent.data.metrics[logged_metric_name(key)]), key
     assert parent.data.metrics["pr_auc_oof"] == pytest.approx(result.summary["pr_auc_oof"])
     figures = {a.path for a in client.list_artifacts(info["run_id"], "figures")}
     assert "figures/reliability.png" in figures

@@ -224,7 +224,7 @@ def test_tune_end_to_end_parent_children_figures_challenger(e2e_study):
     assert mv.tags["cv_run_id"] == cv_run.info.run_id
     assert float(mv.tags["pr_auc_oof"]) == pytest.approx(cv_run.data.metrics["pr_auc_oof"], abs=1e-4)
     # Same params, folds and seeds: the retrain reproduces the best trial's score.
-    assert cv_run.data.metrics["pr_auc_mean"] == pytest.approx(parent.data.metrics["best_value"], abs=1e-9)
+    assert cv_run.data.metrics["folds/pr_auc_mean"] == pytest.approx(parent.data.metrics["best_value"], abs=1e-9)
     for key in ("lr", "dropout", "epochs", "batch_size"):
         assert float(cv_run.data.params[f"model.{key}"]) == pytest.approx(float(parent.data.params[f"best.{key}"]))
     assert "@challenger" in e2e_study["stdout"]
