@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     if reg:
         where = f"registered pixel-cnn version {reg['version']}" + (f" @{reg['alias']}" if reg["alias"] else "")
         champion = f"@champion is version {reg['champion']}" if reg["champion"] else "no @champion"
-        note = f"cv: {reg['reason']}; {champion}"
+        note = f"cv: {reg['reason']}" + ("" if "stays version" in reg["reason"] else f"; {champion}")
     else:
         where, note = "not registered (register=false)", ""
     print(f"cv: run {info['run_id']}, model {info['model_uri']}, {where}; {info['wall_s']:.1f} s")
