@@ -3,14 +3,18 @@
 import argparse
 
 
+#: What an override parameter says when it is not given (MLproject's default): keep the preset's value.
+NOT_GIVEN = ("", "preset")
+
+
 def optional_float(text: str):
-    """'' -> None (keep the preset's value), else a float."""
-    return None if text.strip() == "" else float(text)
+    """'' or 'preset' -> None (keep the preset's value), else a float."""
+    return None if text.strip() in NOT_GIVEN else float(text)
 
 
 def optional_int(text: str):
-    """'' -> None, else an int (accepts '40' and '40.0')."""
-    if text.strip() == "":
+    """'' or 'preset' -> None, else an int (accepts '40' and '40.0')."""
+    if text.strip() in NOT_GIVEN:
         return None
     value = float(text)
     if value != int(value):

@@ -2,7 +2,7 @@
 
     python -m entrypoints.check_model models:/pixel-cnn@champion
 
-prints ``models:/pixel-cnn@champion -> pixel-cnn version 3`` and exits 0, or
+prints ``models:/pixel-cnn@champion -> pixel-cnn version 3 (fusion, pooled OOF PR-AUC ...)`` and exits 0, or
 one line naming the unknown model, alias or version on stderr and exits 2.
 ``make serve`` runs it first, so a typo never ends in an MLflow traceback.
 """

@@ -20,7 +20,9 @@ def main(argv=None) -> int:
     parser.add_argument("--inner-folds", type=whole, default=INNER_FOLDS,
                         help="inner grouped folds that choose each fold's threshold (0: fixed 0.5)")
     parser.add_argument("--register", type=boolean, default=False)
-    parser.add_argument("--alias", default="champion")
+    parser.add_argument("--alias", default="auto",
+                        help="auto: @champion only for make cv's default run (or no champion yet), else "
+                             "@challenger; champion: through the promotion gate; none: no alias; or a name")
     # Overrides of the preset ('' keeps the preset's value).
     parser.add_argument("--lr", type=optional_float, default=None)
     parser.add_argument("--dropout", type=optional_float, default=None)
@@ -54,9 +56,16 @@ def main(argv=None) -> int:
         print("cv branches (pooled OOF): " + "; ".join(
             f"{b} PR-AUC {s[f'pr_auc_oof_{b}']:.3f} ROC-AUC {s[f'roc_auc_oof_{b}']:.3f}"
             for b in [*(br.name for br in result.branches), "fused"]))
-    where = f"registered pixel-cnn version {info['version']}" + (f" @{args.alias}" if args.alias else "") \
-        if info["version"] else "not registered (register=false)"
+    reg = info.get("registration")
+    if reg:
+        where = f"registered pixel-cnn version {reg['version']}" + (f" @{reg['alias']}" if reg["alias"] else "")
+        champion = f"@champion is version {reg['champion']}" if reg["champion"] else "no @champion"
+        note = f"cv: {reg['reason']}" + ("" if "stays version" in reg["reason"] else f"; {champion}")
+    else:
+        where, note = "not registered (register=false)", ""
     print(f"cv: run {info['run_id']}, model {info['model_uri']}, {where}; {info['wall_s']:.1f} s")
+    if note:
+        print(note)
     return 0
 
 

@@ -63,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = uri
     from pixel_cnn import scoring
     from pixel_cnn.io.dataset import DataError
-    from pixel_cnn.tracking.registry import CHAMPION_URI, ModelLoadError, description, load
+    from pixel_cnn.tracking.registry import CHAMPION_URI, ModelLoadError, ModelURIError, check_model_uri, description, load
 
+    model_uri = args.model_uri or CHAMPION_URI
     try:
-        model = load(args.model_uri or CHAMPION_URI)
-    except ModelLoadError as exc:
+        model = load(model_uri)
+        label = f"{model_uri} = {check_model_uri(model_uri)}" if model_uri.startswith("models:/") else model_uri
+    except (ModelLoadError, ModelURIError) as exc:
         print(exc, file=sys.stderr)
         return 2
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             note = "no KOI table"
             print(f"KOI table not used: {exc}", file=sys.stderr)
-    report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi, note), sheets_dir=args.sheets,
+    report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi, note, label=label), sheets_dir=args.sheets,
                                  progress=not args.quiet, on_row=show)
     if args.out is not None:
         scoring.write_table(report.table, args.out)

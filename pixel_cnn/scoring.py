@@ -135,7 +135,7 @@ class ModelScorer:
         ``model`` is not a pixel-cnn vetter.
     """
 
-    def __init__(self, model, koi: pd.DataFrame | None = None, no_koi_note: str = "no KOI table"):
+    def __init__(self, model, koi: pd.DataFrame | None = None, no_koi_note: str = "no KOI table", label: str = ""):
         from pixel_cnn.tracking.registry import vetter_of
 
         self.model = model
@@ -147,6 +147,10 @@ class ModelScorer:
         self.no_koi_note = no_koi_note
         #: stars the model was trained on: their scores are in-sample, not a test (empty when unknown)
         self.training_kepids = self.vetter.training_kepids
+        #: which model this is, for the sheets' footer (``models:/pixel-cnn@champion = pixel-cnn version 3``);
+        #: default: the vetter's name and the cv run it came from
+        cv_run = self.vetter.config.get("cv_run_id", "")
+        self.label = label or f"{self.vetter.name or 'vetter'}" + (f" of cv run {cv_run}" if cv_run else "")
 
     def predict(self, stacks: list[np.ndarray], kepids: list[int | None] | None = None) -> pd.DataFrame:
         if not self.accepts_parameters:
@@ -185,14 +189,20 @@ class ModelScorer:
 
 
 def write_sheet(path: Path, stack: np.ndarray, kepid, prediction: dict, scorer: ModelScorer,
-                source: str = "", truth: str | None = None) -> Path:
-    """Draw the vetting sheet (:func:`pixel_cnn.drawing.sheet.sheet_figure`) and save it as PNG, atomically."""
+                source: str = "", truth: str | None = None, in_training: bool | None = None) -> Path:
+    """Draw the vetting sheet (:func:`pixel_cnn.drawing.sheet.sheet_figure`) and save it as PNG, atomically.
+
+    The footer names the model (``scorer.label``), the KOI whose parameters were used
+    (``prediction["koi"]``, when the record has one) and whether the star was in the model's
+    training set (``in_training``)."""
     import matplotlib.pyplot as plt
 
     from pixel_cnn.drawing.sheet import SHEET_DPI, sheet_figure
 
     attribution, note = scorer.attribution(stack)
-    fig = sheet_figure(stack, kepid, prediction, attribution, note, truth=truth, source=source)
+    koi = prediction.get("koi") if prediction.get("branch") in ("fused", "tabular") else ""
+    fig = sheet_figure(stack, kepid, prediction, attribution, note, truth=truth, source=source,
+                       model=scorer.label, koi=koi if isinstance(koi, str) else "", in_training=in_training)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=SHEET_DPI)
@@ -280,7 +290,8 @@ def score_paths(paths: list[str | os.PathLike], scorer: ModelScorer, sheets_dir:
                     try:
                         sheets.append(write_sheet(Path(sheets_dir) / f"{p.stem}.png", stack,
                                                   row["kepid"] if row["kepid"] is not None else p.stem,
-                                                  pred, scorer, source=p.name))
+                                                  pred, scorer, source=p.name,
+                                                  in_training=scorer.in_training_set(kepid_of(p))))
                     except (OSError, ValueError) as exc:
                         row["reason"] = f"scored, but the sheet could not be written: {exc}"
             rows.append(row)

@@ -77,9 +77,11 @@ def test_cv_parent_and_fold_runs(e2e, client):
         assert model == {"model/config.json", "model/weights.pt"}
         assert 0 < child.data.metrics["threshold"] < 1
         assert child.data.params["model.lr"] == "0.001" and child.data.params["model.epochs"] == "2"
+    from pixel_cnn.tracking.cv import logged_metric_name
+
     for name in ("pr_auc", "roc_auc", "accuracy", "f1", "brier"):
         for suffix in ("_mean", "_std", "_oof"):
-            assert name + suffix in parent.data.metrics
+            assert logged_metric_name(name + suffix) in parent.data.metrics
     assert 0 < parent.data.metrics["threshold"] < 1
     # parameters given on the command line are logged once, as given
     assert parent.data.params["lr"] == SHARED_CV["lr"] == "0.0010" and parent.data.params["dropout"] == "0.30"

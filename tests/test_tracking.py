@@ -18,9 +18,11 @@ def test_cv_tracked_logs_protocol_artifacts(shared_model):
     client = MlflowClient(tracking_uri=shared_model["env"]["MLFLOW_TRACKING_URI"])
     run_id = shared_model["cv_run"].info.run_id
     parent = client.get_run(run_id)
+    from pixel_cnn.tracking.cv import logged_metric_name
+
     for key in ("pr_auc_oof", "pr_auc_oof_ci_low", "pr_auc_oof_ci_high", "brier_oof", "f1_oof", "threshold",
                 "val_positive_rate_r0_f0", "val_positive_rate_r0_f1", "val_positive_rate_r0_f2"):
-        assert np.isfinite(parent.data.metrics[key]), key
+        assert np.isfinite(parent.data.metrics[logged_metric_name(key)]), key
     oof = pd.read_csv(client.download_artifacts(run_id, "oof_predictions.csv", str(shared_model["root"])))
     assert parent.data.metrics["pr_auc_oof"] == pytest.approx(binary_metrics(oof["label"], oof["probability"])["pr_auc"])
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}

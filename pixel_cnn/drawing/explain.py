@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients
 
+from pixel_cnn.drawing.colours import ATTRIBUTION_CMAP, ATTRIBUTION_MEANING  # noqa: F401 - re-exported
 from pixel_cnn.vetter.networks import Preset, build_model
 
 #: Riemann steps of the path integral (captum's default is 50; 32 keeps the
@@ -82,7 +83,8 @@ def attribution_figure(
     -------
     matplotlib.figure.Figure with one row of two tiles per pair of targets
     (four tiles a row): input in a diverging grey map, attribution in
-    red (pushes toward CONFIRMED) / blue (toward FALSE POSITIVE), each tile
+    :data:`ATTRIBUTION_CMAP`: green (pushes toward CONFIRMED) / magenta (toward FALSE POSITIVE), the
+    colours of the vetting sheets' attribution panel; each tile
     scaled to its own largest absolute value. The tiles are colour-mapped here
     and drawn as one image on one axes (one axes per tile took 2 s per fold
     to draw and save; this takes a tenth of that).
@@ -92,11 +94,11 @@ def attribution_figure(
     rows = max(1, -(-n // 2))
     cell_w, cell_h = size + gap, size + band
     mosaic = np.ones((rows * cell_h, per_row * cell_w - gap, 3))
-    grey, red_blue = plt.get_cmap("Greys_r"), plt.get_cmap("RdBu_r")
+    grey, attr_cmap = plt.get_cmap("Greys_r"), plt.get_cmap(ATTRIBUTION_CMAP)
     captions = []
     for i in range(n):
         image, attr_map = x[i, 0], attributions[i, :n_maps].sum(0)
-        tiles = [(image, grey), (attr_map, red_blue)]
+        tiles = [(image, grey), (attr_map, attr_cmap)]
         truth = "CONF" if labels[i] == 1 else "FP"
         scalar_share = float(attributions[i, n_maps:].sum())
         texts = [f"{kepids[i]} {truth}", f"p={prob[i]:.2f} IG (scalars {scalar_share:+.1f})"]
@@ -110,7 +112,7 @@ def attribution_figure(
     for cx, cy, text in captions:
         ax.text(cx, cy, text, ha="center", va="bottom", fontsize=7)
     ax.axis("off")
-    fig.suptitle(title or "in-transit input | Integrated Gradients", fontsize=9)
+    fig.suptitle(title or f"in-transit input | Integrated Gradients ({ATTRIBUTION_MEANING})", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.35 / (2.3 * rows))
     return fig
 

@@ -28,6 +28,7 @@ from matplotlib.patches import Ellipse
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
+from pixel_cnn.drawing.colours import ATTRIBUTION_CMAP, ATTRIBUTION_MEANING, DIFFERENCE_CMAP
 from pixel_cnn.vetter.stack import (
     IN_TRANSIT_BINS,
     KEPLER_PIXEL_SCALE_ARCSEC,
@@ -42,9 +43,9 @@ from pixel_cnn.vetter.vetting import STATISTICS_COLUMNS, VettingStatistics, vett
 SHEET_SIZE_IN, SHEET_DPI = (13.0, 6.6), 100
 #: Labels of the statistics in the sheet's table (same keys as the CSV columns).
 STATISTIC_LABELS = {
-    "depth_ppm": "transit depth (aperture)",
+    "depth_ppm": "transit depth (aperture, + = dimming)",
     "snr": "transit SNR (aperture)",
-    "secondary_depth_ppm": "secondary depth (phase 0.5)",
+    "secondary_depth_ppm": "secondary depth (phase 0.5, + = dimming)",
     "secondary_snr": "secondary SNR",
     "secondary_ratio": "secondary / primary",
     "centroid_offset_px": "centroid offset, pixels",
@@ -52,8 +53,11 @@ STATISTIC_LABELS = {
     "centroid_offset_sigma": "centroid offset / its error",
     "frac_on_target": "share of dimming on target",
 }
-#: Colour-bar label of the difference images.
-DIFF_UNIT = "dimming, ppm of stamp flux (out - in)"
+#: Colour-bar label of the difference images (one sign convention on the whole sheet: + = dimming).
+DIFF_UNIT = "dimming, ppm of stamp flux (out - in; + = fainter)"
+#: The difference images' colour scale reaches at least this many times the image's per-pixel noise
+#: (median over the stamp), so a stamp of pure noise stays pale and only a significant dimming is dark.
+NOISE_FLOOR_SIGMA = 5.0
 #: Phase shown on the light curve: [-0.25, 0.75), so the transit (0) and the secondary (0.5) are whole.
 PHASE_START = -0.25
 
@@ -78,10 +82,14 @@ def _phase(bins) -> np.ndarray:
     return (p - PHASE_START) % 1.0 + PHASE_START
 
 
-def _image_panel(fig, ax, image, title, cbar_label, cmap, symmetric=True, extent=None):
+def _image_panel(fig, ax, image, title, cbar_label, cmap, symmetric=True, extent=None, noise=None):
+    """One image with its colour bar. ``symmetric``: a scale symmetric about 0, reaching the largest
+    absolute value, and at least ``NOISE_FLOOR_SIGMA * noise`` when ``noise`` (same units) is given."""
     finite = image[np.isfinite(image)]
     if symmetric:
         lim = float(np.abs(finite).max()) if finite.size else 1.0
+        if noise is not None and np.isfinite(noise) and noise > 0:
+            lim = max(lim, NOISE_FLOOR_SIGMA * float(noise))
         lim = lim or 1.0
         kw = {"vmin": -lim, "vmax": lim}
     else:  # positive quantities over decades (scatter): logarithmic
@@ -117,6 +125,39 @@ def _ellipse(ax, centre_rc, cov, k, **kw):
                          2 * k * math.sqrt(values[0]), angle=angle, fill=False, **kw))
 
 
+def contiguous_aperture(aperture: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The part of the target ``aperture`` (bool ``(H, W)``) 4-connected to its brightest pixel (largest
+    ``weight``): the one contiguous region drawn as the target aperture (``scipy.ndimage.label``)."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(aperture)
+    masked = np.where(aperture, weight, -np.inf)
+    peak = np.unravel_index(int(np.argmax(masked)), aperture.shape)
+    return labels == labels[peak] if aperture[peak] else aperture.copy()
+
+
+def difference_noise_ppm(stats: VettingStatistics, bins) -> float:
+    """Median per-pixel noise of a difference image (mean of ``bins``, in ppm of stamp flux): each pixel's
+    out-of-transit robust scatter per bin ``sigma_ppm`` x its flux weight, / sqrt(number of bins)."""
+    noise = stats.sigma_ppm * stats.weight / math.sqrt(len(bins))
+    finite = noise[np.isfinite(noise)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+def footer_text(model: str = "", koi: str = "", in_training: bool | None = None) -> str:
+    """The sheet's footer: which model drew it, which KOI's parameters it used, whether the star was
+    in the model's training set (its score is then in-sample, not a test)."""
+    parts = [f"model: {model or 'not recorded'}",
+             f"KOI parameters used: {koi}" if koi else "KOI parameters: none (stack only)"]
+    if in_training is True:
+        parts.append("IN TRAINING SET: this star trained the model, its score is in-sample")
+    elif in_training is False:
+        parts.append("not in the model's training set")
+    else:
+        parts.append("training set not recorded")
+    return "   |   ".join(parts)
+
+
 def _outline(ax, mask: np.ndarray, **kw) -> None:
     """Draw the pixel edges around the ``True`` region of ``mask`` (H, W) (origin lower)."""
     padded = np.pad(mask, 1)
@@ -142,6 +183,9 @@ def sheet_figure(
     truth: str | None = None,
     source: str = "",
     stats: VettingStatistics | None = None,
+    model: str = "",
+    koi: str = "",
+    in_training: bool | None = None,
 ) -> plt.Figure:
     """The vetting sheet of one candidate.
 
@@ -168,6 +212,13 @@ def sheet_figure(
         File name or origin, printed in the title.
     stats : VettingStatistics, optional
         :func:`~pixel_cnn.vetter.vetting.vetting_statistics` of ``stack`` (computed here if not given).
+    model : str
+        Which model drew the call (registered name and version, or the cv fold network), for the footer.
+    koi : str
+        The KOI whose parameters the model used (``K01875.01``), "" when none: the footer says so.
+    in_training : bool, optional
+        Whether the star was in the model's training set (the footer then says the score is in-sample);
+        None: not recorded.
 
     Returns
     -------
@@ -179,8 +230,14 @@ def sheet_figure(
         secondary-eclipse difference image (bins 15-16) and the out-of-transit
         scatter image. Bottom: the aperture light curve over the 32 phase bins
         (in-transit, shoulder and secondary bins shaded) and the table of
-        probabilities, threshold, label and statistics. Difference-image and
-        attribution colour scales are symmetric about zero.
+        probabilities, threshold, label and statistics; a footer (:func:`footer_text`). One sign
+        convention everywhere: + = dimming (difference images, light curve, depths). Difference-image
+        colour scales are symmetric about zero and reach at least :data:`NOISE_FLOOR_SIGMA` times the
+        image's median per-pixel noise (noise stays pale); attribution colours are
+        :data:`pixel_cnn.drawing.explain.ATTRIBUTION_CMAP` (green: toward CONFIRMED), as in cv's
+        ``attributions.png``. The dotted target aperture is the contiguous part around the brightest
+        pixel (:func:`contiguous_aperture`); other aperture pixels (counted in "share of dimming on
+        target") are marked with small dots.
     """
     stack = np.asarray(stack, dtype=np.float64)
     stats = vetting_statistics(stack) if stats is None else stats
@@ -193,11 +250,16 @@ def sheet_figure(
 
     fig = plt.figure(figsize=SHEET_SIZE_IN, dpi=SHEET_DPI)
     grid = fig.add_gridspec(2, 4, height_ratios=[1.0, 0.9], hspace=0.72, wspace=0.62,
-                            left=0.055, right=0.955, top=0.86, bottom=0.08)
+                            left=0.055, right=0.955, top=0.86, bottom=0.11)
 
     ax = fig.add_subplot(grid[0, 0])
-    _image_panel(fig, ax, dimming, "in-transit difference\n(bins 0, 31)", DIFF_UNIT, "RdBu_r")
-    _outline(ax, stats.aperture)
+    _image_panel(fig, ax, dimming, "in-transit difference\n(bins 0, 31)", DIFF_UNIT, DIFFERENCE_CMAP,
+                 noise=difference_noise_ppm(stats, IN_TRANSIT_BINS))
+    target_region = contiguous_aperture(stats.aperture, stats.weight)
+    _outline(ax, target_region)
+    stray = np.argwhere(stats.aperture & ~target_region)
+    if len(stray):
+        ax.plot(stray[:, 1], stray[:, 0], ".", color="k", ms=3)
     ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2, label="target (flux centroid)")
     if stats.centroid_rc is not None:
         ax.plot(stats.centroid_rc[1], stats.centroid_rc[0], "x", color="lime", ms=9, mew=2,
@@ -210,13 +272,14 @@ def sheet_figure(
     ax.set_xlim(extent[:2])
     ax.set_ylim(extent[2:])
     ax.text(0.0, -0.33, f"+: target (out-of-transit flux centroid)\n{note}\n"
-            f"dotted: target aperture; 1 pixel = {KEPLER_PIXEL_SCALE_ARCSEC} arcsec",
+            f"dotted: target aperture{'; dots: other aperture pixels' if len(stray) else ''}; "
+            f"1 pixel = {KEPLER_PIXEL_SCALE_ARCSEC} arcsec",
             transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
 
     ax = fig.add_subplot(grid[0, 1])
     if attribution is not None:
         _image_panel(fig, ax, np.asarray(attribution, dtype=float), "attribution\n(Integrated Gradients)",
-                     "logit (+: toward CONFIRMED)", "PiYG", extent=extent)
+                     f"logit ({ATTRIBUTION_MEANING})", ATTRIBUTION_CMAP, extent=extent)
         ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2)
         ax.text(0.0, -0.33, "\n".join(textwrap.wrap(attribution_note or "model input resampled onto the stamp", 44)),
                 transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
@@ -225,7 +288,8 @@ def sheet_figure(
         ax.text(0.5, 0.5, "attribution not available\nfor this model", ha="center", va="center", fontsize=9)
 
     ax = fig.add_subplot(grid[0, 2])
-    _image_panel(fig, ax, secondary, "secondary-eclipse difference\n(bins 15-16)", DIFF_UNIT, "RdBu_r")
+    _image_panel(fig, ax, secondary, "secondary-eclipse difference\n(bins 15-16)", DIFF_UNIT, DIFFERENCE_CMAP,
+                 noise=difference_noise_ppm(stats, SECONDARY_BINS))
     ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2)
 
     ax = fig.add_subplot(grid[0, 3])
@@ -244,12 +308,13 @@ def sheet_figure(
             ax.axvspan(lo, lo + 1.0 / N_PHASE_BINS, color=colour, alpha=0.18, lw=0, label=name if j == 0 else None)
     phase = _phase(np.arange(N_PHASE_BINS))
     order = np.argsort(phase)
-    ax.errorbar(phase[order], stats.phase_curve_ppm[order], yerr=stats.noise_ppm, fmt="o-", color="k",
-                ms=3.5, lw=1, elinewidth=0.8, capsize=0, label="aperture flux (1-sigma: OOT scatter)")
+    # + = dimming, as the difference images and the depths of the table
+    ax.errorbar(phase[order], -stats.phase_curve_ppm[order], yerr=stats.noise_ppm, fmt="o-", color="k",
+                ms=3.5, lw=1, elinewidth=0.8, capsize=0, label="aperture dimming (1-sigma: OOT scatter)")
     ax.axhline(0.0, color="0.5", lw=0.8)
     ax.set_xlim(PHASE_START, PHASE_START + 1.0)
     ax.set_xlabel("orbital phase (0 = transit; 32 bins)", fontsize=8)
-    ax.set_ylabel("aperture flux change, ppm", fontsize=8)
+    ax.set_ylabel("dimming, ppm (+ = fainter)", fontsize=8)
     ax.set_title("aperture light curve (flux-weighted photometry of the stamp)", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, loc="best", ncol=2, framealpha=0.85)
@@ -281,6 +346,9 @@ def sheet_figure(
     if truth is not None:
         sub += f"   known: {truth}"
     fig.suptitle(f"{head}   vetting sheet\n{sub}", fontsize=11, y=0.99)
+    fig.text(0.01, 0.008, footer_text(model, koi, in_training), fontsize=7.5, va="bottom", ha="left",
+             gid="sheet-footer", color="darkred" if in_training else "0.2",
+             weight="bold" if in_training else "normal")
     return fig
 
 
@@ -295,7 +363,7 @@ def table_cells(fig: plt.Figure) -> dict[str, list[str]]:
     return out
 
 
-def mistake_sheet_specs(worst, folds, stacks: dict, n_maps: int) -> list[tuple[str, dict]]:
+def mistake_sheet_specs(worst, folds, stacks: dict, n_maps: int, model: str = "") -> list[tuple[str, dict]]:
     """What to draw for a cv's worst out-of-fold calls: ``(artifact path, sheet_figure kwargs)`` each.
 
     Parameters
@@ -309,13 +377,18 @@ def mistake_sheet_specs(worst, folds, stacks: dict, n_maps: int) -> list[tuple[s
         kepid -> validated ``(32, H, W)`` stack.
     n_maps : int
         Leading image channels of the model input (their attributions are summed).
+    model : str
+        What the cv is (its run name), for the footer: the sheet names the fold network that scored
+        the target, out of fold (never in its training set).
 
     Returns
     -------
     list of ``(path, kwargs)``: ``sheet_figure(**kwargs)`` draws the sheet; paths
     ``figures/mistakes/planet_<rank>_<kepid>.png`` (planets scored lowest) and
     ``figures/mistakes/fp_<rank>_<kepid>.png`` (false positives scored highest). The
-    attribution is that of the fold network that scored the target (out of fold).
+    attribution is that of the fold network that scored the target (out of fold). A vetter of
+    several branches (``probability_<branch>`` columns in ``worst``) shows each branch's probability,
+    and the footer the KOI whose parameters scored the star (``tabular_koi``).
     """
     from pixel_cnn.vetter.ensemble import LABELS
 
@@ -332,9 +405,16 @@ def mistake_sheet_specs(worst, folds, stacks: dict, n_maps: int) -> list[tuple[s
             note = f"fold {row.fold} network (out of fold); scalar inputs {float(attr[n_maps:].sum()):+.2f} logit"
         prob, threshold = float(row.probability), float(row.threshold)
         prediction = {"probability": prob, "label": LABELS[int(prob >= threshold)], "threshold": threshold}
+        for column, value in row._asdict().items():  # each branch's probability (fusion)
+            if column.startswith("probability_") and column != "probability_fused":
+                prediction[f"{column.removeprefix('probability_')}_probability"] = float(value)
+        koi = getattr(row, "tabular_koi", "")
+        koi = koi if isinstance(koi, str) else ""
         kind = "planet" if label == 1 else "fp"
         what = ("planet scored lowest" if label == 1 else "false positive scored highest") + f" #{row.rank}"
         out.append((f"figures/mistakes/{kind}_{row.rank}_{kepid}.png", {
             "stack": stacks[kepid], "kepid": kepid, "prediction": prediction, "attribution": attribution,
-            "attribution_note": note, "truth": LABELS[label], "source": f"cv out-of-fold, {what}, fold {row.fold}"}))
+            "attribution_note": note, "truth": LABELS[label], "source": f"cv out-of-fold, {what}, fold {row.fold}",
+            "model": (f"{model}: " if model else "") + f"fold {row.fold} network(s), out of fold",
+            "koi": koi, "in_training": False}))
     return out

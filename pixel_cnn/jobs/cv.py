@@ -7,11 +7,12 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pixel_cnn.branches.vetters import get_vetter
+from pixel_cnn.branches.vetters import CV_DEFAULT, get_vetter
 from pixel_cnn.drawing.sheet import mistake_sheet_specs
 from pixel_cnn.drawing.workers import BackgroundSheets
 from pixel_cnn.evaluation.cv import (
     CVError,
+    INNER_FOLDS,
     CVResult,
     cv_description,
     cv_run_name,
@@ -35,7 +36,7 @@ def cv(
     repeats: int = 1,
     inner_folds: int = 3,
     register: bool = False,
-    alias: str = "champion",
+    alias: str = "auto",
     cli_params: dict | None = None,
     koi_table: str | None = None,
     run_name: str | None = None,
@@ -47,10 +48,12 @@ def cv(
     One parent run (this invocation) with a nested child run per fold; the vetter
     (:func:`pixel_cnn.evaluation.cv.served_vetter`: repeat 0's pixel networks, each other
     branch's served model, the combiner) logged as ``model`` and, with ``register``, registered
-    as ``pixel-cnn`` with ``alias``. ``overrides`` apply to the pixel branch's preset. A vetter
+    as ``pixel-cnn`` with the alias the champion policy gives (``alias``:
+    :func:`pixel_cnn.tracking.registry.register_cv_version`; ``auto`` moves ``@champion`` only for
+    :func:`is_default_cv`, ``make cv`` exactly as it is). ``overrides`` apply to the pixel branch's preset. A vetter
     with a tabular branch trains it on the KOI table ``koi_table`` (default: :func:`koi_table_of`
     the dataset) and logs that table with ``mlflow.log_input``. Returns ``(result, info)`` with
-    ``run_id``, ``model_uri``, ``version`` and ``wall_s``. ``dataset`` is a
+    ``run_id``, ``model_uri``, ``version``, ``registration`` (alias set, champion after, reason) and ``wall_s``. ``dataset`` is a
     prep output folder or an artifact URI such as ``runs:/<prep_run_id>/dataset``
     (:func:`pixel_cnn.tracking.runs.open_dataset`), or a dataset already opened
     (``(Dataset, info)``, as tune's ``register_best`` passes it).
@@ -107,18 +110,30 @@ def cv(
         if mistakes:  # drawn in worker processes while the summary and the model are logged
             worst = worst_oof(result.oof)
             n_maps = preset.in_channels - preset.n_scalars if preset is not None else 0
-            sheets = BackgroundSheets(mistake_sheet_specs(worst, result.folds, data.stacks, n_maps))
+            sheets = BackgroundSheets(mistake_sheet_specs(worst, result.folds, data.stacks, n_maps, model=name))
         try:
+            tracking_cv.add_recall_at_p99(result.summary, result.oof)
             tracking_cv.log_cv_summary(run_id, result)
             roc = oof_interval(result.oof, seed, roc_auc_score)
-            tracking_cv.log_cv_description(run_id, cv_description(result.summary, roc, len(data.labels), repeats),
-                                           roc)
-            model_info, version = tracking_cv.log_vetter_model(
-                run_id, result, seed, register, alias, input_example=example, dataset_digest=data.digest)
+            tracking_cv.log_cv_description(run_id, cv_description(result.summary, roc, len(data.labels), repeats)
+                                           + tracking_cv.branch_lines(result), roc)
+            default = is_default_cv(spec.name, given, n_folds, seed, repeats, inner_folds)
+            model_info, registration = tracking_cv.log_vetter_model(
+                run_id, result, seed, register, alias, input_example=example, dataset_digest=data.digest,
+                is_default_cv=default)
             if sheets is not None:
                 tracking_cv.log_mistakes(run_id, sheets.result(), worst)
         finally:
             if sheets is not None:
                 sheets.close()
-    return result, {"run_id": run_id, "model_uri": model_info.model_uri, "version": version,
+    return result, {"run_id": run_id, "model_uri": model_info.model_uri,
+                    "version": registration["version"] if registration else None, "registration": registration,
                     "wall_s": time.perf_counter() - start}
+
+
+def is_default_cv(preset: str, overrides: dict, n_folds: int, seed: int, repeats: int, inner_folds: int) -> bool:
+    """Whether a cv is ``make cv`` exactly as it is (the main job): the default preset
+    (:data:`~pixel_cnn.branches.vetters.CV_DEFAULT`), no preset override, 5 folds, seed 42, one repeat,
+    the default inner split. Only such a run moves ``@champion`` without the gate."""
+    return (preset == CV_DEFAULT and not any(v is not None for v in overrides.values())
+            and (n_folds, seed, repeats, inner_folds) == (5, 42, 1, INNER_FOLDS))

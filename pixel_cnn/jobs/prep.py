@@ -29,7 +29,7 @@ def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | Non
     """
     dataset = prepare_dataset(data_dir, labels)  # DataError before any run when the folder is unusable
     root = Path(dataset.source)
-    with runs.job_run(runs.EXPERIMENT_PREP, "prep", cli_params) as run_id:
+    with runs.job_run(runs.EXPERIMENT_PREP, prep_run_name(root, labels, dataset), cli_params) as run_id:
         out = write_dataset(dataset, out_dir, {
             "prep_run_id": run_id, "labels": labels, "source": str(root / "stacks"),
         })
@@ -38,6 +38,12 @@ def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | Non
         "run_id": run_id, "digest": dataset.digest, "counts": dataset.counts(),
         "skipped": list(dataset.skipped[["source_file", "reason"]].itertuples(index=False, name=None)),
     }
+
+
+def prep_run_name(root: Path, labels: str, dataset) -> str:
+    """What a prep run prepared, as its name: ``prep kepler-pixdiff labels=seed n=97 digest=1a2b3c4d``
+    (data folder, label source, targets written, the first 8 hex digits of the dataset digest)."""
+    return f"prep {root.name} labels={labels} n={len(dataset.labels)} digest={dataset.digest[:8]}"
 
 
 def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
@@ -70,7 +76,8 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
         ``tpf_dir`` missing or without FITS files, ephemeris CSV unusable.
     """
     out = Path(out_dir)
-    with runs.job_run(runs.EXPERIMENT_PREP, "prep-tpf", cli_params) as run_id:
+    with runs.job_run(runs.EXPERIMENT_PREP, f"prep-tpf {Path(tpf_dir or cache_dir or '.').resolve().name} -> {out.name}",
+                      cli_params) as run_id:
         ephemerides, problems, layout = tpf.load_ephemeris(ephemeris)
         fetch_problems = {}
         if download:

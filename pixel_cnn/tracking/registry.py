@@ -28,7 +28,8 @@ class ModelURIError(LookupError):
 def check_model_uri(model_uri: str) -> str:
     """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` without loading the model.
 
-    Returns a one-line description (``pixel-cnn version 3``). Other URI
+    Returns a one-line description (``pixel-cnn version 3 (fusion, pooled OOF PR-AUC (average
+    precision) 0.950, ROC-AUC 0.968, cv run <id>)``: :func:`version_headline`). Other URI
     schemes (``runs:/``, ``models:/m-<id>``, local paths) are passed through:
     MLflow resolves them when it loads.
 
@@ -60,7 +61,20 @@ def check_model_uri(model_uri: str) -> str:
             f"model URI {model_uri!r}: registered model {name!r} has no {what}{hint} "
             f"in tracking store {store}"
         ) from None
-    return f"{name} version {mv.version}"
+    return f"{name} version {mv.version}" + (f" ({what})" if (what := version_headline(mv.tags)) else "")
+
+
+def version_headline(tags: dict) -> str:
+    """What a version is, in one line, from its tags: ``fusion, pooled OOF PR-AUC 0.950, ROC-AUC 0.968,
+    cv run <id>`` ("" for a version without them)."""
+    parts = [tags["preset"]] if tags.get("preset") else []
+    if "pr_auc_oof" in tags:
+        parts.append(f"pooled OOF PR-AUC (average precision) {float(tags['pr_auc_oof']):.3f}")
+    if "roc_auc_oof" in tags:
+        parts.append(f"ROC-AUC {float(tags['roc_auc_oof']):.3f}")
+    if tags.get("cv_run_id"):
+        parts.append(f"cv run {tags['cv_run_id']}")
+    return ", ".join(parts)
 
 
 #: Files every logged pixel-cnn pyfunc model holds (relative to the model's root).
@@ -92,13 +106,45 @@ def verify_model_artifacts(model_info) -> None:
                                 "not registered")
 
 
-def register(model_info, tags: dict[str, str], alias: str = "", name: str = MODEL_NAME) -> str:
+#: What ``pixel-cnn`` is, the registered model's description (``mlflow ui``'s model page).
+MODEL_DESCRIPTION = """Kepler planet-candidate vetter (CONFIRMED vs FALSE POSITIVE) from phase-binned
+pixel-difference stacks and, for the fusion vetter, the star's KOI parameters.
+
+- `@champion` is the served model (`make serve`, `make predict`). It moves only with `make cv` exactly as
+  it is (the main job: fusion preset, default parameters), or through the promotion gate (`make promote`,
+  or `cv -P alias=champion`): the challenger's pooled out-of-fold PR-AUC (average precision) must beat
+  the champion's on the same dataset (`mlflow.validate_evaluation_results`).
+- Any other cv that registers creates a version with `@challenger` (or no alias): it never moves `@champion`.
+- Each version's description and tags hold its preset, headline figures (pooled OOF PR-AUC, ROC-AUC,
+  recall at precision 0.99, Brier, threshold), dataset digest and the cv run behind it.
+"""
+
+#: Alias values of cv's ``alias`` parameter that are not alias names.
+AUTO, NO_ALIAS = "auto", ("", "none")
+
+
+def ensure_model_description(name: str = MODEL_NAME) -> None:
+    """Create ``name`` if needed and give it :data:`MODEL_DESCRIPTION` (only when it has none)."""
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=MODEL_DESCRIPTION)
+        return
+    if not model.description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTION)
+
+
+def register(model_info, tags: dict[str, str], alias: str = "", name: str = MODEL_NAME,
+             description: str = "") -> str:
     """Register the logged model ``model_info`` as a new version of ``name``; returns the version.
 
     Only a model whose files are all in the artifact store is registered
     (:func:`verify_model_artifacts`: a remote store can fail mid-upload), never
     a version that points at missing artifacts. The version gets ``tags``
-    (e.g. ``pr_auc_oof``, ``preset``, ``cv_run_id``) and, when given, ``alias``.
+    (e.g. ``pr_auc_oof``, ``preset``, ``cv_run_id``), ``description`` (Markdown, shown on the
+    version's page) and, when given, ``alias`` (set as it is: the champion policy is
+    :func:`register_cv_version`'s).
 
     Raises
     ------
@@ -106,13 +152,72 @@ def register(model_info, tags: dict[str, str], alias: str = "", name: str = MODE
         A model file is missing from the artifact store; nothing is registered.
     """
     verify_model_artifacts(model_info)
+    ensure_model_description(name)
     client = MlflowClient()
     version = str(mlflow.register_model(model_info.model_uri, name).version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    if description:
+        client.update_model_version(name, version, description=description)
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def alias_version(name: str, alias: str):
+    """The ``ModelVersion`` of ``name@alias``, or None when the alias is not set."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register_cv_version(model_info, tags: dict[str, str], alias: str, is_default_cv: bool,
+                        name: str = MODEL_NAME, description: str = "") -> dict:
+    """Register a cv's model and apply the champion policy; returns what happened.
+
+    ``alias``:
+
+    - ``auto`` (cv's default): ``champion`` when the cv is ``make cv`` exactly as it is
+      (``is_default_cv``: the main job, whose model is the one served) or when there is no champion
+      yet; otherwise ``challenger``: a cv of another preset or with other parameters never moves
+      ``@champion``.
+    - ``champion``: an explicit promotion: the version is registered as ``@challenger`` and moves
+      ``@champion`` only when it passes the gate (:func:`promote`).
+    - ``none`` or ``""``: no alias. Any other name: set as it is.
+
+    Returns ``{"version", "alias" (the alias set, or ""), "champion" (version of @champion after),
+    "reason" (one line, for the console)}``.
+    """
+    alias = (alias or "").strip()
+    champion = alias_version(name, "champion")
+    gate = None
+    if alias.lower() in NO_ALIAS:
+        target, reason = "", "no alias asked (alias=none)"
+    elif alias == AUTO:
+        if is_default_cv:
+            target, reason = "champion", "make cv's default run (the main job) sets @champion"
+        elif champion is None:
+            target, reason = "champion", "no @champion yet"
+        else:
+            target = "challenger"
+            reason = (f"preset {tags.get('preset')!r} or its parameters are not make cv's default: "
+                      f"@champion stays version {champion.version}; compare with `make promote`")
+    elif alias == "champion" and champion is None:
+        target, reason = "champion", "no @champion yet"
+    elif alias == "champion":
+        target, gate = "challenger", True
+        reason = ""
+    else:
+        target, reason = alias, f"alias {alias!r} as asked"
+    version = register(model_info, tags, target, name, description)
+    if gate:
+        out = promote(name, "challenger", "champion")
+        reason = ("passed the gate: " if out["promoted"] else "did not pass the gate, stays @challenger: ") \
+            + out["reason"]
+        target = "champion" if out["promoted"] else "challenger"
+    after = alias_version(name, "champion")
+    return {"version": version, "alias": target, "champion": after.version if after else None, "reason": reason}
 
 
 def model_version_score(name: str, alias: str) -> tuple[str, float] | None:
@@ -125,10 +230,8 @@ def model_version_score(name: str, alias: str) -> tuple[str, float] | None:
     ValueError
         The version has no ``pr_auc_oof`` tag (not registered by cv).
     """
-    client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    mv = alias_version(name, alias)
+    if mv is None:
         return None
     if "pr_auc_oof" not in mv.tags:
         raise ValueError(f"{name} version {mv.version} (@{alias}) has no pr_auc_oof tag; "
@@ -138,36 +241,41 @@ def model_version_score(name: str, alias: str) -> tuple[str, float] | None:
 
 def promote(name: str = MODEL_NAME, challenger: str = "challenger",
             champion: str = "champion") -> dict:
-    """Move ``champion`` to the ``challenger`` version if its OOF PR-AUC is higher.
+    """Move ``champion`` to the ``challenger`` version if it passes the gate (:mod:`pixel_cnn.tracking.gate`).
 
-    Higher means strictly higher ``pr_auc_oof`` tag (pooled out-of-fold average
-    precision); with no champion yet the challenger is promoted. Returns
-    ``{"challenger": (version, score), "champion": (version, score) or None,
-    "promoted": bool, "reason": str}`` (``champion`` = before the move).
+    The gate evaluates both versions' out-of-fold predictions with ``mlflow.models.evaluate`` and
+    decides with ``mlflow.validate_evaluation_results``: the challenger's pooled OOF PR-AUC (average
+    precision) must beat the champion's by :data:`~pixel_cnn.tracking.gate.MIN_GAIN`, on the same
+    dataset; with no champion yet the challenger is promoted. Returns ``{"challenger": (version,
+    score), "champion": (version, score) or None, "promoted": bool, "reason": str, "figures":
+    {"challenger": {metric: value}, "champion": {...}}, "presets": {...}, "gate_run_id": str}``
+    (``champion`` = before the move).
 
     Raises
     ------
     ValueError
-        No ``challenger`` alias on ``name``, or a version lacks its score tag.
+        No ``challenger`` alias on ``name``, or a version has neither OOF predictions nor a score tag.
     """
-    chal = model_version_score(name, challenger)
-    if chal is None:
-        raise ValueError(f"{name} has no @{challenger} version; run tune with register_best=true first")
-    champ = model_version_score(name, champion)
-    if champ is None:
-        promoted, reason = True, f"no @{champion} yet"
-    elif champ[0] == chal[0]:
-        promoted, reason = False, f"@{challenger} is already @{champion}"
-    elif chal[1] > champ[1]:
-        promoted, reason = True, f"OOF PR-AUC {chal[1]:.4f} > {champ[1]:.4f}"
-    else:
-        promoted, reason = False, f"OOF PR-AUC {chal[1]:.4f} <= {champ[1]:.4f}"
-    if promoted:
+    from pixel_cnn.tracking import gate
+
+    chal_mv = alias_version(name, challenger)
+    if chal_mv is None:
+        raise ValueError(f"{name} has no @{challenger} version; register one with "
+                         "`make cv CV_ARGS=\"-P preset=...\"` or tune with register_best=true first")
+    champ_mv = alias_version(name, champion)
+    passed, reason, chal, champ, gate_run = gate.run_gate(
+        name, (str(chal_mv.version), dict(chal_mv.tags)),
+        (str(champ_mv.version), dict(champ_mv.tags)) if champ_mv is not None else None)
+    if passed:
         client = MlflowClient()
-        client.set_registered_model_alias(name, champion, chal[0])
+        client.set_registered_model_alias(name, champion, chal.version)
         if champ is not None:
-            client.set_model_version_tag(name, chal[0], "promoted_over_version", champ[0])
-    return {"challenger": chal, "champion": champ, "promoted": promoted, "reason": reason}
+            client.set_model_version_tag(name, chal.version, "promoted_over_version", champ.version)
+    return {"challenger": (chal.version, chal.metrics.get("pr_auc_oof")),
+            "champion": (champ.version, champ.metrics.get("pr_auc_oof")) if champ else None,
+            "promoted": passed, "reason": reason, "gate_run_id": gate_run,
+            "figures": {"challenger": chal.metrics, "champion": champ.metrics if champ else {}},
+            "presets": {"challenger": chal.preset, "champion": champ.preset if champ else ""}}
 
 
 # ---------------------------------------------------------------- loading a registered model

@@ -31,6 +31,10 @@ EXPERIMENT_CV = "pixel-cnn-cv"
 EXPERIMENT_PREP = "pixel-cnn-prep"
 EXPERIMENT_BENCH = "pixel-cnn-bench"
 EXPERIMENT_TUNE = "pixel-cnn-tune"
+#: The value of the ``mlflow.experimentKind`` experiment tag that makes ``mlflow ui`` (3.x) open an
+#: experiment on its runs ("Machine learning") instead of the GenAI overview (traces, assistant).
+#: From MLflow's UI source (``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`` in ``mlflow/server/js``).
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def now_ms() -> int:
@@ -51,6 +55,14 @@ def set_experiment(name: str) -> str:
     experiment_id = mlflow.set_experiment(name).experiment_id
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     return experiment_id
+
+
+def mark_training_experiment(experiment_id: str) -> None:
+    """Tag experiment ``experiment_id`` ``mlflow.experimentKind`` = :data:`EXPERIMENT_KIND` (a
+    model-training experiment: ``mlflow ui`` opens it on its runs table). Idempotent."""
+    client = MlflowClient()
+    if client.get_experiment(experiment_id).tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
 
 
 def log_params_once(run_id: str, params: dict) -> None:
@@ -167,6 +179,8 @@ class job_run:
             if self.run_name and is_generated_name(self.run.info.run_name):
                 MlflowClient().set_tag(self.run.info.run_id, MLFLOW_RUN_NAME, self.run_name)
             log_params_once(self.run.info.run_id, self.cli_params)
+            if parent is None:
+                mark_training_experiment(self.run.info.experiment_id)
             if parent is None:
                 stores.check_artifacts(self.run.info.run_id)
         except BaseException:

@@ -125,9 +125,12 @@ class Vetter:
 
         Columns: ``probability``, ``label`` (at ``threshold``), ``threshold``; a vetter with a tabular
         branch also gives ``pixel_probability``, ``tabular_probability`` (None without parameters),
-        ``branch`` (``fused``, ``pixel`` or ``tabular``: what answered) and ``inputs_used`` (``stack``
-        and the parameter names used, comma-separated). A vetter with a pixel branch given no
-        parameters answers from its pixel branch alone, at the pixel-only threshold.
+        ``branch`` (``fused``, ``pixel`` or ``tabular``: what answered), ``inputs_used`` (``stack``
+        and the parameter names used, comma-separated) and ``tabular_reason`` (why
+        ``tabular_probability`` is None; None when it answered). A vetter with a pixel branch given no
+        parameters answers from its pixel branch alone, at the pixel-only threshold. A vetter without
+        a tabular branch given KOI parameters answers from its stack and says so: the same columns,
+        ``tabular_probability`` None and ``tabular_reason`` naming the parameters not used.
 
         Raises
         ------
@@ -139,15 +142,20 @@ class Vetter:
             got no parameters.
         """
         given = tabular.check_parameters(params or {}) if self.accepts_parameters else {}
-        if params and not self.accepts_parameters:
-            tabular.check_parameters(params)  # a name outside the allow-list is still refused
+        ignored = tabular.check_parameters(params) if params and not self.accepts_parameters else {}
         pixel = None
         if self.pixel is not None:
             pixel = self.pixel.predict_stacks(stacks)["probability"].to_numpy(np.float64)
         n = len(pixel) if pixel is not None else len(list(stacks))
         if not self.accepts_parameters:
-            return pd.DataFrame({"probability": pixel, "label": [LABELS[int(p >= self.threshold)] for p in pixel],
-                                 "threshold": self.threshold})
+            out = pd.DataFrame({"probability": pixel, "label": [LABELS[int(p >= self.threshold)] for p in pixel],
+                                "threshold": self.threshold})
+            if ignored:  # said in the answer, never silently dropped
+                out = out.assign(pixel_probability=pixel, tabular_probability=[None] * n, branch="pixel",
+                                 inputs_used="stack", tabular_reason=(
+                                     f"vetter {self.name!r} has no tabular branch: the KOI parameters "
+                                     f"{', '.join(k for k in tabular.ALLOWED_INPUTS if k in ignored)} were not used"))
+            return out
         if not given:
             if pixel is None:
                 raise tabular.TabularInputError(
@@ -157,7 +165,7 @@ class Vetter:
             return pd.DataFrame({
                 "probability": pixel, "label": [LABELS[int(p >= t)] for p in pixel], "threshold": t,
                 "pixel_probability": pixel, "tabular_probability": [None] * n, "branch": "pixel",
-                "inputs_used": "stack",
+                "inputs_used": "stack", "tabular_reason": "no KOI parameter given: the answer is the pixel branch's",
             })
         if n != 1:
             raise tabular.TabularInputError(f"KOI parameters describe one star: send one stack with them, not {n}")
@@ -196,5 +204,5 @@ class Vetter:
         return pd.DataFrame({
             "probability": prob, "label": [LABELS[int(p >= self.threshold)] for p in prob],
             "threshold": self.threshold, "pixel_probability": pixel if pixel is not None else [None],
-            "tabular_probability": p_tab, "branch": branch, "inputs_used": ",".join(used),
+            "tabular_probability": p_tab, "branch": branch, "inputs_used": ",".join(used), "tabular_reason": None,
         })

@@ -24,22 +24,26 @@ from .stack import StackError
 #: of 24 x 24 pixels (the dataset README's largest cut-out; the real files reach 12 x 12, about 455
 #: stacks a request). Bigger requests get HTTP 400; split them.
 MAX_REQUEST_VALUES = 2**21
-#: Input of the served model: any number of stacks of 32 phase bins, any H x W.
-SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
-    outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold")]),
-)
-#: Input of a served vetter with a tabular branch: the same stacks, plus the KOI parameters of the
-#: star as MLflow inference ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``),
-#: each optional (None = not given; units in :data:`~.tabular.ALLOWED_INPUTS`).
-FUSION_SIGNATURE = ModelSignature(
-    inputs=SIGNATURE.inputs,
-    outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
-                    ColSpec("double", "pixel_probability", required=False),
-                    ColSpec("double", "tabular_probability", required=False),
-                    ColSpec("string", "branch"), ColSpec("string", "inputs_used")]),
-    params=ParamSchema([ParamSpec(name, "double", None) for name in tabular.ALLOWED_INPUTS]),
-)
+#: The KOI parameters every served model declares as MLflow inference ``params`` (each optional, None =
+#: not given; units in :data:`~.tabular.ALLOWED_INPUTS`): a model with a tabular branch reads them, a
+#: model without one says in its answer that it did not use them (``tabular_reason``), so every
+#: registered model answers the same request and MLflow never drops them silently.
+PARAMS = ParamSchema([ParamSpec(name, "double", None) for name in tabular.ALLOWED_INPUTS])
+#: The answer's columns: ``probability``, ``label``, ``threshold``; then (a model with a tabular branch,
+#: or any model given KOI parameters) each branch's answer and why the tabular branch did not answer.
+OUTPUTS = Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
+                  ColSpec("double", "pixel_probability", required=False),
+                  ColSpec("double", "tabular_probability", required=False),
+                  ColSpec("string", "branch", required=False), ColSpec("string", "inputs_used", required=False),
+                  ColSpec("string", "tabular_reason", required=False)])
+#: Input of the served model: any number of stacks of 32 phase bins, any H x W, and the star's KOI
+#: parameters as ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``).
+SIGNATURE = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
+                           outputs=OUTPUTS, params=PARAMS)
+#: The signature of a vetter with a tabular branch (the same: kept as a name for callers).
+FUSION_SIGNATURE = SIGNATURE
+
+
 class BadRequestError(MlflowException):
     """A served request that cannot be scored: HTTP 400 with a short, fixed message.
 
@@ -112,6 +116,7 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         self.vetter = Vetter.from_files(Path(context.artifacts["config"]).parent)
+        refuse_unknown_params()
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         try:
@@ -121,5 +126,40 @@ class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def signature_of(vetter_config: dict) -> ModelSignature:
-    """The signature of a vetter: with KOI ``params`` when it has a tabular branch."""
-    return FUSION_SIGNATURE if "tabular" in vetter_config["branches"] else SIGNATURE
+    """The signature of a vetter: stacks in, KOI ``params`` declared whatever its branches (:data:`PARAMS`)."""
+    return SIGNATURE
+
+
+def _is_vetter_schema(schema) -> bool:
+    """Whether a params schema is this package's (:data:`PARAMS`: exactly the KOI parameter names)."""
+    return isinstance(schema, ParamSchema) and {p.name for p in schema.params} == set(tabular.ALLOWED_INPUTS)
+
+
+def refuse_unknown_params() -> None:
+    """Make MLflow refuse, with HTTP 400 naming it, a parameter name a pixel-cnn model does not declare.
+
+    MLflow 3.x (``mlflow.models.utils._enforce_params_schema``, called by ``PyFuncModel.predict``
+    before the model sees anything) drops a name that is not in the params schema with a log warning
+    only, and has no option to refuse it. This wraps that function, as ``mlflow.pyfunc`` calls it,
+    for the models whose params schema is :data:`PARAMS` (any other model keeps MLflow's behaviour):
+    a request with an unknown name raises :class:`BadRequestError` (``bad request: unknown parameter
+    'koi_perod'; ...``). Installed when a model loads (:meth:`PixelCNNPyfunc.load_context`); idempotent.
+    """
+    import mlflow.pyfunc as pyfunc_module
+
+    original = pyfunc_module._enforce_params_schema
+    if getattr(original, "_refuses_unknown", False):
+        return
+
+    def enforce(params, schema):
+        if isinstance(params, dict) and _is_vetter_schema(schema):
+            unknown = sorted(str(k) for k in params if str(k) not in tabular.ALLOWED_INPUTS)
+            if unknown:
+                names = ", ".join(repr(k) for k in unknown)
+                raise BadRequestError(
+                    f"bad request: unknown parameter{'s' if len(unknown) > 1 else ''} {names}; the parameters "
+                    f"are the KOI table's {', '.join(tabular.ALLOWED_INPUTS)}")
+        return original(params, schema)
+
+    enforce._refuses_unknown = True
+    pyfunc_module._enforce_params_schema = enforce
