@@ -57,8 +57,11 @@ prep: $(STAMP)
 cv: prep
 	$(MLFLOW_RUN) -e cv --experiment-name pixel-cnn-cv -P register=true $(CV_ARGS)
 
+# The suite runs on TEST_WORKERS pytest-xdist processes, one test file per worker at a time (module
+# fixtures such as a service stack stay in one process); the session's shared model is built once.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not network"

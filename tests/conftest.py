@@ -60,24 +60,49 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     mlflow.set_tracking_uri(None)
 
 
+def _session_root(tmp_path_factory) -> Path:
+    """The folder every pytest-xdist worker of this run shares (pytest's base temp's parent under
+    xdist, the base temp itself without it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _build_shared_model(root: Path, env: dict) -> dict:
+    """`mlflow run . -e prep`, then `-e cv -P register=true`, in the store under ``root``; returns what
+    the other workers need to rebuild the record (the two processes' return codes and output)."""
+    from tests.support import mlflow_run
+
+    procs = {"prep": mlflow_run("prep", {"out_dir": root / "processed"}, env, root),
+             "cv": mlflow_run("cv", {"dataset": root / "processed", "register": "true", **SHARED_CV}, env, root)}
+    return {name: {"args": [str(a) for a in p.args], "returncode": p.returncode, "stdout": p.stdout,
+                   "stderr": p.stderr} for name, p in procs.items()}
+
+
 @pytest.fixture(scope="session")
 def shared_model(tmp_path_factory) -> dict:
     """ONE trained and registered model for the whole session, made the real way (what `make cv` does).
 
     `mlflow run . -e prep` then `mlflow run . -e cv -P register=true` with the cv's default vetter
-    (fusion) kept short (:data:`SHARED_CV`), in a fresh sqlite store under pytest's tmp dir.
+    (fusion) kept short (:data:`SHARED_CV`), in a fresh sqlite store under pytest's tmp dir. Under
+    pytest-xdist the first worker that needs it builds it under a file lock and the others read it.
     Keys: ``root`` (store folder, the runs' cwd), ``env`` (its environment, :func:`store_env`),
     ``prep``/``cv`` (the two ``CompletedProcess``), ``dataset`` (prep's output folder), ``prep_run``/
     ``cv_run`` (MLflow ``Run``), ``version`` (the champion's version, str), ``uri`` (:data:`SHARED_URI`).
     """
+    import json
+    import subprocess
+
+    from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
-    from tests.support import mlflow_run
-
-    root = tmp_path_factory.mktemp("shared-model")
-    env = store_env(root)
-    prep = mlflow_run("prep", {"out_dir": root / "processed"}, env, root)
-    cv = mlflow_run("cv", {"dataset": root / "processed", "register": "true", **SHARED_CV}, env, root)
+    root = _session_root(tmp_path_factory) / "shared-model"
+    record = root / "processes.json"
+    with FileLock(str(root) + ".lock"):
+        root.mkdir(exist_ok=True)
+        env = store_env(root)
+        if not record.exists():
+            record.write_text(json.dumps(_build_shared_model(root, env)))
+    procs = {name: subprocess.CompletedProcess(**p) for name, p in json.loads(record.read_text()).items()}
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiments = [e.experiment_id for e in client.search_experiments()]
 
@@ -86,7 +111,7 @@ def shared_model(tmp_path_factory) -> dict:
         assert len(runs) == 1, (entry, len(runs))
         return runs[0]
 
-    return {"root": root, "env": env, "prep": prep, "cv": cv, "dataset": root / "processed",
+    return {"root": root, "env": env, **procs, "dataset": root / "processed",
             "prep_run": entry_run("prep"), "cv_run": entry_run("cv"), "uri": SHARED_URI,
             "version": client.get_model_version_by_alias("pixel-cnn", "champion").version}
 
