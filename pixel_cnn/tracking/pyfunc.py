@@ -53,7 +53,7 @@ SERVED_MODULES = (
     "__init__.py",
     "core/__init__.py", "core/stack.py", "core/vetting.py", "core/representation.py", "core/models.py",
     "core/ensemble.py", "core/tabular.py", "core/combiner.py",
-    "tracking/__init__.py", "tracking/pyfunc.py", "tracking/serving_model.py",
+    "tracking/__init__.py", "tracking/pyfunc.py", "tracking/serving_model.py", "tracking/requirements.py",
 )
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -161,29 +161,17 @@ def release_code_path(code_dir: Path) -> None:
 
 
 def pip_requirements() -> list[str]:
-    """Exact versions of what the served model imports, given explicitly (MLflow's inference is slow).
+    """The model's pip requirements: the whole resolved set it runs on, pinned from ``constraints.txt``.
 
-    Plus ``uvloop``, the event loop of the scoring server: with ``--workers N`` uvicorn's
-    asyncio loop serves without TCP_NODELAY (uvicorn issue #3149, +40 ms a keep-alive
-    request); uvloop sets it.
+    The CPU build of torch (PyTorch's CPU index as an extra index), every transitive runtime
+    dependency of the shipped code and of the scoring server (``uvloop``: with ``--workers N``
+    uvicorn's asyncio loop serves without TCP_NODELAY, uvicorn issue #3149, +40 ms a keep-alive
+    request; uvloop sets it; not on Windows). Built by
+    :func:`pixel_cnn.tracking.requirements.model_requirements`.
     """
-    from importlib.metadata import version
+    from pixel_cnn.tracking.requirements import model_requirements
 
-    import cloudpickle
-    import sklearn
-    import skops
-    import torch
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"cloudpickle=={cloudpickle.__version__}",
-        f"scikit-learn=={sklearn.__version__}",
-        f"skops=={skops.__version__}",
-        f"uvloop=={version('uvloop')}",
-    ]
+    return model_requirements()
 
 
 def served_code(dest: Path) -> Path:
