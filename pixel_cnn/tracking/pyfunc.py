@@ -22,7 +22,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pixel_cnn.core import ensemble as ens
 from pixel_cnn.core import tabular
@@ -33,9 +33,15 @@ from pixel_cnn.core.stack import StackError
 #: of 24 x 24 pixels (the dataset README's largest cut-out; the real files reach 12 x 12, about 455
 #: stacks a request). Bigger requests get HTTP 400; split them.
 MAX_REQUEST_VALUES = 2**21
-#: Input of the served model: any number of stacks of 32 phase bins, any H x W.
+#: Input of the served model (the model checks it itself, see :func:`_as_stack_list`; written in
+#: the MLmodel's ``metadata``): any number of stacks of 32 phase bins, any H x W, any real dtype.
+#: No input schema on purpose: MLflow's tensor schema takes one dtype only (a float32 spec refuses
+#: a float64 array in Python while JSON is cast to it) and its refusals repeat the whole input.
+INPUT_DOC = ("stacks of 32 phase bins x H x W pixels (3 <= H, W <= 64), fractional flux change, any real "
+             "dtype: an (N, 32, H, W) array, a 1-D object array or list of (32, H, W) arrays, or a "
+             "one-column DataFrame/Series of them; JSON {\"inputs\": [STACK, ...]}")
 SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
+    inputs=None,
     outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold")]),
 )
 #: Input of the served fusion model: the same stacks, plus the KOI parameters of the star as
@@ -83,25 +89,35 @@ class BadRequestError(MlflowException):
 
 
 def _as_stack_list(model_input) -> list:
-    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array or a 1-D object array/list.
+    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array of any real dtype (float32 from a
+    file, float64 from JSON), a 1-D object array/list of ``(32, H, W)`` arrays, or a one-column
+    DataFrame/Series of them (``dataframe_split`` bodies). Each stack is checked later
+    (:func:`pixel_cnn.core.stack.validate_stack`): the answers do not depend on the dtype.
 
     Raises
     ------
     StackError
-        A DataFrame, an array of another rank, or more than
-        :data:`MAX_REQUEST_VALUES` numbers in all.
+        A DataFrame of several columns, an array of another rank, another type, or more than
+        :data:`MAX_REQUEST_VALUES` numbers in all; the message names the problem, never the data.
     """
     if isinstance(model_input, pd.DataFrame):
-        raise StackError(
-            "a DataFrame body is not accepted; send {\"inputs\": [STACK, ...]} with each STACK "
-            "the nested lists of one (32, H, W) array"
-        )
+        if model_input.shape[1] != 1:
+            raise StackError(
+                f"a DataFrame input has one column, each cell one (32, H, W) stack; got "
+                f"{model_input.shape[1]} columns"
+            )
+        model_input = model_input.iloc[:, 0]
+    if isinstance(model_input, pd.Series):
+        model_input = model_input.tolist()
     if isinstance(model_input, np.ndarray) and model_input.dtype != object:
         if model_input.ndim != 4:
-            raise StackError(f"input of rank {model_input.ndim}; expected (N, 32, H, W)")
+            shape = "x".join(map(str, model_input.shape)) or "a scalar"
+            raise StackError(f"input of rank {model_input.ndim} ({shape}); expected (N, 32, H, W)")
+        stacks = list(model_input)
+    elif isinstance(model_input, (list, tuple, np.ndarray)):
         stacks = list(model_input)
     else:
-        stacks = list(model_input)
+        raise StackError(f"input of type {type(model_input).__name__}; expected stacks (N, 32, H, W)")
     n_values = sum(int(np.size(s)) for s in stacks)
     if n_values > MAX_REQUEST_VALUES:
         raise StackError(
@@ -114,9 +130,9 @@ def _as_stack_list(model_input) -> list:
 class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
     """``mlflow.pyfunc`` wrapper of :class:`Ensemble`.
 
-    Input: float32 array ``(N, 32, H, W)`` (a served JSON body
+    Input: array ``(N, 32, H, W)``, float32 or float64 (a served JSON body
     ``{"inputs": [STACK, ...]}``, stacks of one size per request), or in-process
-    a 1-D object array of stacks of mixed sizes. Output: DataFrame
+    a 1-D object array of stacks of mixed sizes, or a one-column DataFrame of stacks. Output: DataFrame
     ``probability`` (float64, of CONFIRMED), ``label`` ("CONFIRMED" /
     "FALSE POSITIVE"), ``threshold`` (float64), one row per stack.
 
@@ -216,6 +232,7 @@ def log_pyfunc(run_id: str, preset: Preset, state_dicts: list[dict], threshold: 
                 code_paths=[str(code)],
                 pip_requirements=pip_requirements(),
                 signature=signature,
+                metadata={"input": INPUT_DOC},
                 input_example=input_example,
                 registered_model_name=registered_model_name,
             )
