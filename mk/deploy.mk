@@ -8,13 +8,14 @@ DEPLOY_DIR ?= $(CURDIR)/.deploy-check
 
 .PHONY: wheelhouse deploy-check
 
-# The model's requirements (pixel_cnn/tracking/requirements.py, pinned from constraints.txt) as wheels, plus the
+# The model's requirements (pixel_cnn/tracking/requirements.py via entrypoints/model_requirements.py, pinned from constraints.txt) as wheels, plus the
 # build dependencies mlflow installs first (pip, setuptools, wheel): an environment can then be built offline
 # with `--no-index --find-links $(WHEELHOUSE)` (uv: UV_OFFLINE=1 UV_NO_INDEX=1 UV_FIND_LINKS=$(WHEELHOUSE)).
 wheelhouse: $(WHEELHOUSE_STAMP)
-$(WHEELHOUSE_STAMP): $(STAMP) constraints.txt pixel_cnn/tracking/requirements.py pixel_cnn/tracking/pyfunc.py
+$(WHEELHOUSE_STAMP): $(STAMP) constraints.txt pixel_cnn/tracking/requirements.py pixel_cnn/tracking/pyfunc.py \
+  entrypoints/model_requirements.py
 	mkdir -p $(WHEELHOUSE)
-	$(PY) -m pixel_cnn.tracking.requirements > $(WHEELHOUSE)/requirements.txt
+	$(PY) -m entrypoints.model_requirements > $(WHEELHOUSE)/requirements.txt
 	$(PY) -m pip download --quiet --retries 0 --only-binary=:all: --dest $(WHEELHOUSE) -c constraints.txt \
 	  -r $(WHEELHOUSE)/requirements.txt "pip==$$($(PY) -c 'import pip; print(pip.__version__)')" setuptools wheel
 	touch $@

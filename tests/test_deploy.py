@@ -32,7 +32,7 @@ from packaging.utils import canonicalize_name
 
 from pixel_cnn.core.models import build_model, get_preset
 from pixel_cnn.tracking import requirements as reqs
-from pixel_cnn.tracking.pyfunc import log_pyfunc, pip_requirements
+from pixel_cnn.tracking.pyfunc import PACKAGE_DIR, SERVED_MODULES, log_pyfunc, pip_requirements
 from pixel_cnn.tracking.runs import set_experiment
 from tests.support import PROJECT, in_store
 
@@ -95,7 +95,7 @@ def test_constraints_missing_a_needed_pin_is_refused_naming_it(tmp_path):
     cut = tmp_path / "constraints.txt"
     cut.write_text("\n".join(line for line in text.splitlines() if not line.startswith("threadpoolctl==")) + "\n")
     with pytest.raises(reqs.RequirementsError, match="threadpoolctl: needed by the served model"):
-        reqs.model_requirements(cut)
+        reqs.model_requirements([PACKAGE_DIR / rel for rel in SERVED_MODULES], cut)
 
 
 @pytest.fixture(scope="module")

@@ -187,7 +187,7 @@ def pip_requirements() -> list[str]:
     """
     from pixel_cnn.tracking.requirements import model_requirements
 
-    return model_requirements()
+    return model_requirements([PACKAGE_DIR / rel for rel in SERVED_MODULES])
 
 
 def served_code(dest: Path) -> Path:

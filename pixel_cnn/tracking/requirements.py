@@ -13,8 +13,8 @@ index, given as an extra index, on Linux and Windows; macOS wheels are CPU-only 
 local label. Platform-only packages carry environment markers (:data:`PLATFORM_MARKERS`):
 requirements that would not install elsewhere are skipped there, not failed.
 
-Run as ``python -m pixel_cnn.tracking.requirements`` to print them, one a line (the
-Makefile's ``wheelhouse`` step downloads exactly these for offline environment builds).
+``python -m entrypoints.model_requirements`` prints them, one a line (the Makefile's
+``wheelhouse`` step downloads exactly these for offline environment builds).
 """
 
 from __future__ import annotations
@@ -139,19 +139,12 @@ def closure(roots) -> set[str]:
     return set(seen)
 
 
-def served_files() -> list[Path]:
-    """The files the served model ships (:data:`pixel_cnn.tracking.pyfunc.SERVED_MODULES`)."""
-    from pixel_cnn.tracking.pyfunc import SERVED_MODULES
-
-    return [PACKAGE_DIR / rel for rel in SERVED_MODULES]
-
-
-def model_requirements(constraints: Path | None = CONSTRAINTS, files=None) -> list[str]:
+def model_requirements(files, constraints: Path | None = CONSTRAINTS) -> list[str]:
     """pip requirement lines of the served model, sorted by name; ``torch`` is the CPU build.
 
-    ``constraints``: the resolved set to pin from (default the checkout's ``constraints.txt``;
-    None = the installed versions, for an installed, non-editable package). ``files``: the
-    model's Python files (default :func:`served_files`).
+    ``files``: the model's Python files (``pyfunc.SERVED_MODULES``). ``constraints``: the resolved
+    set to pin from (default the checkout's ``constraints.txt``; None = the installed versions, for
+    an installed, non-editable package).
 
     Returns ``["--extra-index-url <CPU_TORCH_INDEX>", "cloudpickle==3.1.3", ...,
     "torch==2.13.0+cpu; sys_platform != \\"darwin\\"", "torch==2.13.0; sys_platform == \\"darwin\\"",
@@ -162,7 +155,7 @@ def model_requirements(constraints: Path | None = CONSTRAINTS, files=None) -> li
     RequirementsError
         A distribution of the closure has no pin in ``constraints`` (the message names it).
     """
-    roots = imported_distributions(files if files is not None else served_files()) | set(SERVING_ROOTS)
+    roots = imported_distributions(files) | set(SERVING_ROOTS)
     names = closure(roots)
     pins = read_constraints(constraints) if constraints is not None else {
         n: (metadata.metadata(n)["Name"], metadata.version(n)) for n in names}
@@ -181,12 +174,3 @@ def model_requirements(constraints: Path | None = CONSTRAINTS, files=None) -> li
         marker = PLATFORM_MARKERS.get(name)
         lines.append(f"{written}=={version}" + (f"; {Marker(marker)}" if marker else ""))
     return [f"--extra-index-url {CPU_TORCH_INDEX}"] + lines
-
-
-def main() -> int:
-    print("\n".join(model_requirements()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
