@@ -6,14 +6,17 @@
    its own files (``requirements.txt``, ``python_env.yaml``) with ``mlflow models prepare-env
    --env-manager ENV``; with ``--wheelhouse DIR``, offline: no index, wheels from DIR only
    (uv: ``UV_OFFLINE``/``UV_NO_INDEX``/``UV_FIND_LINKS``; pip: ``PIP_NO_INDEX``/``PIP_FIND_LINKS``).
-3. Each body scored by the model served from that environment (``mlflow models serve
-   --env-manager ENV``, which reuses it; ``mlflow models predict`` would build a new one in a
-   temporary root on every call), by the environment's Python (``mlflow.pyfunc.load_model`` then
-   ``predict`` of the body's stacks as float32 and as float64 numpy arrays), both from
-   ``--workdir``, and by ``mlflow models serve -m MODEL_URI --env-manager local`` as ``make serve``
-   runs it, from the checkout (each server on 127.0.0.1, a free port, stopped by its process group).
+3. Each body scored by the model served from that environment (its own ``mlflow models serve
+   --env-manager local``, the ``mlflow-skinny`` installed there: nothing of the checkout runs; ``mlflow
+   models serve --env-manager ENV`` would reuse the same environment; ``mlflow models predict``
+   builds a new one in a temporary root on every call), by the environment's Python
+   (``mlflow.pyfunc.load_model`` then ``predict`` of the body's stacks as float32 and as float64
+   numpy arrays), both from ``--workdir``, and by ``mlflow models serve -m MODEL_URI --env-manager local`` as ``make serve``
+   runs it, from the checkout (each server on 127.0.0.1, a free port, stopped by its process group;
+   ``--reference-url URL``: a ``make serve`` already running there instead).
 4. The answers compared record by record (numbers to 1e-6 relative), the environment's torch
-   build and Python, its size on disk (bytes, hard links counted once) and the build time.
+   build and Python (and that it cannot import the checkout's ``pixel_cnn``), its size on disk
+   (bytes, hard links counted once) and the build time.
 
 Exit 0: every body answered the same and the environment's torch is a CPU build; 1: a difference
 (printed); 2: a step failed (its output's tail printed). ``--report FILE`` writes it all as JSON.
@@ -22,17 +25,17 @@ Exit 0: every body answered the same and the environment's torch is a CPU build;
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from ops.serving import served_model
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -69,10 +72,11 @@ def readme_bodies(readme: Path = PROJECT / "README.md", env: dict | None = None)
 
 
 def offline_env(wheelhouse: Path) -> dict[str, str]:
-    """Variables that make uv and pip install from ``wheelhouse`` only, never from an index."""
-    wheelhouse = str(Path(wheelhouse).resolve())
-    return {"UV_OFFLINE": "1", "UV_NO_INDEX": "1", "UV_FIND_LINKS": wheelhouse, "UV_PYTHON_DOWNLOADS": "never",
-            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse}
+    """Variables that make uv and pip install from ``wheelhouse`` only, never from an index; uv's cache
+    is the wheelhouse's ``uv-cache`` (filled by ``make wheelhouse``: environments are then hard links)."""
+    wheelhouse = Path(wheelhouse).resolve()
+    return {"UV_OFFLINE": "1", "UV_NO_INDEX": "1", "UV_FIND_LINKS": str(wheelhouse), "UV_PYTHON_DOWNLOADS": "never",
+            "UV_CACHE_DIR": str(wheelhouse / "uv-cache"), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
 
 
 def disk_bytes(root: Path) -> int:
@@ -99,19 +103,15 @@ def build_env(model_dir: Path, env_manager: str, env: dict, cwd: Path) -> tuple[
     return Path(match.group(1) or match.group(2)), wall
 
 
-def env_python_facts(env_dir: Path, cwd: Path, env: dict) -> dict:
-    """Python and torch of the environment: versions, CUDA build (None = CPU), where torch is installed."""
-    code = ("import json, sys, torch; print(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__, "
-            "'cuda': torch.version.cuda, 'torch_file': torch.__file__}))")
-    proc = _run([str(env_dir / "bin" / "python"), "-c", code], cwd, env, timeout=300)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-#: Run by the environment's Python: the model loaded with mlflow.pyfunc, each body's stacks as float32
-#: and as float64 arrays (``{"inputs": ..., "params": ...}``), answers as the scoring server writes them.
+#: Run by the environment's Python: its Python and torch (CUDA build or None = CPU, where torch is),
+#: whether the project's ``pixel_cnn`` is importable there (it must not be: the model is its own code),
+#: then the model loaded with mlflow.pyfunc and each body's stacks scored as float32 and as float64 numpy
+#: arrays (``{"inputs": ..., "params": ...}``), answers written as the scoring server writes them.
 _ENV_PYTHON_SCRIPT = """
-import json, sys
-import numpy as np, mlflow
+import importlib.util, json, sys
+import numpy as np, mlflow, torch
+facts = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+         "torch_file": torch.__file__, "pixel_cnn_importable": importlib.util.find_spec("pixel_cnn") is not None}
 model_dir, bodies = sys.argv[1], json.loads(open(sys.argv[2]).read())
 model = mlflow.pyfunc.load_model(model_dir)
 out = {}
@@ -121,72 +121,54 @@ for name, body in bodies.items():
         x = np.asarray(body["inputs"], dtype=dtype)
         df = model.predict(x, params=body.get("params"))
         out[name + ":" + dtype] = {"predictions": json.loads(df.to_json(orient="records", double_precision=15))}
-print(json.dumps(out))
+print(json.dumps({"facts": facts, "answers": out}))
 """
 
 
-def env_python_answers(env_dir: Path, model_dir: Path, bodies: dict[str, str], cwd: Path, env: dict) -> dict:
-    """``{"<body>:float32"|"<body>:float64": answer}``: the environment's Python, in process, numpy inputs."""
+def env_python(env_dir: Path, model_dir: Path, bodies: dict[str, str], cwd: Path, env: dict) -> tuple[dict, dict]:
+    """The environment's Python, in process, from ``cwd``: ``(facts, {"<body>:float32"|"<body>:float64": answer})``."""
     path = cwd / "bodies.json"
     path.write_text(json.dumps(bodies))
-    proc = _run([str(env_dir / "bin" / "python"), "-c", _ENV_PYTHON_SCRIPT, str(model_dir), str(path)], cwd, env,
+    proc = _run([str(env_bin(env_dir) / "python"), "-c", _ENV_PYTHON_SCRIPT, str(model_dir), str(path)], cwd, env,
                 timeout=600)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["facts"], out["answers"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def env_bin(env_dir: Path) -> Path:
+    """The environment's scripts folder (``python``, ``mlflow``)."""
+    return env_dir / ("Scripts" if os.name == "nt" else "bin")
 
 
-@contextlib.contextmanager
-def serve(model_uri: str, env_manager: str, cwd: Path, env: dict, log_path: Path, timeout: float = 300.0):
-    """``mlflow models serve -m model_uri --env-manager env_manager`` on 127.0.0.1, run from ``cwd``; yields its URL.
-
-    With ``local``, the command of ``make serve``."""
-    import httpx
-
-    port = _free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([MLFLOW, "models", "serve", "-m", model_uri, "--env-manager", env_manager,
-                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise StepError(f"mlflow models serve exited {proc.returncode}: {log_path.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise StepError("mlflow models serve did not answer /ping in time")
-                time.sleep(0.5)
-            yield url
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def in_env(env: dict, env_dir: Path) -> dict:
+    """``env`` as the environment's activation leaves it: its scripts first on PATH, ``VIRTUAL_ENV`` set.
+    Python may cache bytecode there (``PYTHONDONTWRITEBYTECODE`` dropped): the environment is the
+    model's, and a deployed one compiles once, not on every start."""
+    out = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**out, "VIRTUAL_ENV": str(env_dir), "PATH": f"{env_bin(env_dir)}{os.pathsep}{env.get('PATH', '')}"}
 
 
-def served_answers(model_uri: str, env_manager: str, bodies: dict[str, str], cwd: Path, env: dict,
-                   log_path: Path) -> dict[str, dict]:
-    """Each body POSTed to the served model: ``{name: JSON answer}`` (``{"status": code, ...}`` when not 200)."""
+def post_bodies(url: str, bodies: dict[str, str]) -> dict[str, dict]:
+    """Each body POSTed to ``url``/invocations: ``{name: JSON answer}`` (``{"status": code, ...}`` when not 200)."""
     import httpx
 
     out = {}
-    with serve(model_uri, env_manager, cwd, env, log_path) as url:
-        for name, body in bodies.items():
-            r = httpx.post(f"{url}/invocations", content=body, headers={"Content-Type": "application/json"},
-                           timeout=120)
-            out[name] = r.json() if r.status_code == 200 else {"status": r.status_code, "body": r.text[:500]}
+    for name, body in bodies.items():
+        r = httpx.post(f"{url}/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=120)
+        out[name] = r.json() if r.status_code == 200 else {"status": r.status_code, "body": r.text[:500]}
     return out
+
+
+def served_answers(model_uri: str, bodies: dict[str, str], cwd: Path, env: dict,
+                   mlflow_cli: Path | None = None, log_dir: Path | None = None) -> dict[str, dict]:
+    """:func:`post_bodies` to ``mlflow models serve -m model_uri --env-manager local`` run from ``cwd`` with
+    ``mlflow_cli`` (default the checkout's ``.venv``: ``make serve``) (:func:`ops.serving.served_model`:
+    127.0.0.1, a free port, one worker, its log in ``log_dir``, default ``cwd``)."""
+    try:
+        with served_model(model_uri, env, cwd, timeout=600.0, mlflow_cli=mlflow_cli, log_dir=log_dir) as url:
+            return post_bodies(url, bodies)
+    except RuntimeError as exc:  # the server exited or never answered /ping: its log's tail
+        raise StepError(str(exc)) from None
 
 
 def same(a, b, rel: float = 1e-6) -> bool:
@@ -200,24 +182,46 @@ def same(a, b, rel: float = 1e-6) -> bool:
     return a == b
 
 
-def check(model_uri: str, env_manager: str, workdir: Path, wheelhouse: Path | None) -> dict:
-    """Every step above; returns the report (``ok``, ``bodies``, ``env``)."""
+def check(model_uri: str, env_manager: str, workdir: Path, wheelhouse: Path | None,
+          reference_url: str | None = None) -> dict:
+    """Every step above; returns the report (``ok``, ``bodies``, ``env``, ``seconds`` of each step).
+
+    ``reference_url``: a ``make serve`` of ``model_uri`` already running there (else one is started).
+    """
     import mlflow
+
+    t0 = time.monotonic()
+    seconds = {}
+
+    def lap(step):
+        nonlocal t0
+        seconds[step] = round(time.monotonic() - t0, 1)
+        t0 = time.monotonic()
 
     workdir.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     if wheelhouse is not None and not (Path(wheelhouse) / ".complete").exists():
         raise StepError(f"no wheelhouse at {wheelhouse}: run `make wheelhouse` first")
     bodies = readme_bodies(env=base)
+    lap("readme_bodies")
     model_dir = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(workdir / "model")))
+    lap("download")
     build = {**base, **(offline_env(wheelhouse) if wheelhouse is not None else {})}
-    build.setdefault("UV_CACHE_DIR", str(workdir / "uv-cache"))
     env_dir, wall = build_env(model_dir, env_manager, build, workdir)
-    facts = env_python_facts(env_dir, workdir, build)
-    reference = served_answers(model_uri, "local", bodies, PROJECT, base, workdir / "serve-local.log")
-    routes = {"environment, HTTP": served_answers(str(model_dir), env_manager, bodies, workdir, build,
-                                                  workdir / f"serve-{env_manager}.log")}
-    python = env_python_answers(env_dir, model_dir, bodies, workdir, build)
+    lap("prepare_env")
+    if reference_url:
+        reference = post_bodies(reference_url, bodies)
+    else:
+        reference = served_answers(model_uri, bodies, PROJECT, base, log_dir=workdir)
+    lap("make_serve")
+    # The environment's own mlflow (mlflow-skinny) serves the model, nothing of the checkout's .venv runs,
+    # while its Python scores the same bodies in process (the two routes start together: both load torch).
+    with ThreadPoolExecutor(2) as pool:
+        http = pool.submit(served_answers, str(model_dir), bodies, workdir, in_env(build, env_dir),
+                           env_bin(env_dir) / "mlflow")
+        facts, python = env_python(env_dir, model_dir, bodies, workdir, in_env(build, env_dir))
+        routes = {"environment, HTTP": http.result()}
+    lap("environment_http_and_python")
     for dtype in ("float32", "float64"):
         routes[f"environment, Python {dtype}"] = {name: python[f"{name}:{dtype}"] for name in bodies}
     rows = {}
@@ -227,12 +231,13 @@ def check(model_uri: str, env_manager: str, workdir: Path, wheelhouse: Path | No
                       "same": "predictions" in reference[name] and all(same(reference[name], a) for a in answers.values())}
     cpu = facts["cuda"] is None
     report = {
-        "ok": all(r["same"] for r in rows.values()) and cpu,
+        "ok": all(r["same"] for r in rows.values()) and cpu and not facts["pixel_cnn_importable"],
         "model_uri": model_uri, "model_dir": str(model_dir), "env_manager": env_manager,
         "offline": wheelhouse is not None,
         "bodies": rows,
         "env": {"dir": str(env_dir), "prepare_env_s": round(wall, 1), "disk_bytes": disk_bytes(env_dir),
                 "cpu_torch": cpu, **facts},
+        "seconds": seconds,
     }
     return report
 
@@ -243,11 +248,13 @@ def main(argv=None) -> int:
     p.add_argument("--env-manager", default="uv", choices=["uv", "virtualenv", "conda"])
     p.add_argument("--wheelhouse", default=None, help="build offline from these wheels only (make wheelhouse)")
     p.add_argument("--workdir", default=".deploy-check", help="where the model, bodies and answers go")
+    p.add_argument("--reference-url", default=None,
+                   help="compare with the make serve already running at this URL (default: start one)")
     p.add_argument("--report", default=None, help="write the report as JSON here")
     args = p.parse_args(argv)
     try:
         report = check(args.model_uri, args.env_manager, Path(args.workdir).resolve(),
-                       Path(args.wheelhouse) if args.wheelhouse else None)
+                       Path(args.wheelhouse) if args.wheelhouse else None, args.reference_url)
     except StepError as exc:
         print(f"deploy-check: {exc}", file=sys.stderr)
         return 2
@@ -264,6 +271,9 @@ def main(argv=None) -> int:
                 print(f"  {route:28s} {json.dumps(answer.get('predictions', answer))}")
     if not e["cpu_torch"]:
         print("the environment's torch is a CUDA build", file=sys.stderr)
+    if e["pixel_cnn_importable"]:
+        print("the environment can import the project's pixel_cnn: the check does not show the model is self-contained",
+              file=sys.stderr)
     return 0 if report["ok"] else 1
 
 
