@@ -23,15 +23,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0, workers: int = 1):
+def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0, workers: int = 1,
+                 mlflow_cli: Path | None = None, log_dir: Path | None = None):
     """Run a real ``mlflow models serve`` (``--workers workers``) on a free loopback port; yields its base URL.
 
-    Stopped by PID (its whole process group) on exit.
+    ``mlflow_cli``: the ``mlflow`` command to run (default this interpreter's, as ``make serve``; a
+    model's own environment's ``bin/mlflow`` serves it from that environment). Stopped by PID (its
+    whole process group) on exit. Its output goes to ``serve-<port>.log`` in ``log_dir`` (default ``cwd``).
     """
     port = free_port()
-    log = open(cwd / f"serve-{port}.log", "w")
+    log_path = Path(log_dir or cwd) / f"serve-{port}.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+        [str(mlflow_cli or VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -40,7 +44,7 @@ def served_model(model_uri: str, env: dict, cwd: Path, timeout: float = 180.0, w
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited {proc.returncode}: {(cwd / log.name).read_text()[-2000:]}")
+                raise RuntimeError(f"mlflow models serve exited {proc.returncode}: {log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
                     break

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 
 from pixel_cnn.vetter.model import Vetter
-from pixel_cnn.vetter.pyfunc import signature_of
+from pixel_cnn.vetter.pyfunc import INPUT_DOC, signature_of
 
 #: The top-level name the served folder ships under (never ``pixel_cnn``: no shadowing).
 SERVED_PACKAGE = "pixel_cnn_vetter"
@@ -56,36 +55,34 @@ set_model(PixelCNNPyfunc())
 
 
 def pip_requirements() -> list[str]:
-    """Exact versions of what the served model imports, given explicitly (MLflow's inference is slow).
+    """The model's pip requirements: the whole resolved set it runs on, pinned from ``constraints.txt``.
 
-    Plus ``uvloop``, the event loop of the scoring server: with ``--workers N`` uvicorn's
-    asyncio loop serves without TCP_NODELAY (uvicorn issue #3149, +40 ms a keep-alive
-    request); uvloop sets it.
+    The CPU build of torch (PyTorch's CPU index as an extra index), every transitive runtime
+    dependency of the shipped folder (:data:`SERVED_DIR`) and of the scoring server (``uvloop``:
+    with ``--workers N`` uvicorn's asyncio loop serves without TCP_NODELAY, uvicorn issue #3149,
+    +40 ms a keep-alive request; uvloop sets it; not on Windows). Built by
+    :func:`pixel_cnn.tracking.requirements.model_requirements`.
+
+    Raises
+    ------
+    pixel_cnn.tracking.requirements.RequirementsError
+        A package the model needs has no pin in ``constraints.txt`` (the message names it).
     """
-    from importlib.metadata import version
+    from pixel_cnn.tracking.requirements import model_requirements
 
-    import cloudpickle
-    import sklearn
-    import skops
-    import torch
+    return model_requirements(served_files())
 
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"cloudpickle=={cloudpickle.__version__}",
-        f"scikit-learn=={sklearn.__version__}",
-        f"skops=={skops.__version__}",
-        f"uvloop=={version('uvloop')}",
-    ]
+
+def served_files() -> list[Path]:
+    """The Python files the model ships: every ``.py`` of :data:`SERVED_DIR`, sorted."""
+    return sorted(SERVED_DIR.glob("*.py"))
 
 
 def served_code(dest: Path) -> Path:
     """Copy the served folder (every ``.py`` of ``pixel_cnn/vetter/``) to ``dest/``:data:`SERVED_PACKAGE`."""
     root = Path(dest) / SERVED_PACKAGE
     root.mkdir(parents=True, exist_ok=True)
-    for path in sorted(SERVED_DIR.glob("*.py")):
+    for path in served_files():
         shutil.copyfile(path, root / path.name)
     return root
 
@@ -122,5 +119,5 @@ def log_vetter(run_id: str, config: dict, pixel_state_dicts: list[dict] | None =
                 signature=signature_of(config),
                 input_example=input_example,
                 registered_model_name=registered_model_name,
-                metadata={"vetter": description},
+                metadata={"vetter": description, "input": INPUT_DOC},
             )

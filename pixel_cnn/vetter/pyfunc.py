@@ -14,7 +14,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from . import tabular
 from .model import Vetter
@@ -36,10 +36,18 @@ OUTPUTS = Schema([ColSpec("double", "probability"), ColSpec("string", "label"), 
                   ColSpec("double", "tabular_probability", required=False),
                   ColSpec("string", "branch", required=False), ColSpec("string", "inputs_used", required=False),
                   ColSpec("string", "tabular_reason", required=False)])
-#: Input of the served model: any number of stacks of 32 phase bins, any H x W, and the star's KOI
-#: parameters as ``params`` (``{"inputs": [STACK], "params": {"koi_period": 9.49, ...}}``).
-SIGNATURE = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 32, -1, -1))]),
-                           outputs=OUTPUTS, params=PARAMS)
+#: Input of the served model (the model checks it itself, :func:`_as_stack_list` and
+#: :func:`~.stack.validate_stack`; written in the MLmodel's ``metadata`` as ``input``): any number of
+#: stacks of 32 phase bins, any H x W, any real dtype, and the star's KOI parameters as ``params``.
+INPUT_DOC = ("stacks of 32 phase bins x H x W pixels (3 <= H, W <= 64), fractional flux change, any real "
+             "dtype: an (N, 32, H, W) array, a 1-D object array or list of (32, H, W) arrays, or a "
+             "one-column DataFrame/Series of them; JSON {\"inputs\": [STACK, ...], \"params\": {KOI "
+             "parameters}}")
+#: The signature: outputs and KOI ``params``, no input schema on purpose. MLflow's tensor schema takes
+#: one dtype only (a float32 spec refused a float64 array in Python, with the whole array in the
+#: message, while JSON was cast to it) and its refusals repeat the input; the model checks the
+#: stacks itself, the same for every route (:data:`INPUT_DOC`).
+SIGNATURE = ModelSignature(inputs=None, outputs=OUTPUTS, params=PARAMS)
 #: The signature of a vetter with a tabular branch (the same: kept as a name for callers).
 FUSION_SIGNATURE = SIGNATURE
 
@@ -69,25 +77,35 @@ class BadRequestError(MlflowException):
 
 
 def _as_stack_list(model_input) -> list:
-    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array or a 1-D object array/list.
+    """Stacks from what pyfunc hands over: ``(N, 32, H, W)`` array of any real dtype (float32 from a
+    file, float64 from JSON), a 1-D object array/list of ``(32, H, W)`` arrays, or a one-column
+    DataFrame/Series of them (``dataframe_split`` bodies). Each stack is checked later
+    (:func:`~.stack.validate_stack`): the answers do not depend on the dtype.
 
     Raises
     ------
     StackError
-        A DataFrame, an array of another rank, or more than
-        :data:`MAX_REQUEST_VALUES` numbers in all.
+        A DataFrame of several columns, an array of another rank, another type, or more than
+        :data:`MAX_REQUEST_VALUES` numbers in all; the message names the problem, never the data.
     """
     if isinstance(model_input, pd.DataFrame):
-        raise StackError(
-            "a DataFrame body is not accepted; send {\"inputs\": [STACK, ...]} with each STACK "
-            "the nested lists of one (32, H, W) array"
-        )
+        if model_input.shape[1] != 1:
+            raise StackError(
+                f"a DataFrame input has one column, each cell one (32, H, W) stack; got "
+                f"{model_input.shape[1]} columns"
+            )
+        model_input = model_input.iloc[:, 0]
+    if isinstance(model_input, pd.Series):
+        model_input = model_input.tolist()
     if isinstance(model_input, np.ndarray) and model_input.dtype != object:
         if model_input.ndim != 4:
-            raise StackError(f"input of rank {model_input.ndim}; expected (N, 32, H, W)")
+            shape = "x".join(map(str, model_input.shape)) or "a scalar"
+            raise StackError(f"input of rank {model_input.ndim} ({shape}); expected (N, 32, H, W)")
+        stacks = list(model_input)
+    elif isinstance(model_input, (list, tuple, np.ndarray)):
         stacks = list(model_input)
     else:
-        stacks = list(model_input)
+        raise StackError(f"input of type {type(model_input).__name__}; expected stacks (N, 32, H, W)")
     n_values = sum(int(np.size(s)) for s in stacks)
     if n_values > MAX_REQUEST_VALUES:
         raise StackError(
@@ -100,9 +118,9 @@ def _as_stack_list(model_input) -> list:
 class PixelCNNPyfunc(mlflow.pyfunc.PythonModel):
     """``mlflow.pyfunc`` wrapper of the served :class:`~.model.Vetter`.
 
-    Input: float32 array ``(N, 32, H, W)`` (a served JSON body
+    Input: array ``(N, 32, H, W)``, float32 or float64, the same answers (a served JSON body
     ``{"inputs": [STACK, ...]}``, stacks of one size per request), or in-process
-    a 1-D object array of stacks of mixed sizes; with a tabular branch, the star's KOI
+    a 1-D object array or list of stacks of mixed sizes, or a one-column DataFrame of stacks; with a tabular branch, the star's KOI
     parameters as MLflow inference ``params``. Output: DataFrame ``probability`` (float64, of
     CONFIRMED), ``label`` ("CONFIRMED" / "FALSE POSITIVE"), ``threshold`` (float64), one row per
     stack, and each branch's answer when the vetter has a tabular branch
