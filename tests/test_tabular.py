@@ -27,7 +27,8 @@ def test_allow_list_has_units_and_no_banned_name():
                  "koi_fpflag_co", "koi_fpflag_ec", "kepler_name", "kepoi_name", "kepid",
                  "koi_tce_delivname", "koi_time0bk", "koi_time0bk_err1", "ra", "dec"):
         assert T.is_banned(name), name
-    assert len(set(T.FEATURE_NAMES)) == len(T.FEATURE_NAMES) == len(T.ALLOWED_INPUTS) + len(T.DERIVED_FEATURES)
+    assert len(set(T.FEATURE_NAMES)) == len(T.FEATURE_NAMES) == (
+        len(T.ALLOWED_INPUTS) + len(T.DERIVED_FEATURES) + len(T.UNCERTAINTY_FEATURES) + len(T.CONTEXT_FEATURES))
 
 
 def test_banned_columns_never_reach_the_model(koi):
