@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from pixel_cnn.vetter import tabular
@@ -147,7 +145,7 @@ def bench_tabular(data_dir: str | None = None, n_folds: int = 5, seed: int = 42,
         tracking_tabular.log_variants(run_id, summaries)
         evaluation = evaluate_oof(run_id, headline_oof)
         table = tracking_tabular.variants_table(summaries)
-        MlflowClient().log_text(run_id, table, "bench/tabular.md")
+        tracking_tabular.log_bench_table(run_id, table, "bench/tabular.md")
         _write_json(out, {"protocol": protocol, "koi_table_digest": digest, "run_id": run_id, "summary": summary,
                           "variants": summaries, "evaluate": evaluation})
         md = Path(out).with_suffix(".md")
@@ -212,15 +210,10 @@ def bench_dr25(dr25_dir: str | None = None, seed: int = 42, n_boot: int = 1000, 
                   f"PR-AUC {summary['pr_auc']:.4f}, ROC-AUC {summary['roc_auc']:.4f}", flush=True)
         summary = dict(summaries[headline])
         summary["wall_s"] = round(time.perf_counter() - start, 1)
-        client = MlflowClient()
-        client.log_batch(run_id, metrics=[Metric(k, float(v), runs.now_ms(), 0) for k, v in summary.items()
-                                          if isinstance(v, (int, float)) and v == v])
-        client.set_tag(run_id, "benchmark", "tabular-dr25-exominer-folds")
+        table = tracking_tabular.variants_table(summaries, first="protocol")
+        tracking_tabular.log_dr25_bench(run_id, summary, protocol, table)
         tracking_tabular.log_variants(run_id, summaries)
         evaluation = evaluate_oof(run_id, oofs[headline])
-        table = tracking_tabular.variants_table(summaries, first="protocol")
-        client.log_text(run_id, table, "bench/dr25.md")
-        client.log_dict(run_id, {"protocol": protocol, "summary": summary}, "bench/dr25.json")
         _write_json(out, {"protocol": protocol, "dr25_digest": digest, "run_id": run_id, "summary": summary,
                           "protocols": summaries, "evaluate": evaluation})
         Path(out).with_suffix(".md").write_text(

@@ -92,3 +92,19 @@ def variants_table(variants: dict[str, dict], names=("pr_auc", "roc_auc", "recal
             lines.append("| " + " | ".join([variant, f"complete {s['n_complete']}"]
                                            + [cell(s, f"complete_{k}") for k in names]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def log_bench_table(run_id: str, table: str, path: str) -> None:
+    """Log a Markdown table (:func:`variants_table`) as the text artifact ``path``."""
+    MlflowClient().log_text(run_id, table, path)
+
+
+def log_dr25_bench(run_id: str, summary: dict, protocol: dict, table: str) -> None:
+    """Log the DR25 headline summary as unprefixed metrics, the tag ``benchmark``, ``bench/dr25.json``
+    and ``bench/dr25.md``."""
+    client = MlflowClient()
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms(), 0) for k, v in summary.items()
+                                      if isinstance(v, (int, float)) and v == v],
+                     tags=[RunTag("benchmark", "tabular-dr25-exominer-folds")])
+    client.log_dict(run_id, {"protocol": protocol, "summary": summary}, "bench/dr25.json")
+    client.log_text(run_id, table, "bench/dr25.md")
