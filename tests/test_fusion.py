@@ -18,7 +18,8 @@ from pixel_cnn.branches.pixel import PixelBranch
 from pixel_cnn.branches.tabular import TabularBranch
 from pixel_cnn.evaluation.cv import run_cv
 from pixel_cnn.evaluation.metrics import binary_metrics
-from pixel_cnn.io.dataset import load_koi_table
+from pixel_cnn.io.koi import load_koi_with_dv
+from pixel_cnn.scoring import koi_parameters
 from pixel_cnn.vetter import tabular
 from pixel_cnn.vetter.combiner import Combiner, logit
 from pixel_cnn.vetter.networks import get_preset
@@ -31,7 +32,7 @@ QUICK = {"epochs": 2}
 
 @pytest.fixture(scope="module")
 def koi(data_dir) -> pd.DataFrame:
-    return load_koi_table(data_dir / "koi_cumulative.csv")
+    return load_koi_with_dv(data_dir / "koi_cumulative.csv")
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +141,11 @@ def fusion_run(shared_model, shared_pyfunc):
 
 
 def _koi_params(koi, kepid) -> dict:
-    row = koi_branch.star_koi(koi, [kepid]).iloc[0]
-    return {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if pd.notna(row[k])}
+    """What predict/scoring send for a known KOI: its DV-joined row's served parameters (DV diagnostics,
+    ra, dec, epoch and uncertainties included)."""
+    params, name, _ = koi_parameters(koi, kepid)
+    assert name == koi_branch.star_koi(koi, [kepid]).iloc[0]["kepoi_name"]
+    return params
 
 
 @pytest.mark.slow
@@ -208,6 +212,22 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, shared_server, 
     assert rec["probability"] == pytest.approx(expected["probability"], rel=1e-6)
     assert rec["tabular_probability"] == pytest.approx(expected["tabular_probability"], rel=1e-6)
     assert rec["label"] in ("CONFIRMED", "FALSE POSITIVE") and rec["threshold"] == pytest.approx(expected["threshold"])
+    # the answer names the inputs used: DV diagnostics, the context's own ra/dec/epoch, the shipped catalogue
+    used = rec["inputs_used"].split(",")
+    assert {"stack", "koi_period", "koi_max_mult_ev", "koi_dicco_msky", "ra", "dec", "koi_time0bk",
+            "koi_catalogue"} <= set(used), used
+    assert set(used) - {"stack", "koi_catalogue"} == set(params)
+    vetter = fusion_run["vetter"]
+    assert vetter["catalogue_kois"] == len(koi) and "koi_max_mult_ev" in vetter["parameters"]
+    # a candidate NOT in the catalogue (moved 0.5 deg on the sky: its own row is not found) still gets its
+    # context features from its own values; served and in-process answers agree
+    elsewhere = {**params, "ra": params["ra"] + 0.5}
+    moved = post({"inputs": [stack], "params": elsewhere})
+    assert moved.status_code == 200, moved.text[:300]
+    rec = moved.json()["predictions"][0]
+    assert "koi_catalogue" in rec["inputs_used"]
+    assert rec["tabular_probability"] == pytest.approx(fusion_run["model"].predict(
+        np.asarray([stack], dtype=np.float32), params=elsewhere).iloc[0]["tabular_probability"], rel=1e-6)
 
     partial = post({"inputs": [stack], "params": {"koi_period": params["koi_period"]}})  # one parameter
     assert partial.status_code == 200 and partial.json()["predictions"][0]["inputs_used"] == "stack,koi_period"

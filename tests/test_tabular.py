@@ -131,7 +131,8 @@ def test_recall_at_precision_by_hand():
 
 def test_koi_cv_grouped_and_deterministic(koi):
     small = koi[koi["kepid"] % 4 == 0]  # a quarter of the stars: quick
-    oof, summary = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50)
+    prepared = TB.koi_table_features(small)  # the context once for both runs
+    oof, summary = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50, prepared=prepared)
     labelled = TB.koi_labels(small)
     assert len(oof) == len(labelled) == summary["n_kois"]
     assert (oof.groupby("kepid")["fold"].nunique() == 1).all()  # every star in one fold
@@ -140,7 +141,7 @@ def test_koi_cv_grouped_and_deterministic(koi):
         assert summary[f"{name}_ci_low"] <= summary[name] <= summary[f"{name}_ci_high"]
     for name in TB.SCORES:
         assert 0 <= summary[f"{name}_ci_low"] <= summary[f"{name}_ci_high"] <= 1
-    oof2, summary2 = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50)
+    oof2, summary2 = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50, prepared=TB.koi_table_features(small))
     assert summary2 == summary
     assert summary["roc_auc"] > 0.9  # the transit fit alone separates planets from false positives well
 

@@ -13,11 +13,12 @@ from pixel_cnn.io.dataset import DataError, load_koi_table
 DV_FILE = "koi_dv_diagnostics.csv"
 
 
-def load_koi_with_dv(root: str | os.PathLike) -> pd.DataFrame:
+def load_koi_with_dv(root: str | os.PathLike, require_dv: bool = True) -> pd.DataFrame:
     """``koi_cumulative.csv`` of a data folder joined (left, on ``kepoi_name``) with ``koi_dv_diagnostics.csv``.
 
     ``root``: the data folder, or the KOI table's path (:func:`pixel_cnn.io.dataset.koi_table_path`,
-    the one way jobs find it); the DV file is the one beside the KOI table.
+    the one way jobs find it); the DV file is the one beside the KOI table. ``require_dv=False``: a KOI
+    table without a DV file beside it is returned as it is (its DV inputs are then missing, NaN).
 
     Returns one row per KOI of the KOI table, in its order, with the DV columns added
     (``koi_count`` and the DV file's ``kepid`` are not added: the star's KOI count is a context
@@ -34,6 +35,8 @@ def load_koi_with_dv(root: str | os.PathLike) -> pd.DataFrame:
     root = koi_path.parent
     koi = load_koi_table(koi_path)
     path = root / DV_FILE
+    if not require_dv and not path.exists():
+        return koi
     try:
         dv = pd.read_csv(path, comment="#", low_memory=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -10,7 +10,8 @@ from pixel_cnn.branches import tabular as koi_branch
 from pixel_cnn.evaluation.quality import bench_quality as run_bench
 from pixel_cnn.evaluation.quality import format_table
 from pixel_cnn.io import atomic
-from pixel_cnn.io.dataset import koi_table_path, load_koi_table
+from pixel_cnn.io.dataset import koi_table_path
+from pixel_cnn.io.koi import load_koi_with_dv
 from pixel_cnn.tracking import quality as tracking_quality
 from pixel_cnn.tracking import runs
 from pixel_cnn.tracking import tabular as tracking_tabular
@@ -32,7 +33,7 @@ def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed
     data, info = runs.open_dataset(dataset)
     koi = None
     if any(get_vetter(p).needs_koi_table for p in presets):  # ValueError for an unknown name, before any run
-        koi = load_koi_table(koi_table_path(info=info))
+        koi = load_koi_with_dv(koi_table_path(info=info))
     with runs.job_run(runs.EXPERIMENT_BENCH, "bench-quality", cli_params) as run_id:
         bench = run_bench(data, presets, n_folds=n_folds, seed=seed, repeats=repeats,
                           inner_folds=inner_folds, progress=lambda m: print(f"bench_quality: {m}", flush=True),
@@ -82,7 +83,6 @@ def bench_tabular(data_dir: str | None = None, n_folds: int = 5, seed: int = 42,
     DataError
         The data folder, its KOI table or its DV diagnostics are unusable.
     """
-    from pixel_cnn.io.koi import load_koi_with_dv
     from pixel_cnn.tracking.evaluate import evaluate_oof
 
     start = time.perf_counter()

@@ -125,7 +125,15 @@ def catalogue_of(koi: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _check_catalogue(catalogue: pd.DataFrame) -> None:
+def check_catalogue(catalogue: pd.DataFrame) -> None:
+    """Refuse a catalogue with an answer column (disposition, score, flag, label, comment) or without a
+    measurement column of :data:`CATALOGUE_COLUMNS`.
+
+    Raises
+    ------
+    CatalogueError
+        The message names the columns.
+    """
     answers = [c for c in catalogue.columns if str(c).startswith(_ANSWER_PREFIXES)]
     if answers:
         raise CatalogueError(f"catalogue carries answer column(s) {answers}: a catalogue holds measurements only")
@@ -185,7 +193,7 @@ def context_features(table: pd.DataFrame, catalogue: pd.DataFrame | None, chunk:
     out = pd.DataFrame(np.nan, index=table.index, columns=names, dtype=float)
     if catalogue is None or n == 0:
         return out
-    _check_catalogue(catalogue)
+    check_catalogue(catalogue)
     ra, dec, period, t0, depth, mag = (_col(table, c) for c in
                                        ("ra", "dec", "koi_period", "koi_time0bk", "koi_depth", "koi_kepmag"))
     own = table["kepoi_name"].astype(str).to_numpy() if "kepoi_name" in table else np.full(n, "\x00")
