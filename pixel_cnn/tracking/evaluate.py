@@ -1,8 +1,9 @@
 """The headline metric the MLflow way: recall at a precision as an ``mlflow.models.make_metric``
 custom metric, and ``mlflow.models.evaluate`` of out-of-fold predictions (issue 20, item 6).
 
-The metric factory is shared with the promotion gate (``MetricThreshold`` on
-``recall_at_precision_99``). OOF predictions come from several fold models, so they are
+The recall function is the one the promotion gate (:mod:`pixel_cnn.tracking.gate`, the only gate:
+``MetricThreshold`` on pooled OOF PR-AUC and ``recall_at_p99_oof``) uses:
+:func:`pixel_cnn.branches.tabular.recall_at_precision`. OOF predictions come from several fold models, so they are
 evaluated as a static dataset (``predictions=`` a column): MLflow then computes its classifier
 metrics and confusion matrix on the 0/1 prediction at a fixed threshold, and the scores
 (recall at precision, average precision, ROC-AUC) come from the probability column through the
@@ -18,19 +19,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import make_metric
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-
-def recall_at_precision(y_true, scores, precision_target: float) -> float:
-    """Highest recall over thresholds whose precision is at least ``precision_target`` (0 if none).
-
-    ``y_true`` 0/1 ``(N,)``, ``scores`` float ``(N,)`` (higher = planet). scikit-learn
-    ``precision_recall_curve``; the operating point of AstroNet (Shallue & Vanderburg 2018) and
-    ExoMiner (Valizadegan et al. 2022, ApJ 926, 120).
-    """
-    precision, recall, _ = precision_recall_curve(np.asarray(y_true).astype(int), np.asarray(scores, float))
-    ok = precision >= precision_target
-    return float(recall[ok].max()) if ok.any() else 0.0
+from pixel_cnn.branches.tabular import recall_at_precision
 
 
 def metric_name(precision: float) -> str:
