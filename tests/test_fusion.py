@@ -244,8 +244,8 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, shared_server, 
     assert r.status_code == 400 and "koi_impact" in r.json()["message"], r.text[:300]
     r = post({"inputs": [stack, stack], "params": params})
     assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
-    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # not a model input: dropped by MLflow
-    assert r.status_code == 200 and r.json()["predictions"][0]["inputs_used"] == "stack", r.text[:300]
+    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # an answer column: refused by name (issue 21)
+    assert r.status_code == 400 and "unknown parameter 'koi_score'" in r.json()["message"], r.text[:300]
     assert post({"inputs": [stack]}).status_code == 200  # still serving
 
     # The README's two curl examples, as written, against this server.
