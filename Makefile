@@ -41,7 +41,7 @@ help:
 	@echo "make ui      mlflow ui on http://$(HOST):$(UI_PORT)"
 	@echo "make serve   serve $(MODEL_URI) on http://$(HOST):$(SERVE_PORT)/invocations"
 	@echo "make predict score stacks into a table (+ vetting sheets): PREDICT_ARGS=\"DIR --out results.csv --sheets sheets/\""
-	@echo "make tune, promote, bench, bench-quality, bench-tabular, prep-tpf, server, server-stop, tune-workers N=4,"
+	@echo "make tune, promote, bench, bench-quality, bench-tabular, bench-dr25, prep-tpf, server, server-stop, tune-workers N=4,"
 	@echo "     test-fast, load, check-model: see README.md and docs/"
 
 venv: $(STAMP)

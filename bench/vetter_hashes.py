@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pixel_cnn.branches.vetters import get_vetter  # noqa: E402
 from pixel_cnn.evaluation.cv import run_cv  # noqa: E402
-from pixel_cnn.io.dataset import koi_table_path, load_koi_table, prepare_dataset  # noqa: E402
+from pixel_cnn.io.dataset import koi_table_path, prepare_dataset  # noqa: E402
+from pixel_cnn.io.koi import load_koi_with_dv  # noqa: E402
 
 
 def _h(data: bytes) -> str:
@@ -32,7 +33,7 @@ def _h(data: bytes) -> str:
 
 def vetter_hashes(name: str, dataset) -> dict:
     spec = get_vetter(name)
-    koi = load_koi_table(koi_table_path()) if spec.needs_koi_table else None
+    koi = load_koi_with_dv(koi_table_path()) if spec.needs_koi_table else None
     start = time.perf_counter()
     result = run_cv(dataset, spec.branches(koi=koi), n_folds=5, seed=42, vetter=name)
     weights = hashlib.sha256()

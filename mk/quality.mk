@@ -9,3 +9,9 @@ BENCH_TABULAR_ARGS ?=
 .PHONY: bench-tabular
 bench-tabular: $(STAMP)
 	$(MLFLOW_RUN) -e bench_tabular --experiment-name pixel-cnn-bench $(BENCH_TABULAR_ARGS)
+
+# Issue 20: the tabular branch beside ExoMiner on its own DR25 folds (PC vs AFP+NTP), its own MLflow run.
+BENCH_DR25_ARGS ?=
+.PHONY: bench-dr25
+bench-dr25: $(STAMP)
+	$(MLFLOW_RUN) -e bench_dr25 --experiment-name pixel-cnn-bench $(BENCH_DR25_ARGS)

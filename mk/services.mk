@@ -30,7 +30,7 @@ server-env:
 
 # `mlflow run` and `mlflow models serve` retry an unreachable server for minutes (MLflow's
 # HTTP retry policy) before failing: check the tracking URI first (no-op for sqlite/file).
-prep cv serve tune promote ui bench-quality bench-tabular prep-tpf prep-tpf-download cv-tpf predict check-model: tracking-check
+prep cv serve tune promote ui bench-quality bench-tabular bench-dr25 prep-tpf prep-tpf-download cv-tpf predict check-model: tracking-check
 .PHONY: tracking-check
 tracking-check: $(STAMP)
 	@$(PY) -m entrypoints.tracking_check

@@ -107,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_koi(path: Path | None):
-    """The KOI table at ``path``, or the data folder's (:func:`pixel_cnn.io.dataset.resolve_data_dir`).
+    """The KOI table at ``path``, or the data folder's (:func:`pixel_cnn.io.dataset.resolve_data_dir`), joined
+    with the DV diagnostics beside it when they are there (:func:`pixel_cnn.io.koi.load_koi_with_dv`).
 
     Raises ``DataError`` when it cannot be read.
     """
-    from pixel_cnn.io.dataset import koi_table_path, load_koi_table
+    from pixel_cnn.io.dataset import koi_table_path
+    from pixel_cnn.io.koi import load_koi_with_dv
 
-    return load_koi_table(koi_table_path(path))
+    return load_koi_with_dv(koi_table_path(path), require_dv=False)
 
 
 def line(row: dict) -> str:

@@ -97,8 +97,11 @@ def koi_parameters(koi: pd.DataFrame | None, kepid: int | None) -> tuple[dict[st
     """The tabular branch's parameters of a star: ``(params, KOI name, why none)``.
 
     The star's first KOI (:func:`pixel_cnn.branches.tabular.star_koi`, the rule the
-    fusion model was trained with) in the KOI table ``koi``; its finite values of
-    :data:`pixel_cnn.vetter.tabular.ALLOWED_INPUTS` (KOI table names and units). No
+    fusion model was trained with) in the KOI table ``koi`` (with its DV diagnostics:
+    :func:`pixel_cnn.io.koi.load_koi_with_dv`); its finite values of
+    :data:`pixel_cnn.vetter.tabular.SERVED_PARAMETERS` (KOI table names and units: the model inputs,
+    DV diagnostics included, and ``ra``, ``dec``, epoch and uncertainties for the derived and
+    catalogue-context features, computed by the model against the catalogue it ships). No
     table, no kepid, or a kepid not in the table: ``({}, "", reason)``.
     """
     from pixel_cnn.branches.tabular import star_koi
@@ -112,7 +115,7 @@ def koi_parameters(koi: pd.DataFrame | None, kepid: int | None) -> tuple[dict[st
     if not len(first):
         return {}, "", "kepid not in the KOI table"
     row = first.iloc[0]
-    params = {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if k in row and pd.notna(row[k])}
+    params = {k: float(row[k]) for k in tabular.SERVED_PARAMETERS if k in row and pd.notna(row[k])}
     return params, str(row["kepoi_name"]), "" if params else "no KOI parameters"
 
 

@@ -19,12 +19,14 @@ from pixel_cnn.branches.pixel import PixelBranch
 from pixel_cnn.branches.tabular import TabularBranch
 from pixel_cnn.evaluation.cv import run_cv
 from pixel_cnn.evaluation.metrics import binary_metrics
-from pixel_cnn.io.dataset import load_koi_table
+from pixel_cnn.io.koi import load_koi_with_dv
+from pixel_cnn.scoring import koi_parameters
 from pixel_cnn.vetter import tabular
 from pixel_cnn.vetter.combiner import Combiner, logit
 from pixel_cnn.vetter.networks import get_preset
+from pixel_cnn.tracking.cv import logged_metric_name
 from pixel_cnn.tracking.registry import description
-from tests.support import PROJECT, store_env
+from tests.support import PROJECT
 
 JSON = {"Content-Type": "application/json"}
 QUICK = {"epochs": 2}
@@ -32,7 +34,7 @@ QUICK = {"epochs": 2}
 
 @pytest.fixture(scope="module")
 def koi(data_dir) -> pd.DataFrame:
-    return load_koi_table(data_dir / "koi_cumulative.csv")
+    return load_koi_with_dv(data_dir / "koi_cumulative.csv")
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +143,11 @@ def fusion_run(shared_model, shared_pyfunc):
 
 
 def _koi_params(koi, kepid) -> dict:
-    row = koi_branch.star_koi(koi, [kepid]).iloc[0]
-    return {k: float(row[k]) for k in tabular.ALLOWED_INPUTS if pd.notna(row[k])}
+    """What predict/scoring send for a known KOI: its DV-joined row's served parameters (DV diagnostics,
+    ra, dec, epoch and uncertainties included)."""
+    params, name, _ = koi_parameters(koi, kepid)
+    assert name == koi_branch.star_koi(koi, [kepid]).iloc[0]["kepoi_name"]
+    return params
 
 
 @pytest.mark.slow
@@ -173,7 +178,7 @@ def test_fusion_model_in_process(fusion_run, real_dataset, koi):
     alone = model.predict(stack).iloc[0]
     assert alone["branch"] == "pixel" and alone["tabular_probability"] is None
     assert alone["threshold"] == pytest.approx(vetter["thresholds"]["pixel"])
-    assert alone["threshold"] == pytest.approx(metrics[logged_metric_name("threshold_pixel")])
+    assert alone["threshold"] == pytest.approx(metrics[logged_metric_name("threshold_pixel")])  # oof/ since issue 21
     assert alone["probability"] == alone["pixel_probability"]
     params = _koi_params(koi, 9967771)
     fused = model.predict(stack, params=params).iloc[0]
@@ -209,6 +214,22 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, shared_server, 
     assert rec["probability"] == pytest.approx(expected["probability"], rel=1e-6)
     assert rec["tabular_probability"] == pytest.approx(expected["tabular_probability"], rel=1e-6)
     assert rec["label"] in ("CONFIRMED", "FALSE POSITIVE") and rec["threshold"] == pytest.approx(expected["threshold"])
+    # the answer names the inputs used: DV diagnostics, the context's own ra/dec/epoch, the shipped catalogue
+    used = rec["inputs_used"].split(",")
+    assert {"stack", "koi_period", "koi_max_mult_ev", "koi_dicco_msky", "ra", "dec", "koi_time0bk",
+            "koi_catalogue"} <= set(used), used
+    assert set(used) - {"stack", "koi_catalogue"} == set(params)
+    vetter = fusion_run["vetter"]
+    assert vetter["catalogue_kois"] == len(koi) and "koi_max_mult_ev" in vetter["parameters"]
+    # a candidate NOT in the catalogue (moved 0.5 deg on the sky: its own row is not found) still gets its
+    # context features from its own values; served and in-process answers agree
+    elsewhere = {**params, "ra": params["ra"] + 0.5}
+    moved = post({"inputs": [stack], "params": elsewhere})
+    assert moved.status_code == 200, moved.text[:300]
+    rec = moved.json()["predictions"][0]
+    assert "koi_catalogue" in rec["inputs_used"]
+    assert rec["tabular_probability"] == pytest.approx(fusion_run["model"].predict(
+        np.asarray([stack], dtype=np.float32), params=elsewhere).iloc[0]["tabular_probability"], rel=1e-6)
 
     partial = post({"inputs": [stack], "params": {"koi_period": params["koi_period"]}})  # one parameter
     assert partial.status_code == 200 and partial.json()["predictions"][0]["inputs_used"] == "stack,koi_period"
@@ -224,8 +245,8 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, shared_server, 
     assert r.status_code == 400 and "koi_impact" in r.json()["message"], r.text[:300]
     r = post({"inputs": [stack, stack], "params": params})
     assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
-    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # an answer column is not an input: refused
-    assert r.status_code == 400 and "'koi_score'" in r.json()["message"], r.text[:300]
+    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # an answer column: refused by name (issue 21)
+    assert r.status_code == 400 and "unknown parameter 'koi_score'" in r.json()["message"], r.text[:300]
     assert post({"inputs": [stack]}).status_code == 200  # still serving
 
     # The README's two curl examples, as written, against this server.
@@ -271,15 +292,6 @@ def test_cv_entry_point_defaults_to_fusion_and_prints_branches(shared_model):
     assert "--preset fusion" in proc.stderr + proc.stdout
     assert "cv branches (pooled OOF): pixel PR-AUC" in proc.stdout
     assert run.data.tags["preset"] == "fusion" and "pr_auc_oof_tabular" in run.data.metrics
-
-
-@pytest.mark.slow
-def test_bench_tabular_entry_point(tmp_path):
-    from tests.support import mlflow_run
-
-    env = store_env(tmp_path)
-    proc = mlflow_run("bench_tabular", {"n_boot": 20, "out": tmp_path / "t.json"}, env, tmp_path)
-    assert "recall at precision 0.99" in proc.stdout and json.loads((tmp_path / "t.json").read_text())["summary"]
 
 
 @pytest.mark.slow

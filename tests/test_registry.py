@@ -138,7 +138,8 @@ def test_promote_prints_both_side_by_side_and_keeps_champion_unless_gate_passes(
     assert "@challenger v2 (seed)" in out and "@champion v1 (phase2)" in out
     assert "PR-AUC (average precision), pooled OOF" in out and "recall at precision 0.99" in out
     assert f"{s1:.4f}" in out and f"{s2:.4f}" in out
-    moved = s2 >= s1 + 1e-4
+    r1, r2 = float(v1.tags["recall_at_p99_oof"]), float(v2.tags["recall_at_p99_oof"])
+    moved = s2 >= s1 + 1e-4 and r2 >= r1  # the one gate: PR-AUC gain and recall at P0.99 not lower
     assert ("@champion -> v2" in out) == moved and ("@champion unchanged" in out) != moved
     assert _alias(client, "champion") == ("2" if moved else "1")
     # the decision is on record: a gate run with one mlflow.models.evaluate run per version

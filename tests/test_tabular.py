@@ -27,7 +27,8 @@ def test_allow_list_has_units_and_no_banned_name():
                  "koi_fpflag_co", "koi_fpflag_ec", "kepler_name", "kepoi_name", "kepid",
                  "koi_tce_delivname", "koi_time0bk", "koi_time0bk_err1", "ra", "dec"):
         assert T.is_banned(name), name
-    assert len(set(T.FEATURE_NAMES)) == len(T.FEATURE_NAMES) == len(T.ALLOWED_INPUTS) + len(T.DERIVED_FEATURES)
+    assert len(set(T.FEATURE_NAMES)) == len(T.FEATURE_NAMES) == (
+        len(T.ALLOWED_INPUTS) + len(T.DERIVED_FEATURES) + len(T.UNCERTAINTY_FEATURES) + len(T.CONTEXT_FEATURES))
 
 
 def test_banned_columns_never_reach_the_model(koi):
@@ -130,7 +131,8 @@ def test_recall_at_precision_by_hand():
 
 def test_koi_cv_grouped_and_deterministic(koi):
     small = koi[koi["kepid"] % 4 == 0]  # a quarter of the stars: quick
-    oof, summary = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50)
+    prepared = TB.koi_table_features(small)  # the context once for both runs
+    oof, summary = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50, prepared=prepared)
     labelled = TB.koi_labels(small)
     assert len(oof) == len(labelled) == summary["n_kois"]
     assert (oof.groupby("kepid")["fold"].nunique() == 1).all()  # every star in one fold
@@ -139,7 +141,7 @@ def test_koi_cv_grouped_and_deterministic(koi):
         assert summary[f"{name}_ci_low"] <= summary[name] <= summary[f"{name}_ci_high"]
     for name in TB.SCORES:
         assert 0 <= summary[f"{name}_ci_low"] <= summary[f"{name}_ci_high"] <= 1
-    oof2, summary2 = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50)
+    oof2, summary2 = TB.koi_cv(small, n_folds=3, seed=1, n_boot=50, prepared=TB.koi_table_features(small))
     assert summary2 == summary
     assert summary["roc_auc"] > 0.9  # the transit fit alone separates planets from false positives well
 
@@ -153,14 +155,20 @@ def test_bench_tabular_is_its_own_run(tracking_store, data_dir):
     from pixel_cnn.jobs.bench import bench_tabular
 
     out = tracking_store / "tabular.json"
-    s = bench_tabular(str(data_dir), n_folds=5, seed=42, n_boot=20, out=str(out))
+    s = bench_tabular(str(data_dir), n_folds=5, seed=42, n_boot=20, out=str(out), variants=("koi", "koi_dv_context"))
     run = MlflowClient().get_run(s["run_id"])
     for name in ("pr_auc", "roc_auc", "recall_at_p99", "recall_at_p95"):
         assert run.data.metrics[name] == pytest.approx(s[name])
         assert run.data.metrics[f"{name}_ci_low"] <= run.data.metrics[f"{name}_ci_high"]
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
-    koi = load_koi_table(data_dir / "koi_cumulative.csv")
+    from pixel_cnn.io.koi import load_koi_with_dv
+
+    koi = load_koi_with_dv(data_dir)  # the KOI table joined with its DV diagnostics (issue 20)
     assert inputs["koi-cumulative"].digest == TB.table_digest(TB.training_table(koi)) == s["koi_table_digest"]
     assert s["n_kois"] == len(TB.koi_labels(koi))
     saved = json.loads(out.read_text())
     assert saved["summary"]["pr_auc"] == s["pr_auc"] and saved["run_id"] == s["run_id"]
+    # Each input group is its own set of metrics; the headline also through mlflow.models.evaluate.
+    assert run.data.metrics["koi/pr_auc"] == pytest.approx(saved["variants"]["koi"]["pr_auc"])
+    assert run.data.metrics["recall_at_precision_99"] == pytest.approx(s["recall_at_p99"])
+    assert "complete_recall_at_p99" in s and s["n_complete"] < s["n_kois"]

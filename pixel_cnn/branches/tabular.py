@@ -19,9 +19,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
+from sklearn.impute import SimpleImputer
+
 from pixel_cnn.branches.base import Branch, Fitted
-from pixel_cnn.vetter.tabular import (ALLOWED_INPUTS, CONFIRMED, FALSE_POSITIVE, FEATURE_NAMES, KOI_NAME,
-                                      build_features, is_banned, predict_tabular)
+from pixel_cnn.vetter.context import catalogue_of
+from pixel_cnn.vetter.tabular import (ALLOWED_INPUTS, BASE_INPUTS, CONFIRMED, DV_INPUTS, FALSE_POSITIVE,
+                                      FEATURE_NAMES, KOI_NAME, PARAMETER_INPUTS, build_features, feature_names,
+                                      is_banned, predict_tabular)
 
 
 def koi_number(name: str) -> tuple[int, int]:
@@ -83,20 +87,34 @@ def make_model(seed: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(early_stopping=False, random_state=seed)
 
 
-def fit_tabular(features: pd.DataFrame, labels, seed: int = 42) -> HistGradientBoostingClassifier:
+def fit_tabular(features: pd.DataFrame, labels, seed: int = 42, names=None) -> HistGradientBoostingClassifier:
     """Fit the tabular branch on :func:`build_features` rows and 0/1 labels.
+
+    ``names`` (default :data:`FEATURE_NAMES`): the columns the model reads, a subset of
+    :data:`FEATURE_NAMES` in its order (e.g. :func:`~pixel_cnn.vetter.tabular.feature_names` of
+    some groups); ``features`` must have exactly these columns. A column with no value in
+    ``features`` (all NaN) is fitted as a constant 0: the trees never split on it.
 
     Raises
     ------
     ValueError
-        ``features`` columns are not exactly :data:`FEATURE_NAMES` (a banned or unknown
-        column, or a missing one), or lengths differ.
+        ``features`` columns are not exactly ``names``, ``names`` is not a subset of
+        :data:`FEATURE_NAMES` (a banned or unknown column), or lengths differ.
     """
-    if list(features.columns) != list(FEATURE_NAMES):
-        raise ValueError(f"tabular features must be exactly {list(FEATURE_NAMES)}; got {list(features.columns)}")
+    names = list(FEATURE_NAMES if names is None else names)
+    unknown = [c for c in names if c not in FEATURE_NAMES or is_banned(c)]
+    if unknown:
+        raise ValueError(f"tabular features {unknown} are not model inputs (FEATURE_NAMES)")
+    if list(features.columns) != names:
+        raise ValueError(f"tabular features must be exactly {names}; got {list(features.columns)}")
     labels = np.asarray(labels).astype(int)
     if len(labels) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    empty = [c for c in names if features[c].isna().all()]
+    if empty:
+        # An input with no value at all (e.g. the DV diagnostics of a KOI table without them)
+        # carries nothing and scikit-learn cannot bin it: a constant column is never split on.
+        features = features.assign(**{c: 0.0 for c in empty})
     model = make_model(seed).fit(features, labels)
     assert not any(is_banned(c) for c in model.feature_names_in_)
     return model
@@ -122,66 +140,171 @@ SCORES = {
 }
 
 
+def _weighted_scores(y_sorted: np.ndarray, w_sorted: np.ndarray, last_of_tie: np.ndarray) -> dict[str, float]:
+    """:data:`SCORES` of rows replicated ``w`` times, from rows sorted by decreasing score.
+
+    Equals scikit-learn on the replicated rows: cumulative true/false positives at each distinct
+    score (``last_of_tie``: index of the last row of each tie group) give the precision-recall
+    and ROC points; average precision = sum (R_k - R_{k-1}) P_k, ROC-AUC by the trapezoid rule,
+    recall at precision = max recall among points with precision >= target (0 if none).
+    """
+    tps = np.cumsum(w_sorted * y_sorted)[last_of_tie]
+    fps = np.cumsum(w_sorted * (1 - y_sorted))[last_of_tie]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
+    recall, fpr = tps / tps[-1], fps / fps[-1]
+    d_recall = np.diff(np.r_[0.0, recall])
+    out = {"pr_auc": float(np.sum(d_recall * precision)),
+           "roc_auc": float(np.sum(np.diff(np.r_[0.0, fpr]) * (np.r_[0.0, recall][1:] + np.r_[0.0, recall][:-1]) / 2))}
+    for name, target in (("recall_at_p99", 0.99), ("recall_at_p95", 0.95)):
+        ok = precision >= target
+        out[name] = float(recall[ok].max()) if ok.any() else 0.0
+    return out
+
+
 def scores_with_intervals(y_true, prob, groups, n_boot: int = 1000, seed: int = 0,
                           level: float = 0.95) -> dict[str, float]:
     """:data:`SCORES` and their percentile bootstrap intervals, resampling stars (``groups``).
 
     Each resample draws as many stars as there are, with replacement, and keeps all their
     KOIs (a cluster bootstrap: KOIs of one star are not independent); percentile interval
-    (Efron & Tibshirani 1993, ch. 13). Returns ``{name, name_ci_low, name_ci_high}``.
+    (Efron & Tibshirani 1993, ch. 13). A resample is scored as the rows replicated by their
+    star's draw count (:func:`_weighted_scores`, one sort for all resamples; the same figures
+    as scikit-learn on the resampled rows). Resamples with one class only are redrawn.
+    Returns ``{name, name_ci_low, name_ci_high}``.
     """
     y_true, prob, groups = np.asarray(y_true).astype(int), np.asarray(prob, float), np.asarray(groups)
     out = {name: float(f(y_true, prob)) for name, f in SCORES.items()}
     stars, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == i) for i in range(len(stars))]
+    order = np.argsort(-prob, kind="stable")
+    y_sorted, star_sorted = y_true[order], inverse[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(prob[order])), len(prob) - 1]
     rng = np.random.default_rng(seed)
     boot = {name: [] for name in SCORES}
     while len(boot["pr_auc"]) < n_boot:
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(stars), len(stars))])
-        y, p = y_true[idx], prob[idx]
-        if y.min() == y.max():
+        draws = np.bincount(rng.integers(0, len(stars), len(stars)), minlength=len(stars))
+        w = draws[star_sorted].astype(float)
+        pos = float(np.sum(w * y_sorted))
+        if pos == 0 or pos == w.sum():
             continue
-        for name, f in SCORES.items():
-            boot[name].append(f(y, p))
+        for name, value in _weighted_scores(y_sorted, w, last_of_tie).items():
+            boot[name].append(value)
     for name, values in boot.items():
-        low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+        low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)]) if values else (np.nan, np.nan)
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
     return out
 
 
-def koi_cv(koi: pd.DataFrame, n_folds: int = 5, seed: int = 42, n_boot: int = 1000) -> tuple[pd.DataFrame, dict]:
+#: Raw measured inputs behind each feature group: a row is "complete" for some groups when none of
+#: these is missing (issue 20: missing values are not a label). ``context`` reads the position,
+#: epoch, period, depth and magnitude, and the fit uncertainties.
+RAW_INPUTS: dict[str, tuple[str, ...]] = {
+    "koi": tuple(BASE_INPUTS),
+    "dv": tuple(DV_INPUTS),
+    "context": tuple(PARAMETER_INPUTS) + ("koi_period", "koi_depth", "koi_kepmag"),
+}
+#: Context features whose NaN means "no ephemeris match", not a missing measurement: never imputed.
+STRUCTURAL_NAN = ("ctx_match_log_sep", "ctx_match_dmag", "ctx_match_log_depth_ratio")
+
+
+def complete_rows(table: pd.DataFrame, groups=("koi", "dv", "context")) -> np.ndarray:
+    """bool ``(N,)``: rows with no missing raw input (:data:`RAW_INPUTS`) of the given groups
+    (an absent column counts as missing)."""
+    cols = [c for g in groups for c in RAW_INPUTS[g]]
+    ok = np.ones(len(table), dtype=bool)
+    for c in cols:
+        ok &= pd.to_numeric(table[c], errors="coerce").notna().to_numpy() if c in table else False
+    return ok
+
+
+def cv_predict(x: pd.DataFrame, y, groups, splits, seed: int = 42, impute: bool = False) -> np.ndarray:
+    """Out-of-fold probabilities of the tabular branch over given ``(train, test)`` index splits.
+
+    Fold ``k``'s model is seeded ``seed + k``. ``impute=True``: missing values of the
+    training fold's columns (all but :data:`STRUCTURAL_NAN`) are replaced by that fold's medians
+    (scikit-learn ``SimpleImputer``, fitted on the training fold only) in both folds, so the
+    model cannot read missingness. A column with no value in the training fold (e.g. a DV
+    diagnostic absent from the DR25 table) is left out of that fold's model (it carries nothing,
+    and scikit-learn cannot bin it).
+
+    Returns float64 ``(N,)`` (NaN for rows in no test fold).
+
+    Raises
+    ------
+    AssertionError
+        A star (``groups``) on both sides of a split, when ``groups`` is given.
+    """
+    y = np.asarray(y).astype(int)
+    prob = np.full(len(y), np.nan)
+    names = list(x.columns)
+    for k, (tr, va) in enumerate(splits):
+        if groups is not None:
+            assert not np.intersect1d(groups[tr], groups[va]).size, f"fold {k}: a star on both sides"
+        keep = [c for c in names if x[c].iloc[tr].notna().any()]
+        xtr, xva = x.iloc[tr][keep], x.iloc[va][keep]
+        if impute:
+            cols = [c for c in keep if c not in STRUCTURAL_NAN]
+            imp = SimpleImputer(strategy="median").fit(xtr[cols])
+            xtr, xva = xtr.copy(), xva.copy()
+            xtr[cols], xva[cols] = imp.transform(xtr[cols]), imp.transform(xva[cols])
+        model = fit_tabular(xtr, y[tr], seed=seed + k, names=keep)
+        prob[va] = predict_tabular(model, xva)
+    return prob
+
+
+def koi_table_features(koi: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labelled KOIs (:func:`koi_labels`) and their :func:`build_features`, the context computed
+    against the catalogue of EVERY KOI of ``koi`` (:func:`~pixel_cnn.vetter.context.catalogue_of`: any
+    disposition, measurements only: no label feeds a feature, and which KOIs are in it does not depend on
+    labels). Returns ``(labelled, features)``, same row order."""
+    labelled = koi_labels(koi)
+    catalogue = catalogue_of(koi) if all(c in koi for c in ("ra", "dec", "koi_time0bk")) else None
+    return labelled, build_features(labelled, catalogue)
+
+
+def koi_cv(koi: pd.DataFrame, n_folds: int = 5, seed: int = 42, n_boot: int = 1000, groups=("koi", "dv", "context"),
+           impute: bool = False, prepared: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, dict]:
     """Grouped (by kepid), stratified k-fold cv of the tabular branch over every labelled KOI.
 
-    scikit-learn ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``; fold
-    ``k``'s model is seeded ``seed + k``. No star has KOIs on both sides of a fold (asserted).
+    scikit-learn ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)`` (the same
+    folds whatever ``groups``/``impute``); fold ``k``'s model is seeded ``seed + k``. No star has
+    KOIs on both sides of a fold (asserted). The model reads the features of the given
+    :data:`~pixel_cnn.vetter.tabular.FEATURE_GROUPS`; ``impute``: see :func:`cv_predict`.
+    ``prepared``: :func:`koi_table_features` of ``koi`` already computed (the context takes ~10 s).
 
     Returns
     -------
-    oof : DataFrame ``kepid, kepoi_name, label, fold, probability`` (one row per labelled KOI).
+    oof : DataFrame ``kepid, kepoi_name, label, fold, probability, complete`` (one row per labelled
+        KOI; ``complete``: no missing raw input of ``groups``, :func:`complete_rows`).
     summary : dict
         Pooled-OOF :data:`SCORES` with cluster-bootstrap intervals
         (:func:`scores_with_intervals`), their fold means ``<name>_fold_mean`` / ``_fold_std``,
-        ``n_kois``, ``n_stars``, ``n_confirmed``, ``n_false_positive``.
+        the same scores on complete rows only (``complete_<name>``, with intervals),
+        ``n_kois``, ``n_stars``, ``n_confirmed``, ``n_false_positive``, ``n_complete``,
+        ``n_complete_confirmed``.
     """
-    labelled = koi_labels(koi)
-    x, y, groups = build_features(labelled), labelled["label"].to_numpy(), labelled["kepid"].to_numpy()
-    prob = np.empty(len(y))
-    fold_of = np.empty(len(y), dtype=int)
-    per_fold = []
+    labelled, all_x = prepared if prepared is not None else koi_table_features(koi)
+    names = list(feature_names(groups))
+    x, y, star = all_x[names], labelled["label"].to_numpy(), labelled["kepid"].to_numpy()
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (tr, va) in enumerate(splitter.split(x, y, groups)):
-        assert not np.intersect1d(groups[tr], groups[va]).size, f"fold {k}: a star on both sides"
-        model = fit_tabular(x.iloc[tr], y[tr], seed=seed + k)
-        prob[va], fold_of[va] = predict_tabular(model, x.iloc[va]), k
-        per_fold.append({name: f(y[va], prob[va]) for name, f in SCORES.items()})
-    oof = pd.DataFrame({"kepid": groups, "kepoi_name": labelled["kepoi_name"], "label": y,
-                        "fold": fold_of, "probability": prob})
-    summary = scores_with_intervals(y, prob, groups, n_boot=n_boot, seed=seed)
-    for name in SCORES:
-        values = np.array([f[name] for f in per_fold])
+    splits = list(splitter.split(x, y, star))
+    fold_of = np.empty(len(y), dtype=int)
+    for k, (_, va) in enumerate(splits):
+        fold_of[va] = k
+    prob = cv_predict(x, y, star, splits, seed=seed, impute=impute)
+    complete = complete_rows(labelled, groups)
+    oof = pd.DataFrame({"kepid": star, "kepoi_name": labelled["kepoi_name"], "label": y,
+                        "fold": fold_of, "probability": prob, "complete": complete})
+    summary = scores_with_intervals(y, prob, star, n_boot=n_boot, seed=seed)
+    for name, f in SCORES.items():
+        values = np.array([f(y[va], prob[va]) for _, va in splits])
         summary[f"{name}_fold_mean"], summary[f"{name}_fold_std"] = float(values.mean()), float(values.std(ddof=1))
-    summary.update(n_kois=int(len(y)), n_stars=int(len(np.unique(groups))), n_confirmed=int(y.sum()),
-                   n_false_positive=int(len(y) - y.sum()))
+    if complete.sum() > 10 and 0 < y[complete].sum() < complete.sum():
+        comp = scores_with_intervals(y[complete], prob[complete], star[complete], n_boot=n_boot, seed=seed)
+        summary.update({f"complete_{k}": v for k, v in comp.items()})
+    summary.update(n_kois=int(len(y)), n_stars=int(len(np.unique(star))), n_confirmed=int(y.sum()),
+                   n_false_positive=int(len(y) - y.sum()), n_complete=int(complete.sum()),
+                   n_complete_confirmed=int(y[complete].sum()), n_features=len(names))
     return oof, summary
 
 
@@ -189,10 +312,11 @@ def training_table(koi: pd.DataFrame) -> pd.DataFrame:
     """The KOI training table as logged: ``kepid, kepoi_name, label`` and the allowed inputs.
 
     The identifiers are kept for the record (which KOIs trained the model); the model reads
-    only :func:`build_features` of it.
+    only :func:`build_features` of it (``ra``, ``dec``, the epoch and uncertainties only through
+    derived features).
     """
     labelled = koi_labels(koi)
-    cols = ["kepid", "kepoi_name", "label"] + [c for c in ALLOWED_INPUTS if c in labelled]
+    cols = ["kepid", "kepoi_name", "label"] + [c for c in (*ALLOWED_INPUTS, *PARAMETER_INPUTS) if c in labelled]
     return labelled[cols].reset_index(drop=True)
 
 
@@ -209,7 +333,9 @@ class TabularBranch(Branch):
     Parameters
     ----------
     koi : DataFrame
-        The KOI cumulative table (:func:`pixel_cnn.io.dataset.load_koi_table`).
+        The KOI cumulative table joined with its DV diagnostics (:func:`pixel_cnn.io.koi.load_koi_with_dv`;
+        a table without them gives NaN DV inputs). Every KOI of it (any disposition) is the context
+        catalogue (:attr:`catalogue`).
 
     A fit trains :func:`fit_tabular` (seed ``seed``) on every labelled KOI whose star is not in
     ``exclude_kepids`` (asserted), whatever ``train_idx`` holds: stars outside the cv's dataset
@@ -222,7 +348,10 @@ class TabularBranch(Branch):
     def __init__(self, koi: pd.DataFrame):
         self.koi = koi
         self.labelled = koi_labels(koi)
-        self.features = build_features(self.labelled)
+        #: the context catalogue (every KOI, measurements only, :func:`~pixel_cnn.vetter.context.catalogue_of`):
+        #: the context features of training and scored KOIs are computed against it, and it ships with the model
+        self.catalogue = catalogue_of(koi) if all(c in koi for c in ("ra", "dec", "koi_time0bk")) else None
+        self.features = build_features(self.labelled, self.catalogue)
         self.labels = self.labelled["label"].to_numpy(np.int64)
         self.kepids = self.labelled["kepid"].to_numpy(np.int64)
         self.table = self.training_table = training_table(koi)
@@ -238,7 +367,8 @@ class TabularBranch(Branch):
         kepids = np.asarray(kepids, dtype=np.int64)
         first = star_koi(self.koi, kepids).set_index("kepid")
         rows = first.reindex(kepids)
-        return build_features(rows.reset_index()), rows["kepoi_name"].fillna("").astype(str).tolist()
+        return (build_features(rows.reset_index(), self.catalogue),
+                rows["kepoi_name"].fillna("").astype(str).tolist())
 
     def fit_excluding(self, exclude_kepids, seed: int):
         """The model trained on every labelled KOI whose star is not in ``exclude_kepids``.
@@ -265,5 +395,11 @@ class TabularBranch(Branch):
         """The served tabular model: trained on every labelled KOI of the table."""
         return self.fit_excluding(np.array([], dtype=np.int64), seed)[0]
 
+    def served_catalogue(self) -> pd.DataFrame | None:
+        """The catalogue the served model ships (:data:`~pixel_cnn.vetter.context.CATALOGUE_COLUMNS` but
+        ``kepid``: names, positions, periods, epochs, depths, magnitudes of every KOI; no disposition)."""
+        return None if self.catalogue is None else self.catalogue.drop(columns=["kepid"])
+
     def describe(self) -> dict:
-        return {"name": self.name, "features": list(FEATURE_NAMES), "koi_table_digest": self.digest}
+        return {"name": self.name, "features": list(FEATURE_NAMES), "koi_table_digest": self.digest,
+                "catalogue_kois": 0 if self.catalogue is None else int(len(self.catalogue))}

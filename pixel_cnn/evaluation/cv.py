@@ -476,8 +476,9 @@ def run_cv(
                     summary=summary, combiner=combiner)
 
 
-def served_vetter(result: CVResult, seed: int, info: dict | None = None) -> tuple[dict, list | None, object]:
-    """What the registered model of a cv ships: ``(config, pixel state dicts or None, tabular model or None)``.
+def served_vetter(result: CVResult, seed: int, info: dict | None = None) -> tuple[dict, list | None, object, object]:
+    """What the registered model of a cv ships: ``(config, pixel state dicts or None, tabular model or None,
+    KOI context catalogue or None)`` (the catalogue: the tabular branch's ``served_catalogue()``).
 
     ``config`` is the vetter's ``config.json`` (:class:`pixel_cnn.vetter.model.Vetter`): its name,
     branches (combiner order), ``threshold`` (the cv's ``summary["threshold"]``), ``thresholds`` of
@@ -507,4 +508,5 @@ def served_vetter(result: CVResult, seed: int, info: dict | None = None) -> tupl
         # every cv target trained some member: scoring marks these stars (their scores are not out of fold)
         "training_kepids": sorted(int(k) for k in result.oof["kepid"].unique()),
     }
-    return config, finals.get("pixel"), finals.get("tabular")
+    catalogues = [b.served_catalogue() for b in result.branches if hasattr(b, "served_catalogue")]
+    return config, finals.get("pixel"), finals.get("tabular"), (catalogues[0] if catalogues else None)

@@ -21,7 +21,8 @@ from pixel_cnn.evaluation.cv import (
     run_cv,
     worst_oof,
 )
-from pixel_cnn.io.dataset import Dataset, koi_table_path, load_koi_table
+from pixel_cnn.io.dataset import Dataset, koi_table_path
+from pixel_cnn.io.koi import load_koi_with_dv
 from pixel_cnn.tracking import cv as tracking_cv
 from pixel_cnn.tracking import runs
 from pixel_cnn.tracking import tabular as tracking_tabular
@@ -92,7 +93,7 @@ def cv(
     koi_path = koi = None
     if spec.needs_koi_table:
         koi_path = koi_table_path(koi_table, info)
-        koi = load_koi_table(koi_path)
+        koi = load_koi_with_dv(koi_path)  # + its DV diagnostics (issue 20)
     branches = spec.branches(preset, koi=koi)
     given = {k: v for k, v in overrides.items() if v is not None}
     name = run_name or cv_run_name(spec.name, seed, n_folds, repeats, given, inner_folds)

@@ -247,10 +247,10 @@ def log_vetter_model(run_id: str, result: CVResult, seed: int, register: bool, a
     ``make cv``'s default run, ``is_default_cv``). Returns ``(model_info, registration)`` with
     ``registration`` None or ``{"version", "alias", "champion", "reason"}``.
     """
-    config, pixel, tabular_model = served_vetter(result, seed, {
+    config, pixel, tabular_model, catalogue = served_vetter(result, seed, {
         "cv_run_id": run_id, "dataset_digest": dataset_digest,
         "pr_auc_oof": result.summary["pr_auc_oof"], "roc_auc_oof": result.summary["roc_auc_oof"]})
-    model_info = log_vetter(run_id, config, pixel, tabular_model, input_example=input_example)
+    model_info = log_vetter(run_id, config, pixel, tabular_model, input_example=input_example, catalogue=catalogue)
     registration = None
     if register:
         koi = MlflowClient().get_run(run_id).data.tags.get("koi_table_digest", "")

@@ -14,8 +14,11 @@ are pooled over the folds of each repeat and averaged over repeats, exactly as c
   Vanderburg 2018 and Valizadegan et al. 2022);
 - ``brier_oof``: Brier score (``brier_score_loss``; lower is better).
 
-The decision is ``mlflow.validate_evaluation_results`` with :data:`THRESHOLDS`: the challenger's
-pooled OOF PR-AUC must beat the champion's by at least :data:`MIN_GAIN`. Two versions cross-validated
+The decision is ``mlflow.validate_evaluation_results`` with :func:`gate_thresholds` (``MetricThreshold``):
+the challenger's pooled OOF PR-AUC must beat the champion's by at least :data:`MIN_GAIN`, and its recall
+at precision 0.99 (the headline operating point of issue 20, the ``make_metric`` ``recall_at_p99_oof``)
+must be at least the champion's. This is the one promotion gate; the benchmarks' evaluations
+(:mod:`pixel_cnn.tracking.evaluate`) use the same recall function. Two versions cross-validated
 on different datasets (their ``dataset_digest`` tags differ) are not comparable: the gate refuses.
 The evaluations are logged as runs of the experiment :data:`EXPERIMENT_GATE` (one parent per decision,
 one nested run per version), so every promotion decision is on record.
@@ -40,8 +43,20 @@ from pixel_cnn.branches.tabular import recall_at_precision
 EXPERIMENT_GATE = "pixel-cnn-promote"
 #: The smallest gain in pooled OOF PR-AUC that moves ``@champion`` (the tags keep 4 decimals).
 MIN_GAIN = 1e-4
-#: The gate, as MLflow model-validation thresholds.
+#: The gate's PR-AUC part, as an MLflow model-validation threshold (:func:`gate_thresholds` adds recall).
 THRESHOLDS = {"pr_auc_oof": MetricThreshold(min_absolute_change=MIN_GAIN, greater_is_better=True)}
+#: The recall metric of the gate: the challenger's may not fall below the champion's.
+RECALL = "recall_at_p99_oof"
+
+
+def gate_thresholds(champion_recall: float | None) -> dict:
+    """The gate as ``MetricThreshold``s: :data:`THRESHOLDS` and, when the champion's recall at precision 0.99
+    is known, ``recall_at_p99_oof >= champion_recall`` (``MetricThreshold(threshold=...)``; MLflow's
+    ``min_absolute_change`` must be positive, so "not worse" is an absolute threshold at the champion's value)."""
+    out = dict(THRESHOLDS)
+    if champion_recall is not None:
+        out[RECALL] = MetricThreshold(threshold=float(champion_recall), greater_is_better=True)
+    return out
 #: The figures shown side by side (name, label, greater is better).
 HEADLINE = (("pr_auc_oof", "PR-AUC (average precision), pooled OOF", True),
             ("roc_auc_oof", "ROC-AUC, pooled OOF", True),
@@ -151,15 +166,24 @@ def decide(name: str, challenger: Evaluated, champion: Evaluated | None) -> tupl
         missing = challenger.version if new is None else champion.version
         raise GateError(f"{name} version {missing} has no pooled OOF PR-AUC (no OOF predictions, no "
                         "pr_auc_oof tag): register it with the cv or tune entry point")
+    r_new, r_old = challenger.metrics.get(RECALL), champion.metrics.get(RECALL)
+    recall_known = r_new is not None and r_old is not None
+    recall_txt = f"; recall at precision 0.99 {r_new:.4f} vs {r_old:.4f}" if recall_known else ""
     if challenger.result is not None and champion.result is not None:
         try:
-            mlflow.validate_evaluation_results(THRESHOLDS, challenger.result, champion.result)
+            mlflow.validate_evaluation_results(gate_thresholds(r_old), challenger.result, champion.result)
         except mlflow.models.evaluation.validation.ModelValidationFailedException:
-            return False, f"pooled OOF PR-AUC {new:.4f} is not above {old:.4f} + {MIN_GAIN:g}"
-        return True, f"pooled OOF PR-AUC {new:.4f} > {old:.4f} + {MIN_GAIN:g} (mlflow.validate_evaluation_results)"
-    if new >= old + MIN_GAIN:  # scores from version tags only: the same rule
-        return True, f"pooled OOF PR-AUC {new:.4f} > {old:.4f} + {MIN_GAIN:g} (version tags)"
-    return False, f"pooled OOF PR-AUC {new:.4f} is not above {old:.4f} + {MIN_GAIN:g} (version tags)"
+            if new < old + MIN_GAIN:
+                return False, f"pooled OOF PR-AUC {new:.4f} is not above {old:.4f} + {MIN_GAIN:g}{recall_txt}"
+            return False, f"recall at precision 0.99 {r_new:.4f} is below the champion's {r_old:.4f}"
+        return True, (f"pooled OOF PR-AUC {new:.4f} > {old:.4f} + {MIN_GAIN:g}{recall_txt} "
+                      "(mlflow.validate_evaluation_results)")
+    # scores from version tags only: the same rule
+    if new < old + MIN_GAIN:
+        return False, f"pooled OOF PR-AUC {new:.4f} is not above {old:.4f} + {MIN_GAIN:g} (version tags)"
+    if recall_known and r_new < r_old:
+        return False, f"recall at precision 0.99 {r_new:.4f} is below the champion's {r_old:.4f} (version tags)"
+    return True, f"pooled OOF PR-AUC {new:.4f} > {old:.4f} + {MIN_GAIN:g}{recall_txt} (version tags)"
 
 
 def run_gate(name: str, challenger: tuple[str, dict], champion: tuple[str, dict] | None):

@@ -245,7 +245,8 @@ def promote(name: str = MODEL_NAME, challenger: str = "challenger",
 
     The gate evaluates both versions' out-of-fold predictions with ``mlflow.models.evaluate`` and
     decides with ``mlflow.validate_evaluation_results``: the challenger's pooled OOF PR-AUC (average
-    precision) must beat the champion's by :data:`~pixel_cnn.tracking.gate.MIN_GAIN`, on the same
+    precision) must beat the champion's by :data:`~pixel_cnn.tracking.gate.MIN_GAIN` and its recall at
+    precision 0.99 must be at least the champion's, on the same
     dataset; with no champion yet the challenger is promoted. Returns ``{"challenger": (version,
     score), "champion": (version, score) or None, "promoted": bool, "reason": str, "figures":
     {"challenger": {metric: value}, "champion": {...}}, "presets": {...}, "gate_run_id": str}``

@@ -88,13 +88,15 @@ def served_code(dest: Path) -> Path:
 
 
 def log_vetter(run_id: str, config: dict, pixel_state_dicts: list[dict] | None = None, tabular_model=None,
-               registered_model_name: str | None = None, input_example: np.ndarray | None = None):
+               registered_model_name: str | None = None, input_example: np.ndarray | None = None,
+               catalogue: pd.DataFrame | None = None):
     """Log a vetter as ``model`` of run ``run_id``; returns MLflow's ``ModelInfo``.
 
     ``config`` is the vetter's ``config.json`` (:class:`~pixel_cnn.vetter.model.Vetter`); the
     files are checked by building the vetter before anything is logged. Registers it as
     ``registered_model_name`` when given. The signature takes KOI ``params`` when the vetter
-    has a tabular branch (:func:`pixel_cnn.vetter.pyfunc.signature_of`).
+    has a tabular branch (:func:`pixel_cnn.vetter.pyfunc.signature_of`). ``catalogue``: the KOI context
+    catalogue a tabular branch computes its context features against, shipped as an artifact.
 
     Raises
     ------
@@ -104,7 +106,7 @@ def log_vetter(run_id: str, config: dict, pixel_state_dicts: list[dict] | None =
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # predict() takes stacks of any size on purpose: no type-hint validation wanted.
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        artifacts = Vetter.save(Path(tmp) / "artifacts", config, pixel_state_dicts, tabular_model)
+        artifacts = Vetter.save(Path(tmp) / "artifacts", config, pixel_state_dicts, tabular_model, catalogue)
         description = Vetter.from_files(Path(tmp) / "artifacts").describe()
         code = served_code(Path(tmp) / "code")
         model_file = Path(tmp) / "serving_model.py"

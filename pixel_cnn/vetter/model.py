@@ -4,7 +4,9 @@ On disk a vetter is a folder: ``config.json`` (what it is: its name, branches, t
 combiner, the pixel branch's preset, the stars it was trained on, provenance), ``weights.pt``
 (the pixel branch's fold networks, one ``state_dict`` each, loaded with
 ``torch.load(weights_only=True)``: a format that cannot run code) when it has a pixel branch,
-and ``tabular.skops`` (the tabular branch, skops: no pickle) when it has a tabular branch.
+and ``tabular.skops`` (the tabular branch, skops: no pickle) when it has a tabular branch, with
+``koi_catalogue.csv`` (the KOI context catalogue, :mod:`.context`: name, position, period, epoch,
+depth and magnitude of every KOI, no disposition) that its context features are computed against.
 :meth:`Vetter.describe` answers what it is, for ``predict``, scoring, sheets and the registry
 (the logged model carries the same dict as MLflow model metadata, ``vetter``).
 """
@@ -23,6 +25,7 @@ from .ensemble import LABELS, Ensemble
 from .networks import Preset
 
 CONFIG_FILE, WEIGHTS_FILE, TABULAR_FILE = "config.json", "weights.pt", "tabular.skops"
+CATALOGUE_FILE = "koi_catalogue.csv"
 
 
 class Vetter:
@@ -40,6 +43,10 @@ class Vetter:
         The pixel branch (its ``threshold`` is the pixel-only threshold).
     tabular_model : fitted scikit-learn ``HistGradientBoostingClassifier`` on
         :data:`~.tabular.FEATURE_NAMES`, or None.
+    catalogue : DataFrame or None
+        The KOI context catalogue (:func:`.context.catalogue_of` columns, measurements only): a
+        candidate's context features are computed against it from its own ``ra``, ``dec``,
+        period, epoch, depth and magnitude, whether or not it is in it. None: context features NaN.
 
     Raises
     ------
@@ -48,8 +55,10 @@ class Vetter:
         inputs than :data:`~.tabular.FEATURE_NAMES`.
     """
 
-    def __init__(self, config: dict, pixel: Ensemble | None = None, tabular_model=None):
+    def __init__(self, config: dict, pixel: Ensemble | None = None, tabular_model=None,
+                 catalogue: pd.DataFrame | None = None):
         self.config = config
+        self.catalogue = catalogue
         self.name = str(config.get("vetter", ""))
         self.branches = tuple(config["branches"])
         self.threshold = float(config["threshold"])
@@ -70,7 +79,7 @@ class Vetter:
     # -- files -------------------------------------------------------------------------------
     @staticmethod
     def save(folder: Path, config: dict, pixel_state_dicts: list[dict] | None = None,
-             tabular_model=None) -> dict[str, str]:
+             tabular_model=None, catalogue: pd.DataFrame | None = None) -> dict[str, str]:
         """Write the vetter's files into ``folder``; returns the MLflow ``artifacts`` map (name -> path)."""
         import torch
 
@@ -84,6 +93,12 @@ class Vetter:
         if tabular_model is not None:
             (folder / TABULAR_FILE).write_bytes(tabular.dumps_tabular(tabular_model))
             artifacts["tabular"] = str(folder / TABULAR_FILE)
+        if catalogue is not None:
+            from .context import check_catalogue
+
+            check_catalogue(catalogue)  # measurements only: an answer column is refused before it ships
+            catalogue.to_csv(folder / CATALOGUE_FILE, index=False, float_format="%.10g")
+            artifacts["catalogue"] = str(folder / CATALOGUE_FILE)
         return artifacts
 
     @classmethod
@@ -93,13 +108,18 @@ class Vetter:
 
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
-        pixel = tabular_model = None
+        pixel = tabular_model = catalogue = None
         if "pixel" in config["branches"]:
             state_dicts = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
             pixel = Ensemble(Preset.from_dict(config["preset"]), state_dicts, config["thresholds"]["pixel"])
         if "tabular" in config["branches"]:
             tabular_model = tabular.loads_tabular((folder / TABULAR_FILE).read_bytes())
-        return cls(config, pixel, tabular_model)
+            if (folder / CATALOGUE_FILE).is_file():
+                from .context import check_catalogue
+
+                catalogue = pd.read_csv(folder / CATALOGUE_FILE, dtype={"kepoi_name": str})
+                check_catalogue(catalogue)
+        return cls(config, pixel, tabular_model, catalogue)
 
     # -- what it is -----------------------------------------------------------------------------
     @property
@@ -115,7 +135,8 @@ class Vetter:
         return {
             **keep,
             "pixel_preset": (self.config.get("preset") or {}).get("name"),
-            "parameters": {k: v[0] for k, v in tabular.ALLOWED_INPUTS.items()} if self.accepts_parameters else {},
+            "parameters": {k: v[0] for k, v in tabular.SERVED_PARAMETERS.items()} if self.accepts_parameters else {},
+            "catalogue_kois": 0 if self.catalogue is None else int(len(self.catalogue)),
             "n_training_stars": len(self.training_kepids),
         }
 
@@ -125,8 +146,9 @@ class Vetter:
 
         Columns: ``probability``, ``label`` (at ``threshold``), ``threshold``; a vetter with a tabular
         branch also gives ``pixel_probability``, ``tabular_probability`` (None without parameters),
-        ``branch`` (``fused``, ``pixel`` or ``tabular``: what answered), ``inputs_used`` (``stack``
-        and the parameter names used, comma-separated) and ``tabular_reason`` (why
+        ``branch`` (``fused``, ``pixel`` or ``tabular``: what answered), ``inputs_used`` (``stack``,
+        the parameter names used and ``koi_catalogue`` when context features were computed against the
+        shipped catalogue, comma-separated) and ``tabular_reason`` (why
         ``tabular_probability`` is None; None when it answered). A vetter with a pixel branch given no
         parameters answers from its pixel branch alone, at the pixel-only threshold. A vetter without
         a tabular branch given KOI parameters answers from its stack and says so: the same columns,
@@ -154,13 +176,13 @@ class Vetter:
                 out = out.assign(pixel_probability=pixel, tabular_probability=[None] * n, branch="pixel",
                                  inputs_used="stack", tabular_reason=(
                                      f"vetter {self.name!r} has no tabular branch: the KOI parameters "
-                                     f"{', '.join(k for k in tabular.ALLOWED_INPUTS if k in ignored)} were not used"))
+                                     f"{', '.join(k for k in tabular.SERVED_PARAMETERS if k in ignored)} were not used"))
             return out
         if not given:
             if pixel is None:
                 raise tabular.TabularInputError(
                     f"vetter {self.name!r} reads KOI parameters only: send them as params "
-                    f"({', '.join(tabular.ALLOWED_INPUTS)})")
+                    f"({', '.join(tabular.SERVED_PARAMETERS)})")
             t = self.thresholds["pixel"]
             return pd.DataFrame({
                 "probability": pixel, "label": [LABELS[int(p >= t)] for p in pixel], "threshold": t,
@@ -193,9 +215,11 @@ class Vetter:
 
     def _answer(self, pixel: np.ndarray | None, given: dict[str, float]) -> pd.DataFrame:
         """One star's answer from its pixel probability ``(1,)`` (None: no pixel branch) and checked parameters."""
-        features = tabular.build_features(pd.DataFrame({k: [v] for k, v in given.items()}))
+        features = tabular.build_features(pd.DataFrame({k: [v] for k, v in given.items()}), self.catalogue)
         p_tab = tabular.predict_tabular(self.tabular_model, features)
-        used = [k for k in tabular.ALLOWED_INPUTS if k in given]
+        used = [k for k in tabular.SERVED_PARAMETERS if k in given]
+        if self.catalogue is not None and features[list(tabular.CONTEXT_FEATURES)].notna().any(axis=None):
+            used.append("koi_catalogue")  # context features computed against the shipped catalogue
         if pixel is None:
             prob, branch = p_tab, "tabular"
         else:

@@ -25,10 +25,11 @@ from .stack import StackError
 #: stacks a request). Bigger requests get HTTP 400; split them.
 MAX_REQUEST_VALUES = 2**21
 #: The KOI parameters every served model declares as MLflow inference ``params`` (each optional, None =
-#: not given; units in :data:`~.tabular.ALLOWED_INPUTS`): a model with a tabular branch reads them, a
+#: not given; units in :data:`~.tabular.SERVED_PARAMETERS`: the model inputs, DV diagnostics included, and
+#: ``ra``, ``dec``, the epoch and uncertainties that feed derived and catalogue-context features): a model with a tabular branch reads them, a
 #: model without one says in its answer that it did not use them (``tabular_reason``), so every
 #: registered model answers the same request and MLflow never drops them silently.
-PARAMS = ParamSchema([ParamSpec(name, "double", None) for name in tabular.ALLOWED_INPUTS])
+PARAMS = ParamSchema([ParamSpec(name, "double", None) for name in tabular.SERVED_PARAMETERS])
 #: The answer's columns: ``probability``, ``label``, ``threshold``; then (a model with a tabular branch,
 #: or any model given KOI parameters) each branch's answer and why the tabular branch did not answer.
 OUTPUTS = Schema([ColSpec("double", "probability"), ColSpec("string", "label"), ColSpec("double", "threshold"),
@@ -150,7 +151,7 @@ def signature_of(vetter_config: dict) -> ModelSignature:
 
 def _is_vetter_schema(schema) -> bool:
     """Whether a params schema is this package's (:data:`PARAMS`: exactly the KOI parameter names)."""
-    return isinstance(schema, ParamSchema) and {p.name for p in schema.params} == set(tabular.ALLOWED_INPUTS)
+    return isinstance(schema, ParamSchema) and {p.name for p in schema.params} == set(tabular.SERVED_PARAMETERS)
 
 
 def refuse_unknown_params() -> None:
@@ -171,12 +172,12 @@ def refuse_unknown_params() -> None:
 
     def enforce(params, schema):
         if isinstance(params, dict) and _is_vetter_schema(schema):
-            unknown = sorted(str(k) for k in params if str(k) not in tabular.ALLOWED_INPUTS)
+            unknown = sorted(str(k) for k in params if str(k) not in tabular.SERVED_PARAMETERS)
             if unknown:
                 names = ", ".join(repr(k) for k in unknown)
                 raise BadRequestError(
                     f"bad request: unknown parameter{'s' if len(unknown) > 1 else ''} {names}; the parameters "
-                    f"are the KOI table's {', '.join(tabular.ALLOWED_INPUTS)}")
+                    f"are the KOI table's {', '.join(tabular.SERVED_PARAMETERS)}")
         return original(params, schema)
 
     enforce._refuses_unknown = True

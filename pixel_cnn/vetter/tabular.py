@@ -5,8 +5,15 @@ columns of the NASA Exoplanet Archive Kepler KOI cumulative table
 (https://exoplanetarchive.ipac.caltech.edu/docs/API_kepcandidate_columns.html).
 
 - :data:`ALLOWED_INPUTS`: the only KOI-table columns the model may read, with units
-  and the physical range a served value must lie in.
-- :data:`DERIVED_FEATURES`: physics features computed from them (formula + source).
+  and the physical range a served value must lie in: the transit fit and host star
+  (:data:`BASE_INPUTS`) and the Data Validation diagnostics (:data:`DV_INPUTS`, issue 20).
+- :data:`PARAMETER_INPUTS`: measurements a caller may pass that feed derived features only,
+  never the model directly (``ra``, ``dec``, the epoch, fit uncertainties).
+- :data:`DERIVED_FEATURES`: physics features computed from them (formula + source);
+  :data:`UNCERTAINTY_FEATURES`: relative uncertainties of fit values; the catalogue-context
+  features of :mod:`.context` (against a catalogue of KOI measurements, never labels).
+- :data:`FEATURE_GROUPS`: ``koi`` (today's inputs), ``dv``, ``context``: added in turn by the
+  benchmark.
 - :data:`BANNED_COLUMNS` / :func:`is_banned`: vetting outputs and identifiers that must
   never reach the model (dispositions, score, false-positive flags, names, kepid,
   TCE delivery, epoch, sky position). :func:`build_features` copies only the allow-list
@@ -26,12 +33,14 @@ import re
 import numpy as np
 import pandas as pd
 
+from .context import CONTEXT_FEATURES, context_features
+
 #: The allowed KOI-table inputs: ``name -> (description [unit], low, high)``. A served value
 #: must be a finite number with ``low < value <= high`` when ``low`` is a strict bound
 #: (see :data:`STRICT_LOW`), else ``low <= value <= high``. The ranges are physical limits
 #: (a period or radius is positive, a depth is at most the whole flux = 1e6 ppm), wide
 #: enough for every value of the KOI table.
-ALLOWED_INPUTS: dict[str, tuple[str, float, float]] = {
+BASE_INPUTS: dict[str, tuple[str, float, float]] = {
     "koi_period": ("orbital period [days]", 0.0, 1e7),
     "koi_duration": ("transit duration, first to last contact [hours]", 0.0, 1e4),
     "koi_depth": ("transit depth [ppm]", 0.0, 1e6),
@@ -45,8 +54,55 @@ ALLOWED_INPUTS: dict[str, tuple[str, float, float]] = {
     "koi_srad": ("stellar radius [solar radii]", 0.0, 1e5),
     "koi_kepmag": ("Kepler-band magnitude [mag]", -30.0, 40.0),
 }
+#: The Kepler pipeline's Data Validation diagnostics and further fit values of the KOI table
+#: (``koi_dv_diagnostics.csv``; NASA Exoplanet Archive KOI column definitions; Twicken et al.
+#: 2018, PASP 130, 064502 for DV; Bryson et al. 2013, PASP 125, 889 for the centroid tests).
+#: Ranges are physical limits, wide enough for every value of the KOI table (``koi_bin_oedp_sig``
+#: is -1 where the archive did not compute it).
+DV_INPUTS: dict[str, tuple[str, float, float]] = {
+    "koi_num_transits": ("number of transits observed [count]", 0.0, 1e5),
+    "koi_max_mult_ev": ("maximum multiple event statistic, MES [sigma]", 0.0, 1e8),
+    "koi_bin_oedp_sig": ("odd-even depth comparison statistic [probability; -1 = not computed]", -1.0, 1.0),
+    "koi_fwm_stat_sig": ("flux-weighted centroid motion significance [probability, 0-1]", 0.0, 1.0),
+    "koi_fwm_srao": ("flux-weighted source RA offset out of transit [s of RA]", -1e5, 1e5),
+    "koi_fwm_sdeco": ("flux-weighted source Dec offset out of transit [arcsec]", -1e5, 1e5),
+    "koi_fwm_prao": ("flux-weighted centroid RA shift in transit [s of RA]", -1e5, 1e5),
+    "koi_fwm_pdeco": ("flux-weighted centroid Dec shift in transit [arcsec]", -1e5, 1e5),
+    "koi_dicco_mra": ("difference-image centroid RA offset from the out-of-transit centroid, multi-quarter "
+                      "[arcsec]", -1e5, 1e5),
+    "koi_dicco_mdec": ("difference-image centroid Dec offset, multi-quarter [arcsec]", -1e5, 1e5),
+    "koi_dicco_msky": ("difference-image centroid offset on the sky, multi-quarter [arcsec]", 0.0, 1e5),
+    "koi_dor": ("fitted planet-star distance over stellar radius a/R* [dimensionless]", 0.0, 1e7),
+    "koi_incl": ("fitted orbital inclination [deg]", 0.0, 180.0),
+    "koi_srho": ("stellar density from the transit fit [g/cm^3]", 0.0, 1e7),
+    "koi_ldm_coeff1": ("limb-darkening coefficient 1 [dimensionless]", -5.0, 5.0),
+    "koi_smet": ("stellar metallicity [Fe/H] [dex]", -10.0, 10.0),
+    "koi_smass": ("stellar mass [solar masses]", 0.0, 1e3),
+    "koi_gmag": ("g'-band magnitude [mag]", -30.0, 40.0),
+}
+#: Every input the model may read directly (a served parameter of the same name).
+ALLOWED_INPUTS: dict[str, tuple[str, float, float]] = {**BASE_INPUTS, **DV_INPUTS}
+#: Served parameters that feed DERIVED features only (never a model input; ``ra``, ``dec`` and the
+#: epoch stay banned as inputs): the candidate's position and epoch for the catalogue context
+#: (:mod:`.context`), the fit uncertainties for :data:`UNCERTAINTY_FEATURES`.
+PARAMETER_INPUTS: dict[str, tuple[str, float, float]] = {
+    "ra": ("right ascension, J2000 [deg]", 0.0, 360.0),
+    "dec": ("declination, J2000 [deg]", -90.0, 90.0),
+    "koi_time0bk": ("transit epoch [BKJD = BJD - 2454833]", -1e5, 1e5),
+    "koi_period_err1": ("period upper uncertainty [days]", 0.0, 1e7),
+    "koi_period_err2": ("period lower uncertainty (<= 0) [days]", -1e7, 0.0),
+    "koi_duration_err1": ("duration upper uncertainty [hours]", 0.0, 1e4),
+    "koi_duration_err2": ("duration lower uncertainty (<= 0) [hours]", -1e4, 0.0),
+    "koi_depth_err1": ("depth upper uncertainty [ppm]", 0.0, 1e6),
+    "koi_depth_err2": ("depth lower uncertainty (<= 0) [ppm]", -1e6, 0.0),
+    "koi_prad_err1": ("planet radius upper uncertainty [Earth radii]", 0.0, 1e7),
+    "koi_prad_err2": ("planet radius lower uncertainty (<= 0) [Earth radii]", -1e7, 0.0),
+}
+#: What a request may carry: the model inputs and the parameters of derived features.
+SERVED_PARAMETERS: dict[str, tuple[str, float, float]] = {**ALLOWED_INPUTS, **PARAMETER_INPUTS}
 #: Inputs whose lower bound is strict (the value must be > low): zero is unphysical.
-STRICT_LOW = frozenset({"koi_period", "koi_duration", "koi_prad", "koi_teq", "koi_steff", "koi_srad"})
+STRICT_LOW = frozenset({"koi_period", "koi_duration", "koi_prad", "koi_teq", "koi_steff", "koi_srad",
+                        "koi_dor", "koi_srho"})
 
 #: Derived physics features: ``name -> (definition, source)``.
 DERIVED_FEATURES: dict[str, tuple[str, str]] = {
@@ -71,8 +127,43 @@ DERIVED_FEATURES: dict[str, tuple[str, str]] = {
     ),
 }
 
-#: Model inputs, in column order: the allowed KOI columns, then the derived features.
-FEATURE_NAMES: tuple[str, ...] = tuple(ALLOWED_INPUTS) + tuple(DERIVED_FEATURES)
+#: Relative uncertainties of fit values: ``name -> (value column, definition, source)``.
+UNCERTAINTY_FEATURES: dict[str, tuple[str, str, str]] = {
+    f"rel_err_{q}": (f"koi_{q}", f"(koi_{q}_err1 - koi_{q}_err2) / 2 / koi_{q}: half the 1-sigma interval over the "
+                     f"value (one side when only one is given) [dimensionless]",
+                     "NASA Exoplanet Archive KOI columns (MCMC fit uncertainties, Rowe et al. 2015, ApJS 217, 16)")
+    for q in ("period", "duration", "depth", "prad")
+}
+
+#: Groups of model inputs, in the order the benchmark adds them (issue 20): today's KOI inputs
+#: and their derived features; the DV diagnostics; the catalogue context and uncertainties.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "koi": tuple(BASE_INPUTS) + tuple(DERIVED_FEATURES),
+    "dv": tuple(DV_INPUTS),
+    "context": tuple(CONTEXT_FEATURES) + tuple(UNCERTAINTY_FEATURES),
+}
+#: Model inputs, in column order: every group in turn.
+FEATURE_NAMES: tuple[str, ...] = tuple(c for g in FEATURE_GROUPS.values() for c in g)
+#: Features that read the period or the epoch (left out by the DR25 "no period" protocol).
+PERIOD_FEATURES = frozenset({"koi_period", "a_over_rstar", "duration_ratio", "rel_err_period",
+                             "ctx_sibling_log_offset", "ctx_ephem_sigma_p", "ctx_n_ephem_match",
+                             "ctx_match_log_sep", "ctx_match_dmag", "ctx_match_log_depth_ratio",
+                             "koi_insol", "koi_teq", "koi_dor", "koi_srho", "koi_num_transits"})
+
+
+def feature_names(groups=("koi", "dv", "context"), drop=()) -> tuple[str, ...]:
+    """Model inputs of the given :data:`FEATURE_GROUPS` (in :data:`FEATURE_NAMES` order), minus ``drop``.
+
+    Raises
+    ------
+    ValueError
+        An unknown group name.
+    """
+    unknown = [g for g in groups if g not in FEATURE_GROUPS]
+    if unknown:
+        raise ValueError(f"unknown feature group(s) {unknown}; known: {list(FEATURE_GROUPS)}")
+    keep = {c for g in groups for c in FEATURE_GROUPS[g]} - set(drop)
+    return tuple(c for c in FEATURE_NAMES if c in keep)
 
 #: Columns that are vetting outputs or identifiers: never an input (exact names).
 BANNED_COLUMNS = frozenset({
@@ -123,15 +214,34 @@ def derived_features(table: pd.DataFrame) -> pd.DataFrame:
     return out.replace([np.inf, -np.inf], np.nan)
 
 
-def build_features(table: pd.DataFrame) -> pd.DataFrame:
-    """Model inputs of KOI rows: the allowed columns (and nothing else) plus the derived features.
+def uncertainty_features(table: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`UNCERTAINTY_FEATURES` of KOI rows (float64; NaN where the value or both errors are missing,
+    or the value is 0). ``table``: DataFrame with ``koi_<q>`` and ``koi_<q>_err1`` / ``_err2`` columns."""
+    def col(name):
+        return pd.to_numeric(table[name], errors="coerce").to_numpy(float) if name in table else np.full(len(table), np.nan)
+
+    out = {}
+    for name, (value, _, _) in UNCERTAINTY_FEATURES.items():
+        up, low = np.abs(col(f"{value}_err1")), np.abs(col(f"{value}_err2"))
+        half = np.where(np.isfinite(up) & np.isfinite(low), (up + low) / 2, np.where(np.isfinite(up), up, low))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = half / np.abs(col(value))
+    return pd.DataFrame(out, index=table.index).replace([np.inf, -np.inf], np.nan)
+
+
+def build_features(table: pd.DataFrame, catalogue: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Model inputs of KOI rows: the allowed columns (and nothing else), the derived features, the
+    relative uncertainties and the catalogue context against ``catalogue``.
 
     Parameters
     ----------
     table : DataFrame
-        KOI-table rows; any other columns (dispositions, names, flags...) are ignored:
-        only :data:`ALLOWED_INPUTS` are read. An allowed column that is absent is all
-        NaN (the model handles missing values natively).
+        KOI-table rows (optionally joined with the DV diagnostics); any other columns
+        (dispositions, names, flags...) are ignored: only :data:`ALLOWED_INPUTS` are read as
+        inputs, and :data:`PARAMETER_INPUTS` for derived features. An allowed column that is
+        absent is all NaN (the model handles missing values natively).
+    catalogue : :func:`.context.catalogue_of` output (KOI measurements, no label), or None:
+        then the context features are NaN. A row's own KOI is left out of its context.
 
     Returns
     -------
@@ -141,12 +251,15 @@ def build_features(table: pd.DataFrame) -> pd.DataFrame:
     ------
     AssertionError
         A banned column would reach the model (cannot happen unless the lists are edited).
+    CatalogueError
+        The catalogue carries an answer column or lacks a measurement column.
     """
     allowed = pd.DataFrame(index=table.index)
     for name in ALLOWED_INPUTS:
         allowed[name] = pd.to_numeric(table[name], errors="coerce") if name in table else np.nan
     allowed = allowed.astype(float)
-    features = pd.concat([allowed, derived_features(allowed)], axis=1)[list(FEATURE_NAMES)]
+    features = pd.concat([allowed, derived_features(allowed), uncertainty_features(table),
+                          context_features(table, catalogue)], axis=1)[list(FEATURE_NAMES)]
     banned = [c for c in features.columns if is_banned(c)]
     assert not banned, f"banned column(s) {banned} would reach the tabular model"
     return features
@@ -154,12 +267,25 @@ def build_features(table: pd.DataFrame) -> pd.DataFrame:
 
 def predict_tabular(model, features: pd.DataFrame) -> np.ndarray:
     """Probability of CONFIRMED, float64 ``(N,)``, for :func:`build_features` rows (``model``: a fitted
-    scikit-learn ``HistGradientBoostingClassifier``)."""
-    return model.predict_proba(features[list(FEATURE_NAMES)])[:, 1].astype(np.float64)
+    scikit-learn ``HistGradientBoostingClassifier``; the columns it was fitted on are used, in its order).
+
+    Raises
+    ------
+    ValueError
+        The model was fitted on a banned column.
+    """
+    names = list(getattr(model, "feature_names_in_", FEATURE_NAMES))
+    banned = [c for c in names if is_banned(c)]
+    if banned:
+        raise ValueError(f"the tabular model reads banned column(s) {banned}")
+    return model.predict_proba(features[names])[:, 1].astype(np.float64)
 
 
 def check_parameters(params: dict) -> dict[str, float]:
     """Validate served KOI parameters; returns ``{name: float}`` of those given (None = not given).
+
+    Accepted names: :data:`SERVED_PARAMETERS` (model inputs, DV diagnostics included, and the
+    :data:`PARAMETER_INPUTS` of derived features: ``ra``, ``dec``, ``koi_time0bk``, uncertainties).
 
     Raises
     ------
@@ -171,12 +297,12 @@ def check_parameters(params: dict) -> dict[str, float]:
     for name, value in params.items():
         if value is None:
             continue
-        if name not in ALLOWED_INPUTS:
-            raise TabularInputError(f"unknown parameter {name!r}; allowed: {', '.join(ALLOWED_INPUTS)}")
+        if name not in SERVED_PARAMETERS:
+            raise TabularInputError(f"unknown parameter {name!r}; allowed: {', '.join(SERVED_PARAMETERS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TabularInputError(f"parameter {name}: {value!r} is not a number")
         value = float(value)
-        desc, low, high = ALLOWED_INPUTS[name]
+        desc, low, high = SERVED_PARAMETERS[name]
         if not math.isfinite(value):
             raise TabularInputError(f"parameter {name}: {value} is not a finite number")
         low_ok = value > low if name in STRICT_LOW else value >= low
