@@ -24,7 +24,6 @@ from pixel_cnn.scoring import koi_parameters
 from pixel_cnn.vetter import tabular
 from pixel_cnn.vetter.combiner import Combiner, logit
 from pixel_cnn.vetter.networks import get_preset
-from pixel_cnn.tracking.cv import logged_metric_name
 from pixel_cnn.tracking.registry import description
 from tests.support import PROJECT
 
@@ -304,7 +303,7 @@ def test_bench_quality_tabular_and_fusion_rows(tracking_store, prepared_dir, mon
     for name in ("phase2", "fusion"):
         monkeypatch.setitem(models.PRESETS, name, models.PRESETS[name].replace(epochs=1))
     out = tracking_store / "quality.json"
-    bench, table = bench_quality(str(prepared_dir), ("phase2", "tabular", "fusion"), n_folds=3, repeats=2,
+    bench, table = bench_quality(str(prepared_dir), ("phase2", "tabular", "fusion"), n_folds=3, repeats=1,
                                       inner_folds=2, out=str(out))
     rows = json.loads(out.read_text())["presets"]
     assert list(rows) == ["phase2", "tabular", "fusion"]
