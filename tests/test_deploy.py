@@ -35,12 +35,12 @@ from mlflow.exceptions import MlflowException
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from pixel_cnn.branches.tabular import star_koi
-from pixel_cnn.io.dataset import load_koi_table
+from pixel_cnn.io.koi import load_koi_with_dv
+from pixel_cnn.scoring import koi_parameters
 from pixel_cnn.tracking import requirements as reqs
 from pixel_cnn.tracking.served import SERVED_PACKAGE, pip_requirements, served_files
 from pixel_cnn.vetter.pyfunc import INPUT_DOC
-from pixel_cnn.vetter.tabular import ALLOWED_INPUTS
+from pixel_cnn.vetter.tabular import SERVED_PARAMETERS
 from tests.support import PROJECT
 
 WHEELHOUSE = PROJECT / ".wheelhouse"
@@ -120,7 +120,7 @@ def test_registered_model_files_carry_the_requirements_and_no_input_schema(model
     assert yaml.safe_load((model_dir / "python_env.yaml").read_text())["dependencies"] == ["-r requirements.txt"]
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     assert "inputs" not in mlmodel["signature"] or mlmodel["signature"]["inputs"] is None
-    assert {p["name"] for p in json.loads(mlmodel["signature"]["params"])} == set(ALLOWED_INPUTS)
+    assert {p["name"] for p in json.loads(mlmodel["signature"]["params"])} == set(SERVED_PARAMETERS)
     assert mlmodel["metadata"]["input"] == INPUT_DOC
 
 
@@ -129,8 +129,8 @@ def example(real_dataset, data_dir):
     """The README's example: stacks of the size of pixdiff_9967771 (float32, as on disk) and its KOI params."""
     shape = real_dataset.stacks[KEPID].shape
     stacks = [real_dataset.stacks[int(k)] for k in real_dataset.kepids if real_dataset.stacks[int(k)].shape == shape][:3]
-    koi = star_koi(load_koi_table(data_dir / "koi_cumulative.csv"), [KEPID]).iloc[0]
-    params = {k: float(koi[k]) for k in ALLOWED_INPUTS if pd.notna(koi[k])}
+    params, name, reason = koi_parameters(load_koi_with_dv(data_dir), KEPID)
+    assert params and not reason, reason
     return {"x32": np.stack(stacks).astype(np.float32), "one": real_dataset.stacks[KEPID][None].astype(np.float32),
             "params": params}
 

@@ -154,6 +154,19 @@ def _is_vetter_schema(schema) -> bool:
     return isinstance(schema, ParamSchema) and {p.name for p in schema.params} == set(tabular.SERVED_PARAMETERS)
 
 
+def unknown_params_message(unknown: list[str]) -> str:
+    """The refusal of parameter names a model does not read: each name, the served names closest to
+    it (``difflib.get_close_matches``), and where the full list is; short whatever the list's length."""
+    import difflib
+
+    parts = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, tabular.SERVED_PARAMETERS, n=3)
+        parts.append(repr(name) + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+    return (f"bad request: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; the "
+            f"{len(tabular.SERVED_PARAMETERS)} parameters are the model signature's params (KOI table names)")
+
+
 def refuse_unknown_params() -> None:
     """Make MLflow refuse, with HTTP 400 naming it, a parameter name a pixel-cnn model does not declare.
 
@@ -174,10 +187,7 @@ def refuse_unknown_params() -> None:
         if isinstance(params, dict) and _is_vetter_schema(schema):
             unknown = sorted(str(k) for k in params if str(k) not in tabular.SERVED_PARAMETERS)
             if unknown:
-                names = ", ".join(repr(k) for k in unknown)
-                raise BadRequestError(
-                    f"bad request: unknown parameter{'s' if len(unknown) > 1 else ''} {names}; the parameters "
-                    f"are the KOI table's {', '.join(tabular.SERVED_PARAMETERS)}")
+                raise BadRequestError(unknown_params_message(unknown))
         return original(params, schema)
 
     enforce._refuses_unknown = True
