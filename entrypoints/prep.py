@@ -19,7 +19,7 @@ import pandas as pd
 from pixel_cnn.jobs.prep import prep as prep_job, prep_tpf
 from pixel_cnn.tracking.stores import StoreError
 from pixel_cnn.io.dataset import LABEL_SOURCES, DataError
-from pixel_cnn.io.tpf import TPFError
+from pixel_cnn.io.errors import TPFError
 
 from entrypoints._args import boolean, raw_params, whole
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pixel_cnn.io import tpf
+from pixel_cnn.io import sources, tpf
+from pixel_cnn.io.ephemeris import load_ephemeris
+from pixel_cnn.io.errors import TPFError
 from pixel_cnn.io.dataset import (
     KOI_REQUIRED_COLUMNS,
     KOI_TABLE,
@@ -78,15 +80,15 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
     out = Path(out_dir)
     with runs.job_run(runs.EXPERIMENT_PREP, f"prep-tpf {Path(tpf_dir or cache_dir or '.').resolve().name} -> {out.name}",
                       cli_params) as run_id:
-        ephemerides, problems, layout = tpf.load_ephemeris(ephemeris)
+        ephemerides, problems, layout = load_ephemeris(ephemeris)
         fetch_problems = {}
         if download:
             cache = cache_dir or tpf_dir
             if not cache:
-                raise tpf.TPFError("download=true needs cache_dir (or tpf_dir) to download into")
+                raise TPFError("download=true needs cache_dir (or tpf_dir) to download into")
             Path(cache).mkdir(parents=True, exist_ok=True)
             wanted = targets or sorted(set(ephemerides) | set(problems))
-            fetch_problems = tpf.download_tpfs(wanted, layout, cache)
+            fetch_problems = sources.download_tpfs(wanted, layout, cache)
             tpf_dir = cache
         report = tpf.build_stacks(tpf_dir, ephemeris, out, n_jobs=n_jobs,
                                   known_problems=fetch_problems)
