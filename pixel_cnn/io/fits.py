@@ -183,8 +183,10 @@ def _read_tpf(path, name: str, quality_bitmask) -> TPFData:
     )
 
 
-def header_target_id(path: str | os.PathLike) -> int:
+def header_target_id(path, name: str | None = None) -> int:
     """Target id from a FITS primary header (``KEPLERID`` or ``TICID``), without reading the data.
+
+    ``path``: a local path or an open binary file object (then ``name`` names it in messages).
 
     Raises
     ------
@@ -193,7 +195,7 @@ def header_target_id(path: str | os.PathLike) -> int:
     """
     from astropy.io import fits
 
-    name = Path(path).name
+    name = name or Path(path).name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -8,7 +8,6 @@ The science is pure numpy in :mod:`pixel_cnn.stacks.phasefold`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +17,12 @@ from pixel_cnn.vetter.stack import N_PHASE_BINS, StackError, validate_stack
 from pixel_cnn.io.ephemeris import Ephemeris
 from pixel_cnn.io.errors import TPFError
 from pixel_cnn.io.fits import TPFData, read_tpf
+from pixel_cnn.io.sources import local_copy, target_files
+
+
+def _name(location) -> str:
+    """The file name of a local path or URL."""
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass
@@ -70,7 +75,7 @@ def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PH
                        ) from None
     info = {
         "quarters_used": ",".join(quarters[i].period_label for i in fold["used"]),
-        "files_left_out": "; ".join(f"{Path(quarters[i].path).name} ({quarters[i].period_label}: other pixel grid)"
+        "files_left_out": "; ".join(f"{_name(quarters[i].path)} ({quarters[i].period_label}: other pixel grid)"
                                     for i in fold["left_out"]),
         "epoch_system": reading.system,
         "epoch_converted_from": reading.declared if reading.converted else "",
@@ -81,7 +86,7 @@ def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PH
     return stack, info
 
 
-def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, problem: str = "",
+def process_target(target_id: int, paths: list[str] | str, eph: Ephemeris | None, problem: str = "",
                    quality_bitmask: str | int = "default", n_bins: int = N_PHASE_BINS,
                    min_in_transit: int = MIN_IN_TRANSIT, min_reference: int = MIN_REFERENCE
                    ) -> TargetResult:
@@ -97,26 +102,44 @@ def process_target(target_id: int, paths: list[str], eph: Ephemeris | None, prob
     (missing data filled by :func:`~pixel_cnn.stacks.phasefold.fill_missing`, validated by
     :func:`~pixel_cnn.vetter.stack.validate_stack`) or ``None``, and whose
     ``report`` row says what was used, what was dropped and, on failure, why.
+
+    ``paths``: the target's TPF locations (local paths or object-store URLs,
+    :func:`pixel_cnn.io.sources.local_copy` fetches the latter), or a string of
+    ``|``-separated object-store prefixes listed here (MAST's layout,
+    :func:`pixel_cnn.io.sources.mast_prefixes`): a missing, forbidden or
+    truncated object is a reason like any unreadable file.
     """
+    listed = isinstance(paths, str)
     report = {"target_id": target_id, "status": "failed", "reason": "", "ephemeris": "",
-              "n_kois_on_star": 0, "files": ";".join(sorted(Path(p).name for p in paths))}
+              "n_kois_on_star": 0, "files": "" if listed else ";".join(sorted(_name(p) for p in paths))}
     if eph is None:
         report["reason"] = problem or f"no ephemeris row for target {target_id}"
         return TargetResult(target_id, None, report)
+    list_problems = []
+    if listed:
+        prefixes = paths
+        paths, list_problems = target_files(prefixes)
+        report["files"] = ";".join(sorted(_name(p) for p in paths))
+        if not paths:
+            report["reason"] = "; ".join(list_problems) or f"no TPF under {prefixes.replace('|', ' or ')}"
+            return TargetResult(target_id, None, report)
     given, declared = eph.given()
     report.update(ephemeris=eph.name, n_kois_on_star=eph.n_on_star, period_d=eph.period_d,
                   epoch_given=given, epoch_declared=declared, epoch_bjd=eph.epoch_bjd,
                   duration_h=eph.duration_h)
-    quarters, unreadable = [], []
+    quarters, unreadable = [], list(list_problems)
     for path in sorted(paths):
         try:
-            q = read_tpf(path, quality_bitmask)
+            with local_copy(path) as local:
+                q = read_tpf(local, quality_bitmask)
+            q.path = str(path)
         except TPFError as exc:
             unreadable.append(str(exc))
             continue
         if q.target_id != target_id:
-            unreadable.append(f"{Path(path).name}: target id {q.target_id} in the data HDU header "
-                              f"differs from {target_id} in the primary header")
+            unreadable.append(f"{_name(path)}: target id {q.target_id} in the data HDU header differs from "
+                              + (f"{target_id}, whose prefix holds the file" if listed
+                                 else f"{target_id} in the primary header"))
             continue
         quarters.append(q)
     report.update(

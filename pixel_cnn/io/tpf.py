@@ -30,32 +30,45 @@ import pandas as pd
 from pixel_cnn.stacks.phasefold import MIN_IN_TRANSIT, MIN_REFERENCE
 from pixel_cnn.vetter.stack import N_PHASE_BINS
 from pixel_cnn.io.dataset import replace_dir
-from pixel_cnn.io.engine import map_unordered
+from pixel_cnn.io.engine import Engine
 from pixel_cnn.io.ephemeris import load_ephemeris
 from pixel_cnn.io.errors import TPFError
-from pixel_cnn.io.fits import TPF_SUFFIXES, header_target_id
-from pixel_cnn.io.sources import find_tpfs
-from pixel_cnn.io.target import process_target
+from pixel_cnn.io.fits import TPF_SUFFIXES
+from pixel_cnn.io.sources import LAYOUTS, header_target_ids, is_remote, list_tpfs, mast_prefixes
+from pixel_cnn.io.target import TargetResult, process_target
 
 REPORT_FILE = "prep_report.csv"
+#: TPFs per header-reading task of an object-store prefix (layout flat).
+HEADER_CHUNK = 32
 
 
 def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_dir: str | os.PathLike,
                  n_jobs: int = 1, quality_bitmask: str | int = "default", progress: bool = True,
                  min_in_transit: int = MIN_IN_TRANSIT, min_reference: int = MIN_REFERENCE,
-                 known_problems: dict[int, str] | None = None) -> pd.DataFrame:
+                 known_problems: dict[int, str] | None = None, engine: Engine | None = None,
+                 layout: str = "flat", targets: list[int] | None = None) -> pd.DataFrame:
     """Build ``out_dir/stacks/pixdiff_<id>.npy`` for every target with TPFs under ``tpf_dir``.
 
-    Files are grouped by the target id of their header (``KEPLERID``/``TICID``,
-    never the file name); each target is processed by :func:`~pixel_cnn.io.target.process_target`,
-    in parallel over targets (joblib, ``n_jobs`` worker processes, -1 = all
-    cores; 1 = in this process) with a tqdm progress bar over targets.
-    ``out_dir/stacks/`` is built in a temporary folder and swapped in whole at
-    the end, so it never mixes stacks of two runs and is never half-written.
+    ``tpf_dir`` is a local folder or an object-store prefix (``s3://bucket/prefix``,
+    :mod:`pixel_cnn.io.sources`). ``layout="flat"``: every TPF below it, grouped
+    by the target id of its header (``KEPLERID``/``TICID``, never the file name;
+    for a prefix the headers are read on the engine's workers, from the start of
+    each object only). ``layout="mast"``: ``tpf_dir`` is the root of MAST's bucket
+    layout (``s3://stpubdata``); every target of the ephemeris (or of
+    ``targets``) is looked for under its own prefix, listed in its own task
+    (Kepler for a KOI ephemeris, TESS for a TOI one). Each target is processed by
+    :func:`~pixel_cnn.io.target.process_target`, in parallel over targets by
+    ``engine`` (:class:`~pixel_cnn.io.engine.Engine`: joblib with ``n_jobs``
+    worker processes when not given, or a Dask cluster) with a tqdm progress
+    bar over targets. Only this driver writes: ``out_dir/stacks/`` is built in
+    a temporary folder and swapped in whole at the end, so it never mixes
+    stacks of two runs and is never half-written, whatever worker dies.
     ``out_dir/prep_report.csv`` gets one row per target, one per file whose
     header gives no id, and one per target of ``known_problems`` (e.g. a
     failed download) without files; a failed target has ``status=failed`` and
-    its ``reason``; the others still go through.
+    its ``reason`` (a missing, forbidden or truncated object too); the others
+    still go through. Rows are sorted by target id, so the report and the
+    stacks are the same bytes whichever engine ran them.
 
     Returns
     -------
@@ -65,47 +78,94 @@ def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_d
     Raises
     ------
     TPFError
-        ``tpf_dir`` missing or empty of FITS files, or the ephemeris CSV unusable.
+        ``tpf_dir`` missing, empty of FITS files or not listable, the ephemeris
+        CSV unusable, or ``layout`` unknown.
     """
-    files = find_tpfs(tpf_dir)
-    if not files:
-        raise TPFError(f"tpf_dir {tpf_dir}: no FITS files ({', '.join(TPF_SUFFIXES)})")
-    ephemerides, problems, _ = load_ephemeris(ephemeris)
-    by_target: dict[int, list[str]] = {}
-    rows = []
-    for path in files:
-        try:
-            by_target.setdefault(header_target_id(path), []).append(str(path))
-        except TPFError as exc:
-            rows.append({"target_id": pd.NA, "status": "failed", "reason": str(exc), "files": path.name})
-    for target, why in (known_problems or {}).items():
-        if target not in by_target:
-            rows.append({"target_id": target, "status": "failed", "reason": why, "files": ""})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stacks_dir = Path(tempfile.mkdtemp(prefix=".stacks.", dir=out))
-    tasks = [(t, by_target[t], ephemerides.get(t), problems.get(t, ""),
-              quality_bitmask, N_PHASE_BINS, min_in_transit, min_reference)
-             for t in sorted(by_target)]
+    if layout not in LAYOUTS:
+        raise TPFError(f"layout {layout!r}: expected one of {LAYOUTS}")
+    ephemerides, problems, eph_layout = load_ephemeris(ephemeris)
+    own_engine = engine is None
+    engine = engine or Engine("", n_jobs)
+    if own_engine:
+        engine.__enter__()
     try:
-        for result in map_unordered(process_target, tasks, n_jobs=n_jobs, progress=progress,
-                                    desc="TPF targets", unit="target"):
-            if result.stack is not None:
-                name = f"pixdiff_{result.target_id}.npy"
-                np.save(stacks_dir / name, result.stack, allow_pickle=False)
-                result.report["stack_file"] = f"stacks/{name}"
-            rows.append(result.report)
-        replace_dir(stacks_dir, out / "stacks")
-    except BaseException:
-        shutil.rmtree(stacks_dir, ignore_errors=True)
-        raise
-    report = pd.DataFrame(rows)
-    report = report.sort_values("target_id", na_position="last", ignore_index=True)
+        by_target, rows = _group_targets(tpf_dir, layout, eph_layout, ephemerides, problems, targets, engine,
+                                         progress)
+        for target, why in (known_problems or {}).items():
+            if target not in by_target:
+                rows.append({"target_id": target, "status": "failed", "reason": why, "files": ""})
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stacks_dir = Path(tempfile.mkdtemp(prefix=".stacks.", dir=out))
+        tasks = [(t, by_target[t], ephemerides.get(t), problems.get(t, ""),
+                  quality_bitmask, N_PHASE_BINS, min_in_transit, min_reference)
+                 for t in sorted(by_target)]
+        try:
+            for result in engine.map_unordered(process_target, tasks, progress=progress, desc="TPF targets",
+                                               unit="target", on_error=_failed_task):
+                if result.stack is not None:
+                    name = f"pixdiff_{result.target_id}.npy"
+                    np.save(stacks_dir / name, result.stack, allow_pickle=False)
+                    result.report["stack_file"] = f"stacks/{name}"
+                rows.append(result.report)
+            replace_dir(stacks_dir, out / "stacks")
+        except BaseException:
+            shutil.rmtree(stacks_dir, ignore_errors=True)
+            raise
+    finally:
+        if own_engine:
+            engine.__exit__(None, None, None)
+    # Rows in target order before the frame is built: its columns (first appearance) and rows are
+    # then the same whatever order the engine finished the targets in.
+    rows = sorted(enumerate(rows), key=lambda r: (pd.isna(r[1]["target_id"]),
+                                                  0 if pd.isna(r[1]["target_id"]) else r[1]["target_id"], r[0]))
+    report = pd.DataFrame([row for _, row in rows])
     report["target_id"] = report["target_id"].astype("Int64")
     tmp = out / f".{REPORT_FILE}.tmp"
     report.to_csv(tmp, index=False)
     os.replace(tmp, out / REPORT_FILE)
     return report
+
+
+def _failed_task(task: tuple, exc: BaseException) -> TargetResult:
+    """The report row of a target whose task failed for good on the cluster (e.g. it killed its workers)."""
+    target, paths = task[0], task[1]
+    files = "" if isinstance(paths, str) else ";".join(sorted(str(p).rsplit("/", 1)[-1] for p in paths))
+    return TargetResult(target, None, {"target_id": target, "status": "failed", "files": files,
+                                       "reason": f"task failed on the cluster ({type(exc).__name__}: "
+                                                 f"{(str(exc).splitlines() or [''])[0][:200]})"})
+
+
+def _group_targets(tpf_dir, layout: str, eph_layout: str, ephemerides: dict, problems: dict,
+                   targets: list[int] | None, engine: Engine, progress: bool) -> tuple[dict, list[dict]]:
+    """``(target id -> its TPF locations, or its prefixes as one '|'-joined string; report rows of files
+    without a readable id)``."""
+    rows: list[dict] = []
+    if layout == "mast":
+        if not is_remote(tpf_dir):
+            raise TPFError(f"tpf_dir {tpf_dir}: layout=mast needs an object-store root (s3://stpubdata)")
+        mission = "kepler" if eph_layout == "koi" else "tess"
+        wanted = targets or sorted(set(ephemerides) | set(problems))
+        return {int(t): "|".join(mast_prefixes(str(tpf_dir), int(t), mission)) for t in wanted}, rows
+    files = list_tpfs(tpf_dir)
+    if not files:
+        raise TPFError(f"tpf_dir {tpf_dir}: no FITS files ({', '.join(TPF_SUFFIXES)})")
+    if is_remote(tpf_dir):
+        chunks = [(files[i:i + HEADER_CHUNK],) for i in range(0, len(files), HEADER_CHUNK)]
+        found = [hit for part in engine.map_unordered(header_target_ids, chunks, progress=progress,
+                                                      desc="TPF headers", unit="chunk") for hit in part]
+    else:
+        found = header_target_ids(files)
+    by_target: dict[int, list[str]] = {}
+    for location, target, reason in sorted(found):
+        if target is None:
+            rows.append({"target_id": pd.NA, "status": "failed", "reason": reason,
+                         "files": str(location).rstrip("/").rsplit("/", 1)[-1]})
+        else:
+            by_target.setdefault(target, []).append(str(location))
+    if targets:
+        by_target = {t: v for t, v in by_target.items() if t in set(targets)}
+    return by_target, rows
 
 
 def stacks_summary(report: pd.DataFrame) -> dict[str, int]:
