@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -179,17 +180,20 @@ def _wait(predicate, timeout: float, what: str, log: Path, proc) -> None:
 
 
 def stop(root: Path) -> dict[str, bool]:
-    """Stop the recorded processes by PID, workers first, the scheduler last; returns name -> was running."""
+    """Stop the recorded processes by PID, the workers first (together), the scheduler last; returns
+    name -> was running (workers in order, then the scheduler)."""
     root = Path(root)
     state = read_state(root)
     if state is None:
         return {}
-    done = {}
-    names = sorted((n for n in state["pids"] if n != "scheduler"), key=lambda n: int(n.split("-")[1]))
-    for name in [*names, "scheduler"]:
-        pid = state["pids"].get(name)
-        if pid:
-            done[name] = stop_pid(pid, signal.SIGTERM, timeout=15.0)
+    pids = state["pids"]
+    names = sorted((n for n in pids if n != "scheduler" and pids[n]), key=lambda n: int(n.split("-")[1]))
+    # the workers at once (each may take seconds to close gracefully), then the scheduler
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        stopped = list(pool.map(lambda n: stop_pid(pids[n], signal.SIGTERM, timeout=15.0), names))
+    done = dict(zip(names, stopped))
+    if pids.get("scheduler"):
+        done["scheduler"] = stop_pid(pids["scheduler"], signal.SIGTERM, timeout=15.0)
     state["pids"] = {}
     _write_state(root, state)
     (root / "scheduler.json").unlink(missing_ok=True)
