@@ -13,7 +13,9 @@ Layout under ``--dir`` (default ``.services/``, git-ignored)::
     basic_auth.ini the tracking server's auth settings (mode 0600; :mod:`ops.tracking_auth`)
     env            the ``export`` lines a client needs (``. .services/env``, mode 0600)
 
-Processes, all bound to ``--host`` (default 127.0.0.1):
+Processes, all bound to ``--host`` (default 127.0.0.1), except SeaweedFS in proxied mode when
+``--host`` is beyond loopback: it then binds 127.0.0.1 (its filer, master and volume ports have
+no authentication; only the tracking server needs it), and direct mode beyond loopback is refused.
 
 - PostgreSQL 15 from ``pg_config --bindir`` (Debian's ``postgresql-15``,
   installed with apt-get when missing and running as root). PostgreSQL refuses
@@ -58,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ops import tracking_auth
-from ops.exposure import ExposureError, require_protected
+from ops.exposure import ExposureError, is_loopback, require_protected
 
 DEFAULT_DIR = ".services"
 PG_MAJOR = "15"
@@ -99,8 +101,17 @@ class Config:
             raise ServiceError(f"auth {self.auth!r}: expected one of {tracking_auth.AUTH_MODES}")
         try:
             require_protected(self.host, self.auth != "none", "mlflow server", "drop AUTH=none")
+            # SeaweedFS's master, volume and filer ports (HTTP and gRPC) have no authentication:
+            # only its S3 gateway checks the key pair. Proxied artifacts keep it all on loopback.
+            require_protected(self.host, self.mode != "direct", "SeaweedFS (filer, master, volume ports)",
+                              "use ARTIFACTS=proxied (SeaweedFS then stays on 127.0.0.1) or a real S3 service")
         except ExposureError as exc:
             raise ServiceError(str(exc)) from None
+
+    @property
+    def s3_host(self) -> str:
+        """Where SeaweedFS binds: ``host`` on loopback or in direct mode; else 127.0.0.1 (only the server uses it)."""
+        return self.host if self.mode == "direct" or is_loopback(self.host) else "127.0.0.1"
 
 
 # ---------------------------------------------------------------- helpers
@@ -326,9 +337,9 @@ def start_seaweedfs(cfg: Config, access_key: str, secret_key: str) -> int:
     os.chmod(s3conf, 0o600)
     ports = {name: cfg.weed_ports.get(name) or default for name, default in WEED_PORTS.items()}
     for p in [cfg.s3_port, *ports.values()]:
-        if _port_open(cfg.host, p):
-            raise ServiceError(f"port {cfg.host}:{p} is taken (SeaweedFS needs it); choose other ports")
-    flags = [f"-dir={s3dir}", f"-ip={cfg.host}", f"-ip.bind={cfg.host}", f"-bucket={cfg.bucket}",
+        if _port_open(cfg.s3_host, p):
+            raise ServiceError(f"port {cfg.s3_host}:{p} is taken (SeaweedFS needs it); choose other ports")
+    flags = [f"-dir={s3dir}", f"-ip={cfg.s3_host}", f"-ip.bind={cfg.s3_host}", f"-bucket={cfg.bucket}",
              f"-s3.port={cfg.s3_port}", f"-s3.config={s3conf}", "-webdav=false", "-admin.ui=false",
              "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
     grpc = cfg.weed_ports.get("grpc", {})
@@ -340,7 +351,7 @@ def start_seaweedfs(cfg: Config, access_key: str, secret_key: str) -> int:
         flags.append(f"-s3.port.grpc={grpc['s3']}")
     log = logs / "seaweedfs.log"
     proc = _spawn([str(weed), "mini", *flags], log)
-    client = s3_client(f"http://{cfg.host}:{cfg.s3_port}", access_key, secret_key)
+    client = s3_client(f"http://{cfg.s3_host}:{cfg.s3_port}", access_key, secret_key)
     _wait(lambda: _bucket_ready(client, cfg.bucket), cfg.timeout, "SeaweedFS S3", log, proc)
     return proc.pid
 
@@ -486,10 +497,10 @@ def start(cfg: Config) -> dict:
         raise ServiceError(f"a stack is already running from {cfg.root} (PIDs {old['pids']}); stop it first")
     for name in ("pg_port", "s3_port", "mlflow_port"):
         if not getattr(cfg, name):
-            setattr(cfg, name, _free_port(cfg.host))
+            setattr(cfg, name, _free_port(cfg.s3_host if name == "s3_port" else cfg.host))
     if cfg.weed_ports == "free" or cfg.weed_ports.get("free"):
-        cfg.weed_ports = {name: _free_port(cfg.host) for name in WEED_PORTS}
-        cfg.weed_ports["grpc"] = {name: _free_port(cfg.host) for name in [*WEED_PORTS, "s3"]}
+        cfg.weed_ports = {name: _free_port(cfg.s3_host) for name in WEED_PORTS}
+        cfg.weed_ports["grpc"] = {name: _free_port(cfg.s3_host) for name in [*WEED_PORTS, "s3"]}
     sec = _secrets(cfg.root)
     state = {
         "root": str(cfg.root), "host": cfg.host, "mode": cfg.mode, "bucket": cfg.bucket,
@@ -499,7 +510,7 @@ def start(cfg: Config) -> dict:
         "tracking_uri": f"http://{cfg.host}:{cfg.mlflow_port}",
         "backend_store_uri": postgres_uri(cfg, sec["pg_password"], "mlflow"),
         "optuna_storage": postgres_uri(cfg, sec["pg_password"], "optuna"),
-        "s3_endpoint": f"http://{cfg.host}:{cfg.s3_port}",
+        "s3_endpoint": f"http://{cfg.s3_host}:{cfg.s3_port}",
         "s3_access_key": sec["s3_access_key"], "s3_secret_key": sec["s3_secret_key"],
         "artifact_root": f"s3://{cfg.bucket}/{ARTIFACT_PREFIX}",
         "auth": cfg.auth,

@@ -26,6 +26,7 @@ Who can do what, where each secret lives and how to rotate: docs/services.md ("S
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import secrets
@@ -100,13 +101,26 @@ def request_status(url: str, user: str | None = None, password: str | None = Non
         return exc.code
 
 
+@contextlib.contextmanager
 def _admin_client(tracking_uri: str, admin_password: str):
-    """MLflow's ``basic-auth`` app client acting as the admin (credentials through the environment)."""
-    os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password
+    """MLflow's ``basic-auth`` app client acting as the admin.
+
+    The client reads its credentials from the environment at each request: they are set for
+    the duration of the block and restored afterwards.
+    """
     import mlflow.server
 
-    return mlflow.server.get_app_client("basic-auth", tracking_uri=tracking_uri)
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict(zip(keys, (ADMIN_USER, admin_password))))
+    try:
+        yield mlflow.server.get_app_client("basic-auth", tracking_uri=tracking_uri)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def add_user(tracking_uri: str, admin_password: str, name: str, password: str | None = None) -> str:
@@ -123,7 +137,8 @@ def add_user(tracking_uri: str, admin_password: str, name: str, password: str | 
     from mlflow.exceptions import MlflowException
 
     try:
-        _admin_client(tracking_uri, admin_password).create_user(name, password)
+        with _admin_client(tracking_uri, admin_password) as client:
+            client.create_user(name, password)
     except MlflowException as exc:
         raise AuthError(f"could not create user {name!r} on {tracking_uri}: {exc.message}") from exc
     return password
@@ -138,11 +153,11 @@ def set_password(tracking_uri: str, admin_password: str, name: str, password: st
 
     check_username(name)
     try:
-        client = _admin_client(tracking_uri, admin_password)
-        if name == ADMIN_USER:  # self-service: the server wants the current password too
-            client.update_user_password(name, password, current_password=admin_password)
-        else:
-            client.update_user_password(name, password)
+        with _admin_client(tracking_uri, admin_password) as client:
+            if name == ADMIN_USER:  # self-service: the server wants the current password too
+                client.update_user_password(name, password, current_password=admin_password)
+            else:
+                client.update_user_password(name, password)
     except MlflowException as exc:
         raise AuthError(f"could not set the password of {name!r} on {tracking_uri}: {exc.message}") from exc
 

@@ -46,3 +46,13 @@ def test_dask_without_tls_is_refused_beyond_loopback():
             dask_tls.require_tls(host, tls=False)
     assert dask_tls.address("10.0.0.4", 8786) == "tls://10.0.0.4:8786"
     assert dask_tls.address("::1", 8786, tls=False) == "tcp://[::1]:8786"
+
+
+def test_seaweedfs_stays_on_loopback_when_the_stack_is_shared(tmp_path):
+    """SeaweedFS's filer/master/volume ports are unauthenticated: beyond loopback only the tracking server is."""
+    shared = services.Config(root=tmp_path, host="0.0.0.0")  # proxied: clients never talk to S3
+    assert shared.s3_host == "127.0.0.1"
+    assert services.Config(root=tmp_path, host="127.0.0.1").s3_host == "127.0.0.1"
+    assert services.Config(root=tmp_path, host="::1", mode="direct").s3_host == "::1"
+    with pytest.raises(services.ServiceError, match="SeaweedFS .* beyond loopback.*ARTIFACTS=proxied"):
+        services.Config(root=tmp_path, host="10.0.0.4", mode="direct")

@@ -226,6 +226,19 @@ def test_tracking_server_refuses_requests_without_valid_credentials(stack, tmp_p
     engine.dispose()
     assert users.get("admin") is True
     assert not list(root.glob("*.db"))
+    # rotation (make server-passwd NAME=admin): the server, secrets.json and env change together
+    out = make("server-passwd", f"SERVICES_DIR={root}", "NAME=admin")
+    assert out.returncode == 0, out.stderr[-2000:]
+    new = out.stdout.strip().splitlines()[-1]
+    try:
+        assert new != password and tracking_auth.request_status(url + SEARCH, user, password) == 401
+        assert tracking_auth.request_status(url + SEARCH, user, new) == 200
+        assert json.loads((root / "secrets.json").read_text())["mlflow_admin_password"] == new
+        assert f"export MLFLOW_TRACKING_PASSWORD={new}\n" in (root / "env").read_text()
+        assert services.read_state(root)["tracking_password"] == new
+    finally:  # back to the password the other tests hold, through the same path
+        services.rotate_admin_password(root, password)
+    assert tracking_auth.request_status(url + SEARCH, user, password) == 200
     # a job with a wrong password stops at the preflight, before any run or training
     env = {**client_env(stack, tmp_path), "MLFLOW_TRACKING_PASSWORD": "wrong"}
     proc = run_cv_module(env, tmp_path, prepared_dir)
