@@ -67,6 +67,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not network"
 
 ui: $(STAMP)
+	@$(PY) -m entrypoints.ui_link http://$(HOST):$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(UI_PORT)
 
 serve: $(STAMP)

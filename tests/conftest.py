@@ -52,6 +52,8 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     env = store_env(root)
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(key, raising=False)
+    # an experiment chosen by an earlier test in this process (mlflow.set_experiment) must not carry over
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     for key, value in env.items():
         if key.startswith("MLFLOW_"):
             monkeypatch.setenv(key, value)

@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pixel_cnn.branches import tabular as koi_branch
+from pixel_cnn.tracking.cv import logged_metric_name
 from pixel_cnn.branches.pixel import PixelBranch
 from pixel_cnn.branches.tabular import TabularBranch
 from pixel_cnn.evaluation.cv import run_cv
@@ -172,7 +173,7 @@ def test_fusion_model_in_process(fusion_run, real_dataset, koi):
     alone = model.predict(stack).iloc[0]
     assert alone["branch"] == "pixel" and alone["tabular_probability"] is None
     assert alone["threshold"] == pytest.approx(vetter["thresholds"]["pixel"])
-    assert alone["threshold"] == pytest.approx(metrics["threshold_pixel"])
+    assert alone["threshold"] == pytest.approx(metrics[logged_metric_name("threshold_pixel")])
     assert alone["probability"] == alone["pixel_probability"]
     params = _koi_params(koi, 9967771)
     fused = model.predict(stack, params=params).iloc[0]
@@ -223,8 +224,8 @@ def test_served_fusion_and_fallback_bodies_over_http(fusion_run, shared_server, 
     assert r.status_code == 400 and "koi_impact" in r.json()["message"], r.text[:300]
     r = post({"inputs": [stack, stack], "params": params})
     assert r.status_code == 400 and "one star" in r.json()["message"], r.text[:300]
-    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # not a model input: dropped by MLflow
-    assert r.status_code == 200 and r.json()["predictions"][0]["inputs_used"] == "stack", r.text[:300]
+    r = post({"inputs": [stack], "params": {"koi_score": 1.0}})  # an answer column is not an input: refused
+    assert r.status_code == 400 and "'koi_score'" in r.json()["message"], r.text[:300]
     assert post({"inputs": [stack]}).status_code == 200  # still serving
 
     # The README's two curl examples, as written, against this server.

@@ -132,9 +132,9 @@ def test_no_request_reads_a_file_on_the_server(server, real_dataset, data_dir):
         r = _post(server, body, {"Content-Type": ctype})
         assert r.status_code == 400, r.text[:300]
         assert "predictions" not in r.text
-    # params are not a way in either: the model takes only its KOI parameters, MLflow drops any other.
+    # params are not a way in either: the model takes only its KOI parameters and refuses any other.
     r = _post(server, {"inputs": [_good_stack(real_dataset).tolist()], "params": {"path": "/etc/passwd"}})
-    assert r.status_code == 200 and "root:" not in r.text
+    assert r.status_code == 400 and "'path'" in r.json()["message"] and "root:" not in r.text, r.text[:300]
 
 
 def test_served_probabilities_match_in_process_predict(server, trained, real_dataset):

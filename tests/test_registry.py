@@ -256,3 +256,15 @@ def test_license_is_an_spdx_string():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert project["project"]["license"] == "MIT"
     assert any(r.startswith("setuptools>=77") for r in project["build-system"]["requires"])
+
+
+def test_ui_link_opens_the_cv_runs_in_the_model_training_view(tracking_store):
+    """`make ui` prints the address of the cv experiment with MLflow's `workflowType` query parameter
+    (the UI otherwise opens on its GenAI overview); before any cv, the experiments list."""
+    from mlflow.tracking import MlflowClient
+
+    from entrypoints.ui_link import WORKFLOW_QUERY, ui_link
+
+    assert ui_link("http://h:1") == f"http://h:1/#/experiments?{WORKFLOW_QUERY}"
+    cv_id = MlflowClient().create_experiment("pixel-cnn-cv")
+    assert ui_link("http://127.0.0.1:5000/") == f"http://127.0.0.1:5000/#/experiments/{cv_id}?{WORKFLOW_QUERY}"
