@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -20,14 +19,15 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=SCHEDULER_PORT, help="scheduler port (0 = a free one)")
     parser.add_argument("--dashboard-port", type=int, default=DASHBOARD_PORT, help="dashboard port (0 = a free one)")
     parser.add_argument("--memory-limit", default="4GiB", help="per worker (its nanny restarts it above)")
-    parser.add_argument("--security-args", default="", help="extra arguments for scheduler and workers (TLS)")
+    parser.add_argument("--tls", choices=["auto", "on", "off"], default="auto",
+                        help="mutual TLS (auto: on exactly when --host is beyond loopback; off beyond loopback is refused)")
     args = parser.parse_args(argv)
     root = Path(args.dir)
     try:
         if args.command == "start":
             state = start(ClusterConfig(root=root, host=args.host, n_workers=args.workers, scheduler_port=args.port,
                                         dashboard_port=args.dashboard_port, memory_limit=args.memory_limit,
-                                        security_args=shlex.split(args.security_args)))
+                                        tls={"auto": None, "on": True, "off": False}[args.tls]))
             print(f"Dask scheduler {state['address']} with {args.workers} workers; "
                   f"dashboard {state['dashboard']}; logs in {root}/logs", file=sys.stderr)
             print(f"SCHEDULER={state['address']}")

@@ -6,16 +6,16 @@ DASK_WORKERS ?= 2
 DASK_PORT ?= 8786
 DASK_DASHBOARD_PORT ?= 8787
 DASK_MEMORY_LIMIT ?= 4GiB
-# Extra arguments for `dask scheduler` and `dask worker` (e.g. TLS files for a non-loopback HOST).
-DASK_SECURITY_ARGS ?=
+# Mutual TLS with the stack's own certificates: auto = on exactly when HOST is beyond loopback
+# (then always on; `off` is refused there), or on / off.
+DASK_TLS ?= auto
 DASK := $(PY) -m entrypoints.dask_cluster
 
 .PHONY: dask dask-stop dask-status
 
 dask: $(STAMP)
 	$(DASK) start --dir $(DASK_DIR) --host $(HOST) --workers $(DASK_WORKERS) --port $(DASK_PORT) \
-	  --dashboard-port $(DASK_DASHBOARD_PORT) --memory-limit $(DASK_MEMORY_LIMIT) \
-	  $(if $(DASK_SECURITY_ARGS),--security-args "$(DASK_SECURITY_ARGS)")
+	  --dashboard-port $(DASK_DASHBOARD_PORT) --memory-limit $(DASK_MEMORY_LIMIT) --tls $(DASK_TLS)
 
 dask-stop:
 	$(DASK) stop --dir $(DASK_DIR)

@@ -19,10 +19,13 @@ session (process group); ``stop`` signals each recorded PID's group, waits, then
 SIGKILLs. Workers run with ``OMP_NUM_THREADS=1`` (small networks: one BLAS thread
 is faster, and N workers do not oversubscribe the cores).
 
-Security (TLS for a non-loopback host) is not set here: ``security_args``,
-``scheduler_args`` and ``worker_args`` of :func:`start` are passed through to the
-``dask scheduler`` / ``dask worker`` command lines (e.g. ``--tls-ca-file ...``),
-and ``protocol`` gives the address scheme (``tls``).
+Security: a cluster bound beyond loopback always runs mutual TLS (:mod:`ops.dask_tls`: the
+stack's own CA and certificates under ``tls/``, ``tls://`` addresses, peers without a
+certificate of that CA refused); on loopback TLS is off unless ``tls=True``. A non-loopback
+host with ``tls=False`` is refused (:func:`ops.exposure.require_protected`). With TLS, ``env``
+also exports Dask's client configuration (``DASK_DISTRIBUTED__COMM__TLS__...``), so a job
+started after ``. .services/dask/env`` connects with the client certificate.
+``scheduler_args`` and ``worker_args`` are passed through to the command lines.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ops import dask_tls
+from ops.exposure import ExposureError, is_loopback
 from ops.services import ServiceError, _alive, _free_port, _port_open, _spawn, _tail, stop_pid, venv_bin
 
 DEFAULT_DIR = ".services/dask"
@@ -53,8 +58,7 @@ class ClusterConfig:
     dashboard_port: int = DASHBOARD_PORT
     threads_per_worker: int = 1
     memory_limit: str = "4GiB"
-    protocol: str = "tcp"
-    security_args: list = field(default_factory=list)   # both scheduler and workers
+    tls: bool | None = None   # None: TLS exactly when host is beyond loopback
     scheduler_args: list = field(default_factory=list)
     worker_args: list = field(default_factory=list)
     timeout: float = 60.0
@@ -89,12 +93,13 @@ def _worker_env() -> dict:
     return env
 
 
-def n_workers_connected(address: str, timeout: float = 5.0) -> int:
-    """How many workers the scheduler at ``address`` has (a short-lived client); -1 when it does not answer."""
+def n_workers_connected(address: str, timeout: float = 5.0, security=None) -> int:
+    """How many workers the scheduler at ``address`` has (a short-lived client, ``security`` for a
+    ``tls://`` scheduler); -1 when it does not answer."""
     from distributed import Client
 
     try:
-        with Client(address, timeout=timeout) as client:
+        with Client(address, timeout=timeout, security=security) as client:
             return len(client.scheduler_info(n_workers=-1)["workers"])
     except Exception:  # noqa: BLE001 - not up yet
         return -1
@@ -109,20 +114,31 @@ def start(cfg: ClusterConfig) -> dict:
     :class:`~ops.services.ServiceError` raised (with the log's tail); also when
     a cluster recorded in ``cfg.root`` is still running, or a port is taken.
     """
+    tls = (not is_loopback(cfg.host)) if cfg.tls is None else cfg.tls
+    try:
+        dask_tls.require_tls(cfg.host, tls)
+    except ExposureError as exc:
+        raise ServiceError(str(exc)) from exc
     cfg.root.mkdir(parents=True, exist_ok=True)
     old = read_state(cfg.root)
     if old and any(_alive(p) for p in old["pids"].values()):
         raise ServiceError(f"a Dask cluster is already running from {cfg.root} (PIDs {old['pids']}); "
                            "stop it first (make dask-stop)")
     for name in ("scheduler_port", "dashboard_port"):
+        bind = cfg.host if name == "scheduler_port" or is_loopback(cfg.host) else "127.0.0.1"
         if not getattr(cfg, name):
-            setattr(cfg, name, _free_port(cfg.host))
-        elif _port_open(cfg.host, getattr(cfg, name)):
+            setattr(cfg, name, _free_port(bind))
+        elif _port_open(bind, getattr(cfg, name)):
             raise ServiceError(f"port {cfg.host}:{getattr(cfg, name)} is taken; pick another "
                                f"({'DASK_PORT' if name == 'scheduler_port' else 'DASK_DASHBOARD_PORT'}=...)")
-    address = f"{cfg.protocol}://{cfg.host}:{cfg.scheduler_port}"
+    certs = dask_tls.ensure_certificates(cfg.root / "tls", hosts=(cfg.host,)) if tls else None
+    role_args = {role: dask_tls.cli_args(certs, role)[2:] if tls else [] for role in ("scheduler", "worker")}
+    security = dask_tls.security(certs) if tls else None
+    address = dask_tls.address(cfg.host, cfg.scheduler_port, tls)
+    # the dashboard is plain HTTP without login: never beyond loopback (an SSH tunnel to look at it)
+    dashboard_host = cfg.host if is_loopback(cfg.host) else "127.0.0.1"
     state = {"root": str(cfg.root), "host": cfg.host, "address": address,
-             "dashboard": f"http://{cfg.host}:{cfg.dashboard_port}/status",
+             "dashboard": f"http://{dashboard_host}:{cfg.dashboard_port}/status", "tls": tls,
              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": {**asdict(cfg), "root": str(cfg.root)},
              "ports": {"scheduler": cfg.scheduler_port, "dashboard": cfg.dashboard_port}, "pids": {}}
     logs = cfg.root / "logs"
@@ -132,9 +148,9 @@ def start(cfg: ClusterConfig) -> dict:
     try:
         log = logs / "scheduler.log"
         proc = _spawn([_dask(), "scheduler", "--host", cfg.host, "--port", str(cfg.scheduler_port),
-                       "--protocol", cfg.protocol, "--dashboard-address", f"{cfg.host}:{cfg.dashboard_port}",
+                       "--protocol", "tls" if tls else "tcp", "--dashboard-address", f"{dashboard_host}:{cfg.dashboard_port}",
                        "--scheduler-file", str(scheduler_file), "--no-show",
-                       *cfg.security_args, *cfg.scheduler_args], log, env=env, cwd=cfg.root)
+                       *role_args["scheduler"], *cfg.scheduler_args], log, env=env, cwd=cfg.root)
         state["pids"]["scheduler"] = proc.pid
         _write_state(cfg.root, state)
         _wait(lambda: scheduler_file.exists() and _port_open(cfg.host, cfg.scheduler_port),
@@ -147,13 +163,13 @@ def start(cfg: ClusterConfig) -> dict:
             wproc = _spawn([_dask(), "worker", address, "--name", f"worker-{i}", "--host", cfg.host,
                             "--nthreads", str(cfg.threads_per_worker), "--nworkers", "1",
                             "--memory-limit", cfg.memory_limit, "--local-directory", str(workspace),
-                            "--nanny", "--no-dashboard", *cfg.security_args, *cfg.worker_args],
+                            "--nanny", "--no-dashboard", *role_args["worker"], *cfg.worker_args],
                            wlog, env=env, cwd=cfg.root)
             state["pids"][f"worker-{i}"] = wproc.pid
             procs.append((wproc, wlog))
             _write_state(cfg.root, state)
         deadline = time.monotonic() + cfg.timeout
-        while n_workers_connected(address) < cfg.n_workers and not cfg.security_args:
+        while n_workers_connected(address, security=security) < cfg.n_workers:
             for wproc, wlog in procs:
                 if wproc.poll() is not None:
                     raise ServiceError(f"dask worker exited with {wproc.returncode}; log {wlog}:\n{_tail(wlog)}")
@@ -164,8 +180,9 @@ def start(cfg: ClusterConfig) -> dict:
     except BaseException:
         stop(cfg.root)
         raise
+    client = "".join(f"export {k}={v}\n" for k, v in dask_tls.client_env(certs).items()) if tls else ""
     (cfg.root / "env").write_text(f"# pixel-cnn Dask cluster, started {state['started']}; "
-                                  f"dashboard {state['dashboard']}\nexport PIXEL_CNN_SCHEDULER={address}\n")
+                                  f"dashboard {state['dashboard']}\nexport PIXEL_CNN_SCHEDULER={address}\n{client}")
     return state
 
 

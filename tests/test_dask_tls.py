@@ -1,4 +1,4 @@
-"""A real TLS Dask cluster: `dask scheduler` + one `dask worker` processes on 127.0.0.1, stopped by PID.
+"""A real TLS Dask cluster (`make dask DASK_TLS=on`: `dask scheduler` + one `dask worker` on 127.0.0.1, stopped by PID).
 
 Certificates from ``ops.dask_tls.ensure_certificates``. A client without the cluster's
 certificate is refused by the scheduler (TLS handshake: no certificate, or one from another
@@ -18,22 +18,9 @@ import numpy as np
 import pytest
 
 from ops import dask_tls
-from ops.services import stop_pid
-from tests.support import PROJECT, VENV_BIN, free_port
+from tests.support import VENV_BIN
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"port {port} not open after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _log_says(log: Path, text: str, timeout: float = 10) -> bool:
@@ -48,36 +35,48 @@ def _log_says(log: Path, text: str, timeout: float = 10) -> bool:
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
-    """`dask scheduler` and `dask worker` with TLS; yields (address, TLSFiles, tmp dir)."""
+    """`make dask DASK_TLS=on` on 127.0.0.1 (one worker; the stack's own certificates under ``tls/``),
+    stopped by PID with `make dask-stop`; yields its address, files, folder, state and scheduler log."""
+    from ops import dask_cluster
+
     root = tmp_path_factory.mktemp("dask-tls")
-    files = dask_tls.ensure_certificates(root / "tls")
-    port = free_port()
-    addr = dask_tls.address("127.0.0.1", port)
-    dask_tls.require_tls("127.0.0.1", True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT)})
-    logs, procs = {}, {}
+    cfg = dask_cluster.ClusterConfig(root=root, n_workers=1, scheduler_port=0, dashboard_port=0, tls=True)
+    state = dask_cluster.start(cfg)
     try:
-        logs["scheduler"] = root / "scheduler.log"
-        with open(logs["scheduler"], "wb") as out:
-            procs["scheduler"] = subprocess.Popen(
-                [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                 *dask_tls.cli_args(files, "scheduler")],
-                stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
-        _wait_port(port, procs["scheduler"], logs["scheduler"])
-        logs["worker"] = root / "worker.log"
-        with open(logs["worker"], "wb") as out:
-            procs["worker"] = subprocess.Popen(
-                [str(VENV_BIN / "dask"), "worker", addr, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
-                 "--no-dashboard", "--local-directory", str(root / "worker-space"),
-                 *dask_tls.cli_args(files, "worker")],
-                stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
-        yield {"address": addr, "port": port, "files": files, "root": root, "procs": procs, "logs": logs}
+        assert state["tls"] and state["address"].startswith("tls://127.0.0.1:")
+        yield {"address": state["address"], "port": state["ports"]["scheduler"], "files": dask_tls.files(root / "tls"),
+               "root": root, "state": state, "logs": {"scheduler": root / "logs" / "scheduler.log"}}
     finally:
-        for name in ("worker", "scheduler"):
-            if name in procs:
-                stop_pid(procs[name].pid, timeout=20)
-    assert all(p.poll() is not None for p in procs.values())
+        dask_cluster.stop(root)
+    assert not any(dask_cluster.status(root).values())
+
+
+def test_beyond_loopback_without_tls_is_refused_before_anything_starts(tmp_path):
+    from ops import dask_cluster
+    from ops.services import ServiceError
+
+    with pytest.raises(ServiceError, match="beyond loopback"):
+        dask_cluster.start(dask_cluster.ClusterConfig(root=tmp_path / "c", host="0.0.0.0", tls=False))
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_env_file_connects_a_job_with_the_client_certificate(tls_cluster):
+    """`. .services/dask/env` then a job: its `Client(address)` reads Dask's TLS settings from the
+    environment and joins; without them the same call is refused."""
+    exports = dict(line.removeprefix("export ").split("=", 1)
+                   for line in (tls_cluster["root"] / "env").read_text().splitlines() if line.startswith("export "))
+    assert exports["PIXEL_CNN_SCHEDULER"] == tls_cluster["address"]
+    script = ("import os; from distributed import Client\n"
+              "with Client(os.environ['PIXEL_CNN_SCHEDULER'], timeout=10) as c:\n"
+              "    c.wait_for_workers(1, timeout=60); print(len(c.scheduler_info()['workers']))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    ok = subprocess.run([str(VENV_BIN / "python"), "-c", script], env={**clean, **exports},
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip() == "1", ok.stderr[-2000:]
+    bare = {**clean, "PIXEL_CNN_SCHEDULER": exports["PIXEL_CNN_SCHEDULER"]}
+    refused = subprocess.run([str(VENV_BIN / "python"), "-c", script], env=bare, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0
 
 
 def test_client_without_certificate_is_refused(tls_cluster):
