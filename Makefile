@@ -78,7 +78,8 @@ serve: $(STAMP)
 # Exit 1 of predict = some files skipped (each named in the table and on stderr; the data folder's 20
 # placeholders always are): not a failure of the target. Exit 2 (no model, nothing to score) is.
 predict: $(STAMP)
-	$(PY) -m pixel_cnn.predict --model-uri $(MODEL_URI) $(PREDICT_ARGS); rc=$$?; test $$rc -le 1
+	$(PY) -m pixel_cnn.predict --model-uri $(MODEL_URI) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREDICT_ARGS); \
+	  rc=$$?; test $$rc -le 1
 
 clean:
 	rm -rf data/processed

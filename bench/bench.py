@@ -314,6 +314,18 @@ def bench_tune(root: Path, quick: bool, max_epochs: int) -> dict:
     return json.loads(out_json.read_text())
 
 
+# ------------------------------------------------------------------ catalogue scale (Dask + S3)
+
+
+def bench_scale(root: Path, quick: bool) -> dict:
+    """TPF targets/s on 1 and 2 Dask workers, S3 MB/s, catalogue rows/s: bench/scale_bench.py."""
+    out_json = root / "scale.json"
+    cmd = [sys.executable, str(PROJECT / "bench" / "scale_bench.py"), "--out", str(out_json),
+           "--rounds", "1" if quick else "3"]
+    subprocess.run(cmd, cwd=PROJECT, env=store_env(root), check=True)
+    return {k: v for k, v in json.loads(out_json.read_text()).items() if k not in ("date", "cores", "rounds")}
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -340,6 +352,12 @@ ROWS = [
     ("serve1_scaling_ratio", "single worker: requests/s, concurrency 8 / concurrency 1", ""),
     ("tune_trials_per_min_pruned", "tuning trials/min, with pruning", ""),
     ("tune_trials_per_min_unpruned", "tuning trials/min, without pruning", ""),
+    ("targets_per_s_w1", "prep source=tpf from S3 on a Dask cluster, targets/s, 1 worker", ""),
+    ("targets_per_s_w2", "the same, 2 workers", ""),
+    ("targets_ratio_w2_w1", "targets/s, 2 workers / 1 worker", ""),
+    ("s3_mb_per_s_4", "TPF objects from the local S3 server, MB/s (4 streams)", ""),
+    ("score_rows_per_s_w2", "catalogue scoring on 2 Dask workers, files/s", ""),
+    ("score_ratio_w2_serial", "catalogue scoring, 2 Dask workers / one process", ""),
 ]
 
 
@@ -357,7 +375,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the machine")
-    parser.add_argument("--skip", default="", help="comma-separated: tracking,startup,training,scoring,batch,serve,tune")
+    parser.add_argument("--skip", default="", help="comma-separated: tracking,startup,training,scoring,batch,serve,tune,scale")
     parser.add_argument("--out-dir", default=str(PROJECT / "bench" / "results"))
     parser.add_argument("--tune-max-epochs", type=int, default=16,
                         help="epochs cap of the tuning studies (keeps `make bench` near 15 minutes)")
@@ -379,11 +397,12 @@ def main(argv=None) -> int:
         ("batch", lambda: bench_batch("models:/pixel-cnn@bench", root / "tracking", 4 if quick else 20)),
         ("serve", lambda: bench_serving(dataset, "models:/pixel-cnn@bench", root / "tracking", 100 if quick else 2000)),
         ("tune", lambda: bench_tune(root / "tune", quick, args.tune_max_epochs)),
+        ("scale", lambda: bench_scale(root / "scale", quick)),
     ]
     for name, step in steps:
         if name in skip:
             continue
-        for sub in ("tracking", "startup", "tune"):
+        for sub in ("tracking", "startup", "tune", "scale"):
             (root / sub).mkdir(exist_ok=True)
         if name in ("scoring", "batch", "serve"):
             use_store(root / "tracking")

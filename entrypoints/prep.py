@@ -19,7 +19,8 @@ import pandas as pd
 from pixel_cnn.jobs.prep import prep as prep_job, prep_tpf
 from pixel_cnn.tracking.stores import StoreError
 from pixel_cnn.io.dataset import LABEL_SOURCES, DataError
-from pixel_cnn.io.tpf import TPFError
+from pixel_cnn.io.engine import EngineError
+from pixel_cnn.io.errors import TPFError
 
 from entrypoints._args import boolean, raw_params, whole
 
@@ -47,7 +48,11 @@ def main(argv=None) -> int:
     tpf.add_argument("--n-jobs", type=whole, default=1, help="worker processes over targets (-1 = all cores)")
     tpf.add_argument("--download", type=boolean, default=False, help="fetch TPFs from MAST first (network)")
     tpf.add_argument("--cache-dir", default="", help="download folder ('' = tpf_dir)")
-    tpf.add_argument("--targets", type=_ids, default=[], help="ids to download ('' = every id of the ephemeris)")
+    tpf.add_argument("--targets", type=_ids, default=[],
+                     help="ids to download or to look for (layout mast; '' = every id of the ephemeris)")
+    tpf.add_argument("--scheduler", default="", help="Dask scheduler address tcp://HOST:PORT ('' = joblib, --n-jobs)")
+    tpf.add_argument("--tpf-layout", default="flat", choices=("flat", "mast"),
+                     help="flat: every TPF under tpf_dir; mast: tpf_dir is the root of MAST's bucket layout")
     args = parser.parse_args(argv)
     if args.source == "tpf":
         return _prep_tpf(args, argv)
@@ -86,8 +91,9 @@ def _prep_tpf(args, argv) -> int:
     try:
         out = prep_tpf(args.tpf_dir, args.ephemeris, args.out_dir, labels=args.labels,
                             data_dir=args.data_dir or None, n_jobs=args.n_jobs, download=args.download,
-                            cache_dir=args.cache_dir, targets=args.targets, cli_params=raw_params(argv))
-    except (TPFError, DataError, StoreError) as exc:
+                            cache_dir=args.cache_dir, targets=args.targets, cli_params=raw_params(argv),
+                            scheduler=args.scheduler, tpf_layout=args.tpf_layout)
+    except (TPFError, DataError, StoreError, EngineError) as exc:
         print(f"prep: {exc}", file=sys.stderr)
         return 2
     for row in out["report"].to_dict("records"):
@@ -98,7 +104,9 @@ def _prep_tpf(args, argv) -> int:
             print(f"skipped file of {row['target_id']}: {reason}")
         if _text(row.get("epoch_note")):
             print(f"converted epoch of {row['target_id']} ({row['ephemeris']}): {row['epoch_note']}")
-    s = out["summary"]
+    s, engine = out["summary"], out["engine"]
+    print(f"prep: engine {engine['engine']} ({engine['n_workers']} workers"
+          + (f", scheduler {engine['scheduler']}" if engine["scheduler"] else "") + ")")
     print(f"prep: {s['n_targets_ok']} stacks written to {args.out_dir}/stacks, {s['n_targets_failed']} "
           f"failed (report {args.out_dir}/prep_report.csv); cadences dropped: {s.get('n_dropped_quality', 0)} "
           f"by quality flags, {s.get('n_dropped_nonfinite_time', 0)} non-finite time, "

@@ -5,3 +5,8 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/bench.py --quick
+
+# Catalogue scale alone (Dask + S3, bench/scale_bench.py; `make bench` runs it too): bench/results/scale.json.
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(PY) bench/scale_bench.py

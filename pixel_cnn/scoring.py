@@ -19,6 +19,7 @@ with its reason and the rest go on.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +221,8 @@ class ScoreReport:
 
     table: pd.DataFrame
     sheets: list[Path] = field(default_factory=list)
+    #: engine runs (:func:`score_catalogue`): worker PID -> times it loaded the model
+    workers: dict = field(default_factory=dict)
 
     @property
     def n_scored(self) -> int:
@@ -264,44 +267,162 @@ def score_paths(paths: list[str | os.PathLike], scorer: ModelScorer, sheets_dir:
     sheets: list[Path] = []
     bar = tqdm(total=len(files), unit="stack", disable=not progress or len(files) < 2, desc="scoring")
     for start in range(0, len(files), chunk):
-        part = files[start:start + chunk]
-        loaded: list[tuple[Path, np.ndarray | None, str]] = []
-        for p in part:
-            try:
-                loaded.append((p, load_stack(p), ""))
-            except (DataError, OSError) as exc:
-                loaded.append((p, None, _message(p, exc)))
-        good = [(p, s) for p, s, _ in loaded if s is not None]
-        predictions: dict[Path, dict | str] = {}
-        if good:
-            try:
-                out = scorer.predict([s for _, s in good], [kepid_of(p) for p, _ in good])
-                predictions.update({p: rec for (p, _), rec in zip(good, out.to_dict("records"))})
-                model_columns = model_columns or list(out.columns)
-            except Exception:  # noqa: BLE001 - a stack the model refuses: score the chunk one by one
-                for p, s in good:
-                    predictions[p] = _predict_one(scorer, p, s)
-        for p, stack, reason in loaded:
-            pred = predictions.get(p)
-            if stack is None or isinstance(pred, str):
-                row = candidate_row(p, None, reason=reason or pred)
-            else:
-                if not model_columns:
-                    model_columns = list(pred)
-                row = candidate_row(p, {**pred, "in_training_set": scorer.in_training_set(kepid_of(p))}, stack)
-                if sheets_dir is not None:
-                    try:
-                        sheets.append(write_sheet(Path(sheets_dir) / f"{p.stem}.png", stack,
-                                                  row["kepid"] if row["kepid"] is not None else p.stem,
-                                                  pred, scorer, source=p.name,
-                                                  in_training=scorer.in_training_set(kepid_of(p))))
-                    except (OSError, ValueError) as exc:
-                        row["reason"] = f"scored, but the sheet could not be written: {exc}"
+        part_rows, columns, part_sheets = _score_chunk(_load_chunk(files[start:start + chunk]), scorer, sheets_dir)
+        model_columns = model_columns or columns
+        sheets += part_sheets
+        for row in part_rows:
             rows.append(row)
             on_row and on_row(row)
             bar.update(1)
     bar.close()
     return ScoreReport(rows_table(rows, model_columns), sheets)
+
+
+def _load_chunk(part: list[Path]) -> list[tuple[Path, np.ndarray | None, str]]:
+    """``(path, stack or None, reason)`` of each file (:func:`~pixel_cnn.io.dataset.load_stack`)."""
+    loaded = []
+    for p in part:
+        try:
+            loaded.append((p, load_stack(p), ""))
+        except (DataError, OSError) as exc:
+            loaded.append((p, None, _message(p, exc)))
+    return loaded
+
+
+def _score_chunk(loaded: list[tuple[Path, np.ndarray | None, str]], scorer: ModelScorer,
+                 sheets_dir: str | os.PathLike | None) -> tuple[list[dict], list[str], list[Path]]:
+    """Rows (file order), the model's columns and the sheets written, of one chunk of loaded stacks.
+
+    The good stacks are scored in one model call (a stack the model refuses: the
+    chunk is scored one by one).
+    """
+    model_columns: list[str] = []
+    rows, sheets = [], []
+    good = [(p, s) for p, s, _ in loaded if s is not None]
+    predictions: dict[Path, dict | str] = {}
+    if good:
+        try:
+            out = scorer.predict([s for _, s in good], [kepid_of(p) for p, _ in good])
+            predictions.update({p: rec for (p, _), rec in zip(good, out.to_dict("records"))})
+            model_columns = list(out.columns)
+        except Exception:  # noqa: BLE001 - a stack the model refuses: score the chunk one by one
+            for p, s in good:
+                predictions[p] = _predict_one(scorer, p, s)
+    for p, stack, reason in loaded:
+        pred = predictions.get(p)
+        if stack is None or isinstance(pred, str):
+            row = candidate_row(p, None, reason=reason or pred)
+        else:
+            if not model_columns:
+                model_columns = list(pred)
+            row = candidate_row(p, {**pred, "in_training_set": scorer.in_training_set(kepid_of(p))}, stack)
+            if sheets_dir is not None:
+                try:
+                    sheets.append(write_sheet(Path(sheets_dir) / f"{p.stem}.png", stack,
+                                              row["kepid"] if row["kepid"] is not None else p.stem,
+                                              pred, scorer, source=p.name,
+                                              in_training=scorer.in_training_set(kepid_of(p))))
+                except (OSError, ValueError) as exc:
+                    row["reason"] = f"scored, but the sheet could not be written: {exc}"
+        rows.append(row)
+    return rows, model_columns, sheets
+
+
+# ------------------------------------------------------------------ a catalogue on an engine
+
+
+def score_chunk(model_uri: str, tracking_uri: str, loaded: list[tuple[Path, np.ndarray | None, str]],
+                koi: pd.DataFrame | None, no_koi_note: str, sheets: bool, label: str = "") -> dict:
+    """The per-chunk function of :func:`score_catalogue`, run on a worker.
+
+    ``loaded``: the chunk's ``(path, stack or None, reason)`` as the driver read them
+    (workers need no access to the files); ``koi``: the KOI table rows of the
+    chunk's stars (vetters that read KOI parameters) or None; ``label``: the model's
+    name on the sheets. Returns ``{"rows", "columns", "sheets": {file stem: PNG bytes},
+    "pid", "loads"}``; the worker writes nothing the driver sees.
+    """
+    import torch
+
+    torch.set_num_threads(1)  # one thread per worker: the same arithmetic whatever engine runs it
+    from pixel_cnn.tracking.registry import LOADS, load_once
+
+    scorer = ModelScorer(load_once(model_uri, tracking_uri), koi, no_koi_note, label=label)
+    with tempfile.TemporaryDirectory(prefix="pixel-cnn-sheets-") as tmp:
+        rows, columns, written = _score_chunk(loaded, scorer, tmp if sheets else None)
+        pngs = {p.stem: p.read_bytes() for p in written}
+    for row in rows:  # a sheet reason names the worker's scratch folder: name the driver's folder instead
+        if str(row.get("reason", "")).startswith("scored, but the sheet"):
+            row["reason"] = row["reason"].replace(tmp, "<sheets>")
+    return {"rows": rows, "columns": columns, "sheets": pngs, "pid": os.getpid(),
+            "loads": LOADS.get((tracking_uri, model_uri), 0)}
+
+
+def score_catalogue(paths: list[str | os.PathLike], model_uri: str, engine, koi: pd.DataFrame | None = None,
+                    no_koi_note: str = "no KOI table", sheets_dir: str | os.PathLike | None = None,
+                    progress: bool = True, on_row=None, chunk: int = CHUNK, tracking_uri: str = "",
+                    label: str = "") -> ScoreReport:
+    """:func:`score_paths` with the chunks scored by an engine (:class:`pixel_cnn.io.engine.Engine`).
+
+    The driver (this process) finds and reads the stack files, cuts them into
+    the chunks :func:`score_paths` would score (``chunk`` files in file order),
+    and maps :func:`score_chunk` over them: joblib processes or the workers of a
+    Dask cluster, each loading ``model_uri`` once (:func:`pixel_cnn.tracking.registry.load_once`; pass a
+    resolved ``models:/<name>/<version>`` so every worker loads the same version).
+    It alone writes: the rows come back in file order, ``on_row`` is called for
+    each once all earlier rows are in, the sheets (PNG bytes) are written
+    atomically under ``sheets_dir``. Same chunks, same model, one torch thread:
+    the table is the same bytes as :func:`score_paths`' whatever engine ran it.
+
+    Returns a :class:`ScoreReport`; ``report.workers`` maps each worker PID to
+    the number of times it loaded the model. A chunk whose task failed for good
+    on the cluster (it killed its workers) gets a skipped row per file with that reason.
+    """
+    from pixel_cnn.branches.tabular import star_koi
+
+    files, missing = stack_files(paths)
+    rows: list[dict] = [candidate_row(p, None, reason=why) for p, why in missing]
+    for row in rows:
+        on_row and on_row(row)
+    tasks = []
+    for start in range(0, len(files), chunk):
+        loaded = _load_chunk(files[start:start + chunk])
+        sub = None
+        if koi is not None:
+            sub = star_koi(koi, [k for k in (kepid_of(p) for p, _, _ in loaded) if k is not None])
+            sub = koi[koi["kepid"].isin(sub["kepid"])] if len(sub) else koi.iloc[:0]
+        tasks.append((model_uri, tracking_uri, loaded, sub, no_koi_note, sheets_dir is not None, label, start))
+    done: dict[int, dict] = {}
+    model_columns: list[str] = []
+    sheets: list[Path] = []
+    workers: dict[int, int] = {}
+    next_start = 0
+
+    def failed(task, exc):
+        why = f"chunk failed on the cluster ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})"
+        return {"rows": [candidate_row(p, None, reason=why) for p, _, _ in task[2]], "columns": [],
+                "sheets": {}, "pid": 0, "loads": 0, "start": task[-1]}
+
+    for result in engine.map_unordered(_score_task, tasks, progress=progress, desc="scoring", unit="chunk",
+                                       on_error=failed):
+        done[result["start"]] = result
+        if result["pid"]:
+            workers[result["pid"]] = max(workers.get(result["pid"], 0), result["loads"])
+        while next_start in done:  # hand rows on in file order
+            part = done.pop(next_start)
+            model_columns = model_columns or part["columns"]
+            for stem, png in part["sheets"].items():
+                with atomic_path(Path(sheets_dir) / f"{stem}.png") as tmp:
+                    Path(tmp).write_bytes(png)
+                sheets.append(Path(sheets_dir) / f"{stem}.png")
+            for row in part["rows"]:
+                rows.append(row)
+                on_row and on_row(row)
+            next_start += chunk
+    return ScoreReport(rows_table(rows, model_columns), sheets, workers)
+
+
+def _score_task(model_uri, tracking_uri, loaded, koi, no_koi_note, sheets, label, start) -> dict:
+    return {**score_chunk(model_uri, tracking_uri, loaded, koi, no_koi_note, sheets, label), "start": start}
 
 
 def _predict_one(scorer: ModelScorer, path: Path, stack: np.ndarray) -> dict | str:

@@ -3,6 +3,8 @@
 One stack per module (free loopback ports, data in a temporary folder). The
 entry points run unchanged against ``MLFLOW_TRACKING_URI=http://127.0.0.1:PORT``;
 boto3 checks what landed in the bucket; each failure mode of the shared stack has a test.
+The tracking server authenticates (``--app-name basic-auth``): clients carry the admin's
+credentials from the stack's state, and a read-only user is checked against real requests.
 """
 
 from __future__ import annotations
@@ -44,14 +46,19 @@ def stack():
     root = Path(tempfile.mkdtemp(prefix="pixel-cnn-stack-"))
     os.chmod(root, 0o755)
     where = f"SERVICES_DIR={root}"
+    env = pytest.MonkeyPatch()
     try:
         up = make("server", where, "PG_PORT=0", "S3_PORT=0", "MLFLOW_PORT=0", "WEED_PORTS=free",
                   "S3_BUCKET=pixel-cnn-test", "SERVER_WORKERS=1")
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
         state = services.read_state(root)
         state["make_stdout"] = up.stdout
+        # This process's MlflowClient acts as the stack's owner (MLflow reads the credentials per request).
+        env.setenv("MLFLOW_TRACKING_USERNAME", state["tracking_username"])
+        env.setenv("MLFLOW_TRACKING_PASSWORD", state["tracking_password"])
         yield state
     finally:
+        env.undo()
         recorded = (services.read_state(root) or {}).get("pids", {})
         down = make("server-stop", where)
         shutil.rmtree(root, ignore_errors=True)
@@ -72,6 +79,9 @@ def client_env(state: dict, cwd: Path, s3: bool = False) -> dict:
         "AWS_SHARED_CREDENTIALS_FILE": str(cwd / "no-aws-credentials"),
         "AWS_CONFIG_FILE": str(cwd / "no-aws-config"), "AWS_EC2_METADATA_DISABLED": "true",
     })
+    if state.get("auth") == "basic":  # the writer: the stack's admin, as `. .services/env` sets it
+        env.update({"MLFLOW_TRACKING_USERNAME": state["tracking_username"],
+                    "MLFLOW_TRACKING_PASSWORD": state["tracking_password"]})
     if s3:
         env.update({k: v for k, v in services.client_env(state).items() if k.startswith(("AWS_", "MLFLOW_S3"))})
     return env
@@ -179,6 +189,134 @@ def test_unreachable_tracking_server_fails_before_training(tmp_path, prepared_di
                           text=True, timeout=120)
     assert make.returncode != 0 and f"tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable" in make.stderr
     assert "mlflow run" not in make.stdout
+
+
+# ---------------------------------------------------------------- authentication (basic-auth)
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def test_tracking_server_refuses_requests_without_valid_credentials(stack, tmp_path, prepared_dir):
+    from ops import tracking_auth
+
+    url, user, password = stack["tracking_uri"], stack["tracking_username"], stack["tracking_password"]
+    assert stack["auth"] == "basic" and user == "admin"
+    assert tracking_auth.request_status(url + SEARCH) == 401  # no credentials
+    assert tracking_auth.request_status(url + SEARCH, user, password + "x") == 401  # wrong password
+    assert tracking_auth.request_status(url + SEARCH, "nobody", password) == 401  # unknown user
+    assert tracking_auth.request_status(url + SEARCH, user, password) == 200
+    assert tracking_auth.request_status(url + "/health") == 200  # liveness stays open (load balancers)
+    # the secrets: generated, beside the others, owner-only
+    root = Path(stack["root"])
+    secrets_ = json.loads((root / "secrets.json").read_text())
+    assert secrets_["mlflow_admin_password"] == password and len(password) >= 24
+    for name in ("secrets.json", "state.json", "env", "basic_auth.ini"):
+        assert (root / name).stat().st_mode & 0o777 == 0o600, name
+    env_file = (root / "env").read_text()
+    assert f"export MLFLOW_TRACKING_USERNAME={user}\n" in env_file
+    assert f"export MLFLOW_TRACKING_PASSWORD={password}\n" in env_file
+    # the user store is the stack's PostgreSQL (database mlflow_auth), not a sqlite file
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(services.postgres_uri(
+        services.Config(root=root, host=stack["host"], pg_port=stack["ports"]["postgres"]),
+        secrets_["pg_password"], tracking_auth.AUTH_DATABASE))
+    with engine.connect() as conn:
+        users = {r[0]: r[1] for r in conn.execute(sqlalchemy.text("select username, is_admin from users"))}
+    engine.dispose()
+    assert users.get("admin") is True
+    assert not list(root.glob("*.db"))
+    # rotation (make server-passwd NAME=admin): the server, secrets.json and env change together
+    out = make("server-passwd", f"SERVICES_DIR={root}", "NAME=admin")
+    assert out.returncode == 0, out.stderr[-2000:]
+    new = out.stdout.strip().splitlines()[-1]
+    try:
+        assert new != password and tracking_auth.request_status(url + SEARCH, user, password) == 401
+        assert tracking_auth.request_status(url + SEARCH, user, new) == 200
+        assert json.loads((root / "secrets.json").read_text())["mlflow_admin_password"] == new
+        assert f"export MLFLOW_TRACKING_PASSWORD={new}\n" in (root / "env").read_text()
+        assert services.read_state(root)["tracking_password"] == new
+    finally:  # back to the password the other tests hold, through the same path
+        services.rotate_admin_password(root, password)
+    assert tracking_auth.request_status(url + SEARCH, user, password) == 200
+    # a job with a wrong password stops at the preflight, before any run or training
+    env = {**client_env(stack, tmp_path), "MLFLOW_TRACKING_PASSWORD": "wrong"}
+    proc = run_cv_module(env, tmp_path, prepared_dir)
+    assert proc.returncode == 2
+    assert f"tracking server {url} (MLFLOW_TRACKING_URI) refused the credentials of MLFLOW_TRACKING_USERNAME=admin" \
+        in proc.stderr and "nothing was trained" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def reader(stack):
+    """`make server-user NAME=colleague`: a read-only user; its password is printed once on stdout."""
+    out = make("server-user", f"SERVICES_DIR={stack['root']}", "NAME=colleague")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "read-only user 'colleague' created" in out.stderr
+    return {"user": "colleague", "password": out.stdout.strip().splitlines()[-1]}
+
+
+def test_read_only_user_searches_but_cannot_write(stack, remote_e2e, reader, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from ops import tracking_auth
+
+    url = stack["tracking_uri"]
+    assert tracking_auth.request_status(url + SEARCH, reader["user"], reader["password"]) == 200
+    client = _client(stack)
+    champion = client.get_model_version_by_alias("pixel-cnn", "champion").version
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", reader["user"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", reader["password"])
+    experiments = [e.experiment_id for e in client.search_experiments()]  # reading: allowed
+    runs = client.search_runs(experiments, "tags.`mlflow.project.entryPoint` = 'cv'")
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    cv_run = runs[0]
+    cv_exp = client.get_experiment(cv_run.info.experiment_id)
+    assert client.get_model_version_by_alias("pixel-cnn", "champion").version == champion
+    with pytest.raises(MlflowException, match="Permission denied") as denied:
+        client.create_run(cv_exp.experiment_id)
+    assert denied.value.get_http_status_code() == 403
+    (tmp_path / "note.txt").write_text("not allowed")
+    with pytest.raises(Exception, match="403"):  # proxied upload: PUT mlflow-artifacts/... refused
+        client.log_artifact(cv_run.info.run_id, str(tmp_path / "note.txt"))
+    with pytest.raises(MlflowException, match="Permission denied") as denied:
+        client.set_registered_model_alias("pixel-cnn", "champion", champion)
+    assert denied.value.get_http_status_code() == 403
+    monkeypatch.undo()  # the admin again
+    assert client.get_model_version_by_alias("pixel-cnn", "champion").version == champion
+    assert "note.txt" not in {f.path for f in client.list_artifacts(cv_run.info.run_id)}
+    assert len(client.search_runs(experiments, "tags.`mlflow.project.entryPoint` = 'cv'")) == len(runs)
+    # a new password for the colleague (make server-passwd): the old one stops working at once
+    out = make("server-passwd", f"SERVICES_DIR={stack['root']}", "NAME=colleague")
+    assert out.returncode == 0, out.stderr[-2000:]
+    new = out.stdout.strip().splitlines()[-1]
+    assert tracking_auth.request_status(url + SEARCH, reader["user"], reader["password"]) == 401
+    assert tracking_auth.request_status(url + SEARCH, reader["user"], new) == 200
+
+
+def test_tune_and_promote_with_the_writers_credentials(stack, remote_e2e, tmp_path, prepared_dir):
+    """tune (1 trial, best retrained and registered as @challenger), then promote, as the stack's owner."""
+    client = _client(stack)
+    env = client_env(stack, tmp_path)
+    tune = subprocess.run(
+        [sys.executable, "-m", "entrypoints.tune", "--dataset", str(prepared_dir), "--preset", "phase2",
+         "--n-trials", "1", "--n-folds", "2", "--max-epochs", "1", "--pruner", "none", "--register-best", "true",
+         "--study-name", "auth-e2e"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(PROJECT)}, capture_output=True, text=True, timeout=900)
+    assert tune.returncode == 0, tune.stderr[-3000:]
+    challenger = client.get_model_version_by_alias("pixel-cnn", "challenger")
+    tune_exp = client.get_experiment_by_name("pixel-cnn-tune")
+    parents = client.search_runs([tune_exp.experiment_id], "tags.mlflow.runName LIKE 'tune %'")
+    assert parents and parents[0].info.status == "FINISHED" and "best_value" in parents[0].data.metrics
+    before = client.get_model_version_by_alias("pixel-cnn", "champion").version
+    promote = subprocess.run([sys.executable, "-m", "entrypoints.promote"], cwd=PROJECT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert promote.returncode == 0, promote.stderr[-3000:]
+    after = client.get_model_version_by_alias("pixel-cnn", "champion").version
+    if "@champion -> v" in promote.stdout:  # moved: only the writer may, and it did
+        assert after == challenger.version != before
+    else:
+        assert "@champion unchanged" in promote.stdout and after == before
 
 
 @pytest.fixture(scope="module")

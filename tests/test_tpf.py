@@ -9,24 +9,25 @@ import pytest
 
 from pixel_cnn.stacks.phasefold import BKJD_REF, BTJD_REF
 from pixel_cnn.vetter.stack import N_PHASE_BINS, validate_stack
-from pixel_cnn.io import tpf
+from pixel_cnn.io import ephemeris, errors, fits, sources, tpf
+from pixel_cnn.io.target import combine_quarters
 from tests.tpf_fixtures import CADENCE_D, NOISE_REL, Injection, truncate, write_tpf
 
 def _quarter(time, shape=(3, 3)):
     flux = np.full((len(time),) + shape, 1000.0, np.float32)
-    return tpf.TPFData(path="q.fits", target_id=1, mission="Kepler", period_label="Q1",
+    return fits.TPFData(path="q.fits", target_id=1, mission="Kepler", period_label="Q1",
                        bjd_ref=BKJD_REF, time=time, flux=flux, grid=("Kepler", "5", 0, 0) + shape,
                        n_raw=len(time), n_quality=0, n_nonfinite_time=0, n_nan_flux=0)
 
 
 def test_too_few_in_transit_or_reference_cadences_is_a_reason():
-    eph = tpf.Ephemeris(1, "K1.01", 10.0, 100.0 + BKJD_REF, 2.0)   # t0 = 100 BKJD
+    eph = ephemeris.Ephemeris(1, "K1.01", 10.0, 100.0 + BKJD_REF, 2.0)   # t0 = 100 BKJD
     two_in = np.array([99.99, 100.01, 102.5, 102.6])                  # 2 in transit
-    with pytest.raises(tpf.TPFError, match=r"too few cadences: 2 in transit \(need >= 3\)"):
-        tpf.combine_quarters([_quarter(two_in)], eph)
+    with pytest.raises(errors.TPFError, match=r"too few cadences: 2 in transit \(need >= 3\)"):
+        combine_quarters([_quarter(two_in)], eph)
     few_ref = np.concatenate([[99.99, 100.0, 100.01], 102.0 + np.arange(5) * 0.1])
-    with pytest.raises(tpf.TPFError, match=r"too few cadences: 5 out-of-transit reference"):
-        tpf.combine_quarters([_quarter(few_ref)], eph)
+    with pytest.raises(errors.TPFError, match=r"too few cadences: 5 out-of-transit reference"):
+        combine_quarters([_quarter(few_ref)], eph)
 
 
 # ---------------------------------------------------------------- synthetic TPFs
@@ -251,10 +252,10 @@ def test_download_fetches_a_kepler_tpf_from_mast(tmp_path):
         socket.create_connection(("mast.stsci.edu", 443), timeout=5).close()
     except OSError as exc:
         pytest.skip(f"MAST unreachable ({exc})")
-    problems = tpf.download_tpfs([11446443], "koi", tmp_path)
+    problems = sources.download_tpfs([11446443], "koi", tmp_path)
     assert problems == {}
-    files = tpf.find_tpfs(tmp_path)
-    assert files and tpf.read_tpf(files[0]).target_id == 11446443
+    files = sources.find_tpfs(tmp_path)
+    assert files and fits.read_tpf(files[0]).target_id == 11446443
 
 
 def test_tess_tpf_with_toi_ephemeris_in_bjd(tmp_path):
@@ -292,16 +293,16 @@ def test_k2_tpf_with_epic_id_in_kepid_column(tmp_path):
 def test_ephemeris_csv_errors_name_the_missing_columns(tmp_path):
     path = tmp_path / "eph.csv"
     pd.DataFrame({"kepid": [1], "koi_period": [1.0]}).to_csv(path, index=False)
-    with pytest.raises(tpf.TPFError, match=r"eph.csv: not an ephemeris table; KOI layout lacks "
+    with pytest.raises(errors.TPFError, match=r"eph.csv: not an ephemeris table; KOI layout lacks "
                                            r"\['koi_time0bk', 'koi_duration'\]"):
-        tpf.load_ephemeris(path)
+        ephemeris.load_ephemeris(path)
 
 
 def test_incomplete_ephemeris_row_is_a_target_reason(tmp_path):
     path = tmp_path / "eph.csv"
     pd.DataFrame({"kepid": [1, 2], "koi_period": [np.nan, 3.0], "koi_time0bk": [130.0, 131.0],
                   "koi_duration": [2.0, 2.0]}).to_csv(path, index=False)
-    ephs, problems, layout = tpf.load_ephemeris(path)
+    ephs, problems, layout = ephemeris.load_ephemeris(path)
     assert layout == "koi" and set(ephs) == {2} and "koi_period=nan" in problems[1]
     assert ephs[2].epoch_bjd == 131.0 + BKJD_REF and ephs[2].epoch_in(BKJD_REF) == 131.0
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pixel_cnn.io import tpf
+from pixel_cnn.io import sources, tpf
+from pixel_cnn.io.engine import Engine
+from pixel_cnn.io.ephemeris import load_ephemeris
+from pixel_cnn.io.errors import TPFError
 from pixel_cnn.io.dataset import (
     KOI_REQUIRED_COLUMNS,
     KOI_TABLE,
@@ -22,6 +25,13 @@ from pixel_cnn.tracking import runs
 
 def prep(data_dir: str | None, labels: str, out_dir: str, cli_params: dict | None = None) -> dict:
     """Validate the stacks, join labels, write ``out_dir`` and log a prep run.
+
+    ``tpf_dir`` may be an object-store prefix (``s3://...``; ``tpf_layout="mast"``:
+    the root of MAST's bucket layout, ``targets`` the ids to look for, default
+    every id of the ephemeris). ``scheduler``: a Dask scheduler address runs the
+    targets on that cluster ("" = joblib with ``n_jobs`` processes); the MLflow
+    run is logged from here (the driver) only, with the engine used
+    (``result["engine"]``).
 
     Returns ``{"run_id", "digest", "counts", "skipped"}`` (skipped: list of
     ``(source_file, reason)``). Raises :class:`~pixel_cnn.io.dataset.DataError` when
@@ -49,7 +59,7 @@ def prep_run_name(root: Path, labels: str, dataset) -> str:
 def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
              data_dir: str | None = None, n_jobs: int = 1, download: bool = False,
              cache_dir: str = "", targets: list[int] | None = None,
-             cli_params: dict | None = None) -> dict:
+             cli_params: dict | None = None, scheduler: str = "", tpf_layout: str = "flat") -> dict:
     """``prep source=tpf``: stacks from TPFs, then (when labels can be had) the usual dataset.
 
     Writes ``out_dir/stacks/pixdiff_<id>.npy`` and ``out_dir/prep_report.csv``
@@ -67,7 +77,7 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
     ``tpf_dir``), which is then read.
 
     Returns ``{"run_id", "report", "summary", "dataset_dir", "counts", "digest",
-    "skipped", "chain_note"}``; ``dataset_dir`` is None when the chain stopped
+    "skipped", "chain_note", "engine"}``; ``dataset_dir`` is None when the chain stopped
     (``chain_note`` says why).
 
     Raises
@@ -78,22 +88,23 @@ def prep_tpf(tpf_dir: str, ephemeris: str, out_dir: str, labels: str = "seed",
     out = Path(out_dir)
     with runs.job_run(runs.EXPERIMENT_PREP, f"prep-tpf {Path(tpf_dir or cache_dir or '.').resolve().name} -> {out.name}",
                       cli_params) as run_id:
-        ephemerides, problems, layout = tpf.load_ephemeris(ephemeris)
+        ephemerides, problems, layout = load_ephemeris(ephemeris)
         fetch_problems = {}
         if download:
             cache = cache_dir or tpf_dir
             if not cache:
-                raise tpf.TPFError("download=true needs cache_dir (or tpf_dir) to download into")
+                raise TPFError("download=true needs cache_dir (or tpf_dir) to download into")
             Path(cache).mkdir(parents=True, exist_ok=True)
             wanted = targets or sorted(set(ephemerides) | set(problems))
-            fetch_problems = tpf.download_tpfs(wanted, layout, cache)
+            fetch_problems = sources.download_tpfs(wanted, layout, cache)
             tpf_dir = cache
-        report = tpf.build_stacks(tpf_dir, ephemeris, out, n_jobs=n_jobs,
-                                  known_problems=fetch_problems)
+        with Engine(scheduler, n_jobs) as engine:
+            report = tpf.build_stacks(tpf_dir, ephemeris, out, known_problems=fetch_problems, engine=engine,
+                                      layout=tpf_layout, targets=None if download else targets)
         summary = tpf.stacks_summary(report)
-        tracking_prep.log_tpf_prep(run_id, report, summary, out, layout)
+        tracking_prep.log_tpf_prep(run_id, report, summary, out, layout, engine.describe())
         result = {"run_id": run_id, "report": report, "summary": summary, "dataset_dir": None,
-                  "counts": None, "digest": None, "skipped": [], "chain_note": ""}
+                  "counts": None, "digest": None, "skipped": [], "chain_note": "", "engine": engine.describe()}
         if layout != "koi":
             result["chain_note"] = "TOI ephemeris: TESS targets have no KOI labels; stacks only"
             return result

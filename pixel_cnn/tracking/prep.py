@@ -26,16 +26,21 @@ def log_prep(run_id: str, dataset: Dataset, out_dir: Path, data_dir: Path, label
 
 
 def log_tpf_prep(run_id: str, report: pd.DataFrame, summary: dict[str, int], out_dir: Path,
-                 layout: str) -> None:
+                 layout: str, engine: dict | None = None) -> None:
     """Log the TPF step of a prep run: counts (targets ok/failed, cadences dropped), the report.
 
     ``report`` is ``prep_report.csv`` (one row per target, reason for each
-    failure); logged as the artifact ``tpf/prep_report.csv``.
+    failure); logged as the artifact ``tpf/prep_report.csv``. ``engine``
+    (:meth:`pixel_cnn.io.engine.Engine.describe`): the tags ``engine`` (joblib /
+    dask), ``dask_scheduler``, ``dask_dashboard`` and the metric ``n_workers``.
+    Called from the driver only: workers never log.
     """
     client = MlflowClient()
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now_ms(), 0) for k, v in summary.items()],
-        tags=[RunTag("prep_source", "tpf"), RunTag("ephemeris_layout", layout)],
-    )
+    tags = [RunTag("prep_source", "tpf"), RunTag("ephemeris_layout", layout)]
+    metrics = [Metric(k, float(v), now_ms(), 0) for k, v in summary.items()]
+    if engine:
+        tags.append(RunTag("engine", engine["engine"]))
+        tags += [RunTag(f"dask_{k}", engine[k]) for k in ("scheduler", "dashboard") if engine.get(k)]
+        metrics.append(Metric("n_workers", float(engine["n_workers"]), now_ms(), 0))
+    client.log_batch(run_id, metrics=metrics, tags=tags)
     client.log_artifact(run_id, str(Path(out_dir) / "prep_report.csv"), "tpf")

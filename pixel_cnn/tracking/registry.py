@@ -327,3 +327,47 @@ def load(model_uri: str):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model {model_uri!r} (tracking store "
                              f"{mlflow.get_tracking_uri()}): {first}") from None
+
+
+#: Models loaded in this process by :func:`load_once`: (tracking URI, model URI) -> model.
+_LOADED: dict[tuple[str, str], object] = {}
+#: How many times this process loaded each model (the tests check: once per worker).
+LOADS: dict[tuple[str, str], int] = {}
+
+
+def load_once(model_uri: str, tracking_uri: str = ""):
+    """:func:`load` of ``model_uri`` from the store ``tracking_uri``, once per process.
+
+    What an engine's worker process calls for every chunk it scores: the first
+    call loads the model (pointing this process at ``tracking_uri`` when given),
+    later ones return the same object. Raises :class:`ModelLoadError` like :func:`load`.
+    """
+    key = (tracking_uri, model_uri)
+    if key not in _LOADED:
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        _LOADED[key] = load(model_uri)
+        LOADS[key] = LOADS.get(key, 0) + 1
+    return _LOADED[key]
+
+
+def pinned_uri(model_uri: str) -> str:
+    """``models:/<name>@<alias>`` -> ``models:/<name>/<version>`` the alias points at now; others unchanged.
+
+    So every worker of a job loads the same version even if the alias moves meanwhile.
+    Raises :class:`ModelLoadError` for an unknown name or alias.
+    """
+    text = str(model_uri)
+    if not text.startswith("models:/") or "@" not in text:
+        return text
+    name, alias = text[len("models:/"):].split("@", 1)
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, alias).version
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot resolve {model_uri!r}: {str(exc).splitlines()[0]}") from None
+    return f"models:/{name}/{version}"
+
+
+def tracking_uri() -> str:
+    """The tracking URI this process uses (``mlflow.get_tracking_uri()``), to hand to workers."""
+    return str(mlflow.get_tracking_uri())

@@ -8,7 +8,10 @@ status once the server is back.
 Variables read:
 
 - ``MLFLOW_TRACKING_URI``: an ``http(s)://`` URI is probed at ``/health``
-  (the endpoint of ``mlflow server``).
+  (the endpoint of ``mlflow server``), then with one authenticated read.
+- ``MLFLOW_TRACKING_USERNAME``, ``MLFLOW_TRACKING_PASSWORD``: the credentials of a
+  server with authentication (``mlflow server --app-name basic-auth``); a 401 is
+  reported before any run is created.
 - ``MLFLOW_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
   (or any boto3 credential source): needed by the client only when the run's
   artifact URI is ``s3://`` (server with ``--default-artifact-root``, "direct"
@@ -73,7 +76,7 @@ def check_tracking(uri: str | None = None, timeout: float = 5.0, attempts: int =
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
                 if r.status == 200:
-                    return
+                    return _check_credentials(uri, timeout)
                 last = f"HTTP {r.status}"
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code} on /health"
@@ -84,6 +87,33 @@ def check_tracking(uri: str | None = None, timeout: float = 5.0, attempts: int =
     raise StoreError(
         f"tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {last}. Start it (`make server`, "
         f"then `. .services/env`) or point MLFLOW_TRACKING_URI at a running server; nothing was trained")
+
+
+def _check_credentials(uri: str, timeout: float) -> None:
+    """One read (``experiments/search``) with the environment's Basic credentials: :class:`StoreError` on 401.
+
+    A server without authentication answers 200 whatever is sent; 403 (a read-only user) passes
+    here: the write that needs more is refused later with MLflow's own message.
+    """
+    import base64
+
+    req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        token = base64.b64encode(f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401:
+            return
+    except (urllib.error.URLError, socket.timeout, OSError):
+        return  # reachable a moment ago: let MLflow's own retries handle a blip
+    what = (f"refused the credentials of MLFLOW_TRACKING_USERNAME={user} (MLFLOW_TRACKING_PASSWORD wrong?)"
+            if user else "requires authentication and MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are unset")
+    raise StoreError(f"tracking server {uri} (MLFLOW_TRACKING_URI) {what}: HTTP 401. `. .services/env` sets the "
+                     f"stack owner's; `make server-user NAME=...` creates a read-only user; nothing was trained")
 
 
 def _s3_credentials_error() -> str | None:
