@@ -276,9 +276,12 @@ def test_predict_cli_prints_each_branch(fusion_run, data_dir):
     lines = out.stdout.strip().splitlines()
     assert "(fused; pixel" in lines[0] and "tabular" in lines[0] and "KOI K01875.01" in lines[0]
     assert lines[1].startswith("no_kepid.npy -> p=") and "pixel only: no kepid in the file name" in lines[1]
-    alone = subprocess.run(cmd[:4] + ["--no-koi"], env=env, cwd=fusion_run["root"], capture_output=True,
-                           text=True, timeout=300)
+    sheets = fusion_run["root"] / "sheets-no-koi"
+    alone = subprocess.run(cmd[:4] + ["--no-koi", "--sheets", str(sheets)], env=env, cwd=fusion_run["root"],
+                           capture_output=True, text=True, timeout=300)
     assert alone.returncode == 0 and "(pixel only: --no-koi)" in alone.stdout, alone.stderr[-2000:]
+    # the sheet of a fusion model's pixel-only answer is drawn (its tabular row says "not used")
+    assert [p.name for p in sheets.glob("*.png")] == ["pixdiff_9967771.png"]
 
 
 @pytest.mark.slow

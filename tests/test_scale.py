@@ -333,7 +333,7 @@ def test_catalogue_scoring_on_2_workers_same_bytes_as_one_process_model_loaded_o
     import torch
 
     from pixel_cnn import predict, scoring
-    from pixel_cnn.io.dataset import koi_table_path, load_koi_table
+    from pixel_cnn.predict import load_koi
     from pixel_cnn.tracking.registry import load, pinned_uri
 
     stacks = tmp_path / "stacks"  # 20 real files, placeholders among them
@@ -343,7 +343,7 @@ def test_catalogue_scoring_on_2_workers_same_bytes_as_one_process_model_loaded_o
         shutil.copyfile(path, stacks / path.name)
     n_placeholders = sum(np.load(p).shape[0] != 32 for p in picked)
     sheet_file = [stacks / next(p.name for p in picked if np.load(p).shape[0] == 32)]
-    koi = load_koi_table(koi_table_path(data_dir / "koi_cumulative.csv"))
+    koi = load_koi(data_dir / "koi_cumulative.csv")  # as the command line reads it (DV diagnostics joined)
     store = shared_model["env"]["MLFLOW_TRACKING_URI"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the workers (score_chunk): the same arithmetic

@@ -321,8 +321,10 @@ def sheet_figure(
 
     ax = fig.add_subplot(grid[1, 2:])
     ax.axis("off")
+    # a branch that did not answer (a fusion model scored without KOI parameters: tabular None) says so
     cells = [[f"P(planet){'' if k == 'probability' else ' ' + k.removesuffix('_probability')}",
-              f"{float(v):.3f}"] for k, v in prediction.items() if k.endswith("probability")]
+              "not used" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.3f}"]
+             for k, v in prediction.items() if k.endswith("probability")]
     if "threshold" in prediction:
         cells.append(["threshold", f"{float(prediction['threshold']):.3f}"])
     if "label" in prediction:
