@@ -138,3 +138,16 @@ def shared_server(shared_model) -> str:
 
     with served_model(shared_model["uri"], shared_model["env"], shared_model["root"]) as url:
         yield url
+
+
+#: The longest test files (measured: `--durations`, one file per xdist worker with `--dist loadfile`),
+#: started first so the two workers finish together instead of one running a long file alone at the end.
+LONGEST_FIRST = ("test_services.py", "test_store_init.py", "test_tpf.py", "test_scale.py", "test_tune.py",
+                 "test_hardening_serving.py", "test_fusion.py", "test_deploy.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the collected tests: the files of :data:`LONGEST_FIRST` first, in that order, then the rest
+    as collected (a stable sort: the order inside a file never changes)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
