@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ops import dask_tls
-from tests.support import VENV_BIN
+from tests.support import PROJECT, VENV_BIN
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +158,33 @@ def test_tls_files_are_private_and_reused(tls_cluster):
     ca = x509.load_pem_x509_certificate(spare.ca_cert.read_bytes())
     for role in dask_tls.ROLES:
         x509.load_pem_x509_certificate(spare.cert(role).read_bytes()).verify_directly_issued_by(ca)
+
+
+def test_the_prep_job_runs_on_the_tls_cluster_with_the_env_file(tls_cluster, data_dir, tmp_path):
+    """`. .services/dask/env` then `python -m entrypoints.prep --source tpf --scheduler $PIXEL_CNN_SCHEDULER`:
+    a real TPF (Kepler-682, 500 cadences) folded on the TLS cluster's worker; the run's engine is dask."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from tests.support import store_env
+
+    exports = dict(line.removeprefix("export ").split("=", 1)
+                   for line in (tls_cluster["root"] / "env").read_text().splitlines() if line.startswith("export "))
+    tpfs = tmp_path / "tpfs"
+    tpfs.mkdir()
+    name = "kplr012644822-q12-500cad.fits"
+    (tpfs / name).write_bytes((data_dir.parent / "kepler-tpf" / "partial-quarters" / name).read_bytes())
+    koi = pd.read_csv(data_dir / "koi_cumulative.csv", comment="#", low_memory=False)
+    koi[koi["kepid"] == 12644822].to_csv(tmp_path / "ephemeris.csv", index=False)
+    env = {**{k: v for k, v in store_env(tmp_path).items() if not k.startswith("DASK_")}, **exports,
+           "PYTHONPATH": str(PROJECT)}
+    proc = subprocess.run([str(VENV_BIN / "python"), "-m", "entrypoints.prep", "--source", "tpf", "--tpf-dir",
+                           str(tpfs), "--ephemeris", str(tmp_path / "ephemeris.csv"), "--labels", "koi", "--out-dir",
+                           str(tmp_path / "out"), "--scheduler", exports["PIXEL_CNN_SCHEDULER"]],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert f"prep: engine dask (1 workers, scheduler {tls_cluster['address']})" in proc.stdout, proc.stdout[-2000:]
+    assert list((tmp_path / "out").rglob("*.npy")), proc.stdout[-2000:]
+    run = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).search_experiments()])[0]
+    assert run.data.tags["engine"] == "dask" and run.data.tags["dask_scheduler"] == tls_cluster["address"]
