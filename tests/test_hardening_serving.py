@@ -261,6 +261,8 @@ def test_unknown_alias_or_model_one_line_error_in_predict_cli(trained, real_data
 @pytest.mark.parametrize("uri,message", [
     ("models:/pixel-cnn@nope", "model URI 'models:/pixel-cnn@nope': registered model 'pixel-cnn' has no alias 'nope' (known aliases: ["),
     ("models:/no-such-model@champion", "model URI 'models:/no-such-model@champion': no registered model named 'no-such-model'"),
+    ("runs:/0123456789abcdef/model", "model URI 'runs:/0123456789abcdef/model': no model there ("),
+    ("no/such/folder", "model URI 'no/such/folder': no model there ("),
 ])
 def test_unknown_alias_or_model_one_line_error_in_make_serve(trained, uri, message):
     env = dict(trained["env"])

@@ -29,19 +29,27 @@ def check_model_uri(model_uri: str) -> str:
     """Resolve ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` without loading the model.
 
     Returns a one-line description (``pixel-cnn version 3 (fusion, pooled OOF PR-AUC (average
-    precision) 0.950, ROC-AUC 0.968, cv run <id>)``: :func:`version_headline`). Other URI
-    schemes (``runs:/``, ``models:/m-<id>``, local paths) are passed through:
-    MLflow resolves them when it loads.
+    precision) 0.950, ROC-AUC 0.968, cv run <id>)``: :func:`version_headline`). Other URIs
+    (``runs:/``, ``models:/m-<id>``, local paths) are checked by reading only their ``MLmodel``
+    file (``mlflow.models.get_model_info``).
 
     Raises
     ------
     ModelURIError
-        Unknown registered model, alias or version; the message names it and
-        the tracking store.
+        Unknown registered model, alias or version, or no model at another URI; the message
+        names it and the tracking store.
     """
     match = _MODELS_URI.match(model_uri.strip())
     if not match or match["name"].startswith("m-"):
-        return f"{model_uri} (not a registry URI; resolved when loaded)"
+        from mlflow.models import get_model_info
+
+        try:
+            info = get_model_info(model_uri)
+        except Exception as exc:  # noqa: BLE001 - MlflowException, OSError...: one line either way
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelURIError(f"model URI {model_uri!r}: no model there ({reason}); tracking store "
+                                f"{mlflow.get_tracking_uri()}") from None
+        return f"{model_uri} (a {info.flavors.get('python_function', {}).get('loader_module', 'MLflow')} model)"
     name, alias, version = match["name"], match["alias"], match["version"]
     store = mlflow.get_tracking_uri()
     client = MlflowClient()
