@@ -147,15 +147,17 @@ def difference_noise_ppm(stats: VettingStatistics, bins) -> float:
 def footer_text(model: str = "", koi: str = "", in_training: bool | None = None) -> str:
     """The sheet's footer: which model drew it, which KOI's parameters it used, whether the star was
     in the model's training set (its score is then in-sample, not a test)."""
+    if len(model) > 90:  # the registry's one-line description: name and version fit, its figures do not
+        model = model.split(" (", 1)[0]
     parts = [f"model: {model or 'not recorded'}",
              f"KOI parameters used: {koi}" if koi else "KOI parameters: none (stack only)"]
     if in_training is True:
-        parts.append("IN TRAINING SET: this star trained the model, its score is in-sample")
+        parts.append("IN TRAINING SET (score in-sample)")
     elif in_training is False:
         parts.append("not in the model's training set")
     else:
         parts.append("training set not recorded")
-    return "   |   ".join(parts)
+    return "  |  ".join(parts)
 
 
 def _outline(ax, mask: np.ndarray, **kw) -> None:
@@ -278,10 +280,12 @@ def sheet_figure(
 
     ax = fig.add_subplot(grid[0, 1])
     if attribution is not None:
+        # the colour meaning goes under the panel (a colour-bar label that long runs into the title)
         _image_panel(fig, ax, np.asarray(attribution, dtype=float), "attribution\n(Integrated Gradients)",
-                     f"logit ({ATTRIBUTION_MEANING})", ATTRIBUTION_CMAP, extent=extent)
+                     "logit", ATTRIBUTION_CMAP, extent=extent)
         ax.plot(stats.target_rc[1], stats.target_rc[0], "+", color="k", ms=12, mew=2)
-        ax.text(0.0, -0.33, "\n".join(textwrap.wrap(attribution_note or "model input resampled onto the stamp", 44)),
+        ax.text(0.0, -0.33, "\n".join([ATTRIBUTION_MEANING] + textwrap.wrap(
+                    attribution_note or "model input resampled onto the stamp", 44)),
                 transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
     else:
         ax.axis("off")
