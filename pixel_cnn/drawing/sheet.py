@@ -274,7 +274,7 @@ def sheet_figure(
     ax.set_xlim(extent[:2])
     ax.set_ylim(extent[2:])
     ax.text(0.0, -0.33, f"+: target (out-of-transit flux centroid)\n{note}\n"
-            f"dotted: target aperture{'; dots: other aperture pixels' if len(stray) else ''}; "
+            f"dotted: target aperture{'; dots: other aperture pixels' if len(stray) else ''}\n"
             f"1 pixel = {KEPLER_PIXEL_SCALE_ARCSEC} arcsec",
             transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
 
