@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ops.dask_cluster import DASHBOARD_PORT, DEFAULT_DIR, SCHEDULER_PORT, ClusterConfig, read_state, start, status, stop
-from ops.services import ServiceError
+from ops.services import ServiceError, status_lines, stopped_line
 
 
 def main(argv=None) -> int:
@@ -35,11 +35,10 @@ def main(argv=None) -> int:
                   "PIXEL_CNN_SCHEDULER", file=sys.stderr)
         elif args.command == "stop":
             done = stop(root)
-            print("stopped: " + (", ".join(f"{k} ({'was running' if v else 'not running'})"
-                                          for k, v in done.items()) or f"nothing recorded in {root}"))
+            print(stopped_line(done, root))
         elif args.command == "status":
             st = status(root)
-            print("\n".join(f"{k}: {'up' if v else 'down'}" for k, v in st.items()) or f"nothing recorded in {root}")
+            print(status_lines(st, root))
             return 0 if st and all(st.values()) else 1
         else:
             state = read_state(root)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ops import tracking_auth
 from ops.services import (DEFAULT_DIR, MODES, WEED_PORTS, Config, ServiceError, env_lines, read_secrets, read_state,
-                          rotate_admin_password, start, status, stop)
+                          rotate_admin_password, start, status, status_lines, stop, stopped_line)
 
 
 def main(argv=None) -> int:
@@ -53,11 +53,10 @@ def main(argv=None) -> int:
             print(f"# written to {root / 'env'}: `. {root / 'env'}`", file=sys.stderr)
         elif args.command == "stop":
             done = stop(root)
-            print("stopped: " + (", ".join(f"{k} ({'was running' if v else 'not running'})"
-                                          for k, v in done.items()) or f"nothing recorded in {root}"))
+            print(stopped_line(done, root))
         elif args.command == "status":
             st = status(root)
-            print("\n".join(f"{k}: {'up' if v else 'down'}" for k, v in st.items()) or f"nothing recorded in {root}")
+            print(status_lines(st, root))
             return 0 if st and all(st.values()) else 1
         elif args.command == "env":
             state = read_state(root)

@@ -167,6 +167,17 @@ def _spawn(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None 
                                 env=env, cwd=cwd, start_new_session=True)
 
 
+def stopped_line(done: dict[str, bool], root: Path) -> str:
+    """What ``make ...-stop`` prints: each recorded process and whether it was running (``stop``'s result)."""
+    return "stopped: " + (", ".join(f"{k} ({'was running' if v else 'not running'})" for k, v in done.items())
+                          or f"nothing recorded in {root}")
+
+
+def status_lines(st: dict[str, bool], root: Path) -> str:
+    """What ``make ...-status`` prints: one ``name: up|down`` line per recorded process (``status``'s result)."""
+    return "\n".join(f"{k}: {'up' if v else 'down'}" for k, v in st.items()) or f"nothing recorded in {root}"
+
+
 def venv_bin() -> Path:
     """Folder of the running interpreter's scripts (``weed``, ``mlflow``)."""
     return Path(sys.executable).parent
