@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +88,16 @@ def test_write_read_roundtrip_and_tamper_detection(real_dataset, tmp_path):
     manifest.to_csv(out / "manifest.csv", index=False)
     with pytest.raises(DataError, match="does not match"):
         read_dataset(out)
+
+
+def test_atomic_writes_get_a_plain_files_mode(tmp_path):
+    """Results tables and sheets are readable as a plain open() would leave them, not mkstemp's 0600."""
+    from pixel_cnn.io.atomic import write_text
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("kepid\n")
+    out = write_text(tmp_path / "results.csv", "kepid\n")
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) != 0o600
 
 
 def test_missing_prepared_dataset_says_run_prep(tmp_path):

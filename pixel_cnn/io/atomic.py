@@ -7,6 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
+# The process's umask, read once at import (reading it means setting it, which is not thread-safe later).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike):
@@ -14,6 +18,8 @@ def atomic_path(dest: str | os.PathLike):
     atomic on POSIX within one file system), when it raises it is removed and ``dest`` is untouched.
 
     The parent folder is created. The temporary name keeps ``dest``'s suffix (``.png`` for matplotlib).
+    The file gets the mode a plain ``open(dest, "w")`` would (``0o666`` less the umask), not
+    ``mkstemp``'s private ``0o600``: a results table is for colleagues to read.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +27,7 @@ def atomic_path(dest: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
