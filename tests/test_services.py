@@ -191,6 +191,20 @@ def test_unreachable_tracking_server_fails_before_training(tmp_path, prepared_di
     assert "mlflow run" not in make.stdout
 
 
+def test_tracking_uri_with_an_unknown_scheme_is_refused_by_name(tmp_path):
+    """A typo'd scheme (``htp://``) is not taken for a local store: `make` stops before `mlflow run`."""
+    from pixel_cnn.tracking.stores import check_tracking
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "htp://oops:5000"}
+    proc = subprocess.run([sys.executable, "-m", "entrypoints.tracking_check"], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "tracking URI 'htp://oops:5000' (MLFLOW_TRACKING_URI): unknown scheme 'htp'" in proc.stderr
+    assert "http:" in proc.stderr and "sqlite:" in proc.stderr and "Traceback" not in proc.stderr
+    for ok in ("sqlite:///" + str(tmp_path / "m.db"), "postgresql+psycopg2://u@127.0.0.1/db", str(tmp_path / "mlruns")):
+        assert check_tracking(ok) is None, ok
+
+
 # ---------------------------------------------------------------- authentication (basic-auth)
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"

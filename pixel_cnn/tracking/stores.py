@@ -59,16 +59,25 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+#: URI schemes of MLflow tracking stores ("" = a folder path; a database scheme may carry ``+driver``).
+STORE_SCHEMES = frozenset({"", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+                           "databricks-uc", "uc"})
+
+
 def check_tracking(uri: str | None = None, timeout: float = 5.0, attempts: int = 3) -> None:
     """Raise :class:`StoreError` unless the tracking server at ``uri`` answers ``GET /health``.
 
-    Only ``http(s)://`` URIs are probed (``sqlite:``, ``file:`` and others are
+    A scheme outside :data:`STORE_SCHEMES` (a typo such as ``htp://``) is refused at once. Only
+    ``http(s)://`` URIs are probed (``sqlite:``, ``file:`` and others are
     local and return at once). ``attempts`` tries ``timeout`` seconds each, one
     second apart: a few seconds at most, against MLflow's own retry policy of
     several minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` = 7, backoff factor 2).
     """
     uri = uri or tracking_uri()
     scheme = urllib.parse.urlparse(uri).scheme
+    if scheme.split("+")[0] not in STORE_SCHEMES:
+        raise StoreError(f"tracking URI {uri!r} (MLFLOW_TRACKING_URI): unknown scheme {scheme!r}; MLflow stores are "
+                         f"{', '.join(s + ':' for s in sorted(STORE_SCHEMES) if s)} or a folder path")
     if scheme not in ("http", "https"):
         return
     last = ""
