@@ -14,7 +14,7 @@ The logic is :mod:`pixel_cnn.scoring`.
 The tracking store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the
 checkout's ``mlflow.db`` when it exists (so the command works from any directory),
 else MLflow's default. Exit status: 0 every file scored, 1 some file or path was
-skipped, 2 the model could not be loaded, the ``--koi-table`` given cannot be read,
+skipped or some vetting sheet could not be written, 2 the model could not be loaded, the ``--koi-table`` given cannot be read,
 or nothing was given to score. Files follow the dataset's own rule for missing pixels
 (NaN read as 0, as prep does); the served model refuses NaN instead.
 With ``--scheduler`` (a Dask cluster, ``make dask``) or ``--n-jobs N`` (joblib processes)
@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         where = [f"table {args.out}"] if args.out is not None else []
         where += [f"{len(report.sheets)} sheets in {args.sheets}"] if args.sheets is not None else []
         print(f"{report.n_scored} scored, {report.n_skipped} skipped; " + ", ".join(where), file=sys.stderr)
-    return 1 if report.n_skipped else 0
+    missing_sheets = report.n_scored - len(report.sheets) if args.sheets is not None else 0
+    if missing_sheets:
+        print(f"{missing_sheets} vetting sheet(s) could not be written to {args.sheets} (each named above)",
+              file=sys.stderr)
+    return 1 if report.n_skipped or missing_sheets else 0
 
 
 def load_koi(path: Path | None):

@@ -218,6 +218,15 @@ def test_exit_status_all_scored_and_model_missing(registered, data_dir, tmp_path
                           str(data_dir / "stacks")], cwd=tmp_path, env=registered["env"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "nope" in bad.stderr
+    # a sheets folder that cannot be made (a file is in the way): the table is still written, exit 1
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder\n")
+    no_sheets = subprocess.run([sys.executable, "-m", "pixel_cnn.predict", "--quiet", "--out", str(tmp_path / "r.csv"),
+                                "--sheets", str(blocker / "sheets"), str(data_dir / "stacks" / "pixdiff_9967771.npy")],
+                               cwd=tmp_path, env=registered["env"], capture_output=True, text=True, timeout=300)
+    assert no_sheets.returncode == 1, no_sheets.stderr[-2000:]
+    assert f"1 vetting sheet(s) could not be written to {blocker / 'sheets'}" in no_sheets.stderr
+    assert pd.read_csv(tmp_path / "r.csv")["status"].tolist() == ["scored"]
 
 
 def test_cv_parent_named_described_and_logs_worst_call_sheets(registered):
