@@ -51,10 +51,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# `-P` keys of the *_ARGS variables are checked against MLproject before anything runs (a typo would
+# otherwise fail only after prep, as a FAILED run): $(call check_args,ENTRY_POINT,VARIABLE).
+check_args = @$(PY) -m entrypoints.project_args $(1) $(2) $($(2))
+.PHONY: args-cv args-tune args-bench_quality
+args-cv args-tune args-bench_quality: args-%: $(STAMP)
+	$(call check_args,$*,$(shell echo $* | tr a-z A-Z)_ARGS)
+
 prep: $(STAMP)
+	$(call check_args,prep,PREP_ARGS)
 	$(MLFLOW_RUN) -e prep --experiment-name pixel-cnn-prep $(PREP_ARGS)
 
-cv: prep
+cv: args-cv prep
 	$(MLFLOW_RUN) -e cv --experiment-name pixel-cnn-cv -P register=true $(CV_ARGS)
 
 # The suite runs on TEST_WORKERS pytest-xdist processes, one test file per worker at a time (module

@@ -1,7 +1,7 @@
 # Quality benchmark of the seed, phase and default presets (same folds, honest protocol).
 BENCH_QUALITY_ARGS ?=
 .PHONY: bench-quality
-bench-quality: prep
+bench-quality: args-bench_quality prep
 	$(MLFLOW_RUN) -e bench_quality $(BENCH_QUALITY_ARGS)
 
 # Issue 14: the tabular branch over every labelled KOI (grouped by star), its own MLflow run.

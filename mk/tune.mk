@@ -6,7 +6,7 @@ BENCH_TUNE_ARGS ?=
 
 .PHONY: tune promote bench-tune
 
-tune: prep
+tune: args-tune prep
 	$(MLFLOW_RUN) -e tune --experiment-name pixel-cnn-tune $(TUNE_ARGS)
 
 promote: $(STAMP)

@@ -20,3 +20,23 @@ def test_mlproject_defaults_and_every_parameter_used():
     for name, entry in entry_points.items():
         for param in entry.get("parameters", {}):
             assert "{" + param + "}" in entry["command"], f"{name}: {param} unused"
+
+
+def test_make_refuses_an_unknown_run_parameter_before_anything_runs(tmp_path):
+    """`make cv CV_ARGS="-P presett=..."`: refused by name, with the close parameter, before prep or any run."""
+    import os
+    import subprocess
+
+    db = tmp_path / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    proc = subprocess.run(["make", "--no-print-directory", "cv", "CV_ARGS=-P presett=phase2 -P seed=3"],
+                          cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0
+    assert "CV_ARGS: 'presett' is not a parameter of the cv entry point (did you mean 'preset'?)" in proc.stderr
+    assert "mlflow run" not in proc.stdout and not db.exists()  # no prep, no run, not even a store
+    from entrypoints.project_args import given_keys, main
+
+    assert given_keys(["-P", "a=1", "-Pb=2", "--param-list", "c=3", "--experiment-name", "x"]) == ["a", "b", "c"]
+    assert main(["prep", "PREP_ARGS", "-P", "labels=koi", "-P", "source=tpf"]) == 0
+    assert main(["nope", "X_ARGS"]) == 2
