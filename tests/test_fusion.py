@@ -74,6 +74,35 @@ def test_combiner_fit_weighs_the_informative_branch():
     assert w_informative > 1.0 and abs(w_noise) < 0.3
 
 
+def test_combiner_select_keeps_a_calibrated_branch_as_it_is_and_drops_noise():
+    """A calibrated branch beside one of pure noise: the branch is kept as it is (nothing fitted), the noise
+    gets weight 0; two branches that each see half of the answer are both kept, by a refitted combiner."""
+    rng = np.random.default_rng(1)
+    truth = rng.beta(0.5, 0.5, 150)  # a calibrated branch: y ~ Bernoulli(truth)
+    y = (rng.uniform(size=150) < truth).astype(int)
+    noise = rng.uniform(0.01, 0.99, 150)
+    combiner, info = Combiner.select([noise, truth], y, ["pixel", "tabular"], seed=3)
+    assert combiner == Combiner(("pixel", "tabular"), (0.0, 1.0), 0.0)
+    assert np.allclose(combiner.predict([noise, truth]), np.clip(truth, 1e-6, 1 - 1e-6))
+    assert info["combiner_uses_pixel"] == 0.0 and info["combiner_uses_tabular"] == 1.0 and info["combiner_refit"] == 0.0
+    losses = {k[len("combiner_logloss_"):]: v for k, v in info.items() if k.startswith("combiner_logloss_")}
+    assert set(losses) == {"pixel_as_is", "tabular_as_is", "fit_pixel", "fit_tabular", "fit_pixel_tabular"}
+    assert losses["tabular_as_is"] == min(losses.values()) and losses["pixel_as_is"] == max(losses.values())
+    # each of two branches sees a different half of the targets: a refitted combiner of both wins
+    half = rng.integers(0, 2, 150).astype(bool)
+    a = np.where(half, truth, rng.uniform(0.3, 0.7, 150))
+    b = np.where(~half, truth, rng.uniform(0.3, 0.7, 150))
+    both, info = Combiner.select([a, b], y, ["pixel", "tabular"], seed=3)
+    assert info["combiner_refit"] == 1.0 and info["combiner_uses_pixel"] == info["combiner_uses_tabular"] == 1.0
+    assert both == Combiner.fit([a, b], y, ["pixel", "tabular"]) and min(both.weights) > 0.5
+    # same seed, same choice; too few of a class to split: the in-sample fit of both competes with each as is
+    assert Combiner.select([a, b], y, ["pixel", "tabular"], seed=3) == (both, info)
+    few = np.array([0, 1] + [0] * 10)
+    _, info = Combiner.select([noise[:12], truth[:12]], few, ["pixel", "tabular"], seed=3)
+    assert {k for k in info if k.startswith("combiner_logloss_")} == {
+        "combiner_logloss_pixel_as_is", "combiner_logloss_tabular_as_is", "combiner_logloss_fit_pixel_tabular"}
+
+
 @pytest.mark.slow
 def test_pixel_branch_is_phase2_bit_for_bit(real_dataset, fusion_result):
     """The fusion cv's pixel predictions and thresholds are phase2's run_cv, same seed and folds."""

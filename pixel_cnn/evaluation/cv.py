@@ -145,7 +145,9 @@ class CVResult:
         and ``threshold``: the mean of repeat 0's fold thresholds, each chosen
         on that fold's training targets only (the served vetter's threshold). With several
         branches, the same per branch (``<m>_oof_<b>`` ..., :func:`branch_summary`), the mean
-        combiner (``combiner_w_<b>``, ``combiner_intercept``) and ``threshold_<b>`` of each
+        combiner (``combiner_w_<b>``, ``combiner_intercept``), the share of folds whose combiner
+        kept branch ``b`` (``combiner_uses_<b>``) and that refitted it (``combiner_refit``;
+        :meth:`~pixel_cnn.vetter.combiner.Combiner.select`) and ``threshold_<b>`` of each
         branch that can answer alone (the pixel branch: the served stack-only threshold).
     combiner : the mean of repeat 0's fold combiners (None with one branch).
     """
@@ -363,7 +365,8 @@ def run_cv(
     out-of-fold predictions (:func:`inner_oof`, the inner split seeded by the fold seed) give
     its F1-optimal threshold (``inner_folds=0``: the fixed :data:`FOLD_THRESHOLD`). With two or
     more branches a :class:`~pixel_cnn.vetter.combiner.Combiner` is fitted on those inner
-    predictions and the vetter's threshold is F1-optimal on its inner fused predictions
+    predictions, keeping only the branches that help there (:meth:`~pixel_cnn.vetter.combiner.Combiner.select`),
+    and the vetter's threshold is F1-optimal on its inner fused predictions
     (stacked generalization; Wolpert 1992). The folds depend on ``(kepids, labels, n_folds,
     seed + r)`` only, so two vetters run with the same seed see the same folds. Same seed and
     data give the same result on the same machine.
@@ -423,9 +426,9 @@ def run_cv(
                 assert not np.isin(val_stars, fitted[branch.name].training_kepids).any(), \
                     f"repeat {r} fold {k}: a validation star trained the {branch.name} branch"
             probs = {n: fitted[n].prob for n in names}
-            combiner = None
+            combiner, chosen = None, {}
             if combined:
-                combiner = Combiner.fit([inner[n] for n in names], labels[train_idx], names)
+                combiner, chosen = Combiner.select([inner[n] for n in names], labels[train_idx], names, fold_seed)
                 thresholds["fused"] = f1_optimal_threshold(labels[train_idx], combiner.predict([inner[n] for n in names]))
                 probs["fused"] = combiner.predict([probs[n] for n in names])
                 prob, threshold = probs["fused"], thresholds["fused"]
@@ -439,6 +442,7 @@ def run_cv(
                                   binary_metrics(labels[val_idx], probs[b], thresholds[b]).items()})
                     extra[f"threshold_{b}"] = thresholds[b]
                 extra.update({f"combiner_{key}": v for key, v in combiner.to_dict().items()})
+                extra.update(chosen)
                 for f in fitted.values():
                     extra.update(f.info)
             outcome = FoldOutcome(
@@ -469,6 +473,9 @@ def run_cv(
         first = [f for f in outcomes if f.repeat == 0]
         combiner = Combiner.mean([f.combiner for f in first])
         summary.update({f"combiner_{key}": v for key, v in combiner.to_dict().items()})
+        # the share of all folds whose combiner kept each branch (Combiner.select)
+        summary.update({f"combiner_{key}": float(np.mean([f.extra_metrics[f"combiner_{key}"] for f in outcomes]))
+                        for key in [*(f"uses_{n}" for n in names), "refit"]})
         for branch in branches:
             if branch.answers_alone:
                 summary[f"threshold_{branch.name}"] = float(np.mean([f.thresholds[branch.name] for f in first]))
