@@ -343,5 +343,9 @@ def test_bench_quality_tabular_and_fusion_rows(tracking_store, prepared_dir, mon
         assert rows["fusion"]["branch_pixel"][m] == rows["phase2"][m]["mean"]
         assert rows["fusion"]["branch_tabular"][m] == rows["tabular"][m]["mean"]
     assert "| tabular |" in table and "| fusion |" in table
+    shares = rows["fusion"]["combiner"]
+    assert set(shares) == {"uses_pixel", "uses_tabular", "refit"} and all(0.0 <= v <= 1.0 for v in shares.values())
+    assert f"pixel {shares['uses_pixel']:.0%}, tabular {shares['uses_tabular']:.0%}" in table
+    assert out.with_suffix(".md").read_text() == f"# Quality benchmark (run {bench['run_id']})\n\n{table}\n"
     run = MlflowClient().get_run(bench["run_id"])
     assert run.data.metrics["tabular.pr_auc_mean"] == pytest.approx(rows["tabular"]["pr_auc"]["mean"])

@@ -122,6 +122,9 @@ def bench_quality(
             for branch in spec.branch_names:
                 sub = table_entry(result, f"probability_{branch}", f"threshold_{branch}", seed=seed)
                 entry[f"branch_{branch}"] = {m: sub[m]["mean"] for m in TABLE_METRICS}
+            # share of the folds whose combiner kept each branch, and refitted (Combiner.select)
+            entry["combiner"] = {k[len("combiner_"):]: v for k, v in result.summary.items()
+                                 if k.startswith(("combiner_uses_", "combiner_refit"))}
         out["presets"][name] = entry
         if progress:
             progress(f"{name}: PR-AUC {entry['pr_auc']['mean']:.3f} in {wall:.0f} s")
@@ -166,4 +169,16 @@ def format_table(bench: dict) -> str:
         lo, hi = e["pr_auc_ci95"]
         lines.append(f"| {name} | {cells[0]} | {lo:.3f} - {hi:.3f} | {cells[1]} | {cells[2]} | {cells[3]} "
                      f"| {e['wall_s']:.0f} |")
-    return "\n".join(lines)
+    notes = []
+    for name, e in bench["presets"].items():
+        branches = {k[len("branch_"):]: v for k, v in e.items() if k.startswith("branch_")}
+        if branches:
+            said = "; ".join(f"{b} PR-AUC {v['pr_auc']:.3f}, ROC-AUC {v['roc_auc']:.3f}" for b, v in branches.items())
+            per_repeat = ", ".join(f"{v:.3f}" for v in e["pr_auc"]["per_repeat"])
+            note = f"{name}'s branches on the same folds (mean over repeats): {said}. Fused PR-AUC per repeat: {per_repeat}."
+            if e.get("combiner"):
+                kept = ", ".join(f"{k[len('uses_'):]} {v:.0%}" for k, v in e["combiner"].items() if k.startswith("uses_"))
+                note += (f" Folds whose combiner kept each branch: {kept}; refitted a logistic combiner: "
+                         f"{e['combiner'].get('refit', float('nan')):.0%} (the others keep a branch as it is).")
+            notes.append(note)
+    return "\n".join(lines + ([""] + notes if notes else []))

@@ -22,7 +22,8 @@ from pixel_cnn.branches.vetters import get_vetter
 def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed: int = 42,
                   repeats: int = 5, inner_folds: int = 3, out: str = "bench/results/quality.json",
                   cli_params: dict | None = None) -> tuple[dict, str]:
-    """Run :func:`pixel_cnn.evaluation.quality.bench_quality`, write the JSON to ``out``, log one MLflow run.
+    """Run :func:`pixel_cnn.evaluation.quality.bench_quality`, write the JSON to ``out`` and the Markdown table
+    beside it (``.md``), log one MLflow run.
 
     Returns ``(bench dict with "run_id", Markdown table)``. Raises as
     :func:`pixel_cnn.evaluation.quality.bench_quality`, and as
@@ -41,6 +42,7 @@ def bench_quality(dataset: str, presets: tuple[str, ...], n_folds: int = 5, seed
         bench["run_id"] = run_id
         table = format_table(bench)
         atomic.write_text(out, json.dumps(bench, indent=2) + "\n")
+        atomic.write_text(Path(out).with_suffix(".md"), f"# Quality benchmark (run {run_id})\n\n{table}\n")
         tracking_quality.log_bench(run_id, bench, table)
     return bench, table
 
