@@ -94,13 +94,40 @@ def test_eclipsing_binary_secondary_shows(background):
     assert s.snr > 20 and s.secondary_snr > 5 and 0.1 < s.secondary_ratio < 1.0
 
 
-def test_kepler8b_real_transit_is_not_off_target(data_dir):
+def test_kepler8b_real_transit_is_not_off_target(data_dir, koi_table, tmp_path):
     """Regression (issue 19): Kepler-8 b's own transit read 0.57 px off target at 8 sigma (flux proxy)."""
     from pixel_cnn.io.ephemeris import load_ephemeris
     from pixel_cnn.io.target import process_target
 
-    eph, _, _ = load_ephemeris(data_dir / "koi_cumulative.csv")
+    koi_table[koi_table["kepid"] == 6922244].to_csv(tmp_path / "koi.csv", index=False)  # its KOI rows, as prep reads them
+    eph, _, _ = load_ephemeris(tmp_path / "koi.csv")
     result = process_target(6922244, [str(data_dir.parent / "kepler-tpf" / KEPLER8_TPF)], eph[6922244])
     s = vetting_statistics(result.stack, flux_image=result.flux_image, bin_counts=result.bin_counts)
     assert s.snr > 20 and s.centroid_offset_sigma < 3 and s.frac_on_target > 0.6
     assert result.flux_image.shape == result.stack.shape[1:] and result.bin_counts.sum() > 1000
+
+
+def test_prep_keeps_the_flux_image_and_bin_counts_beside_each_stack(data_dir, koi_table, tmp_path):
+    """prep source=tpf writes flux_images/pixdiff_<id>.npz: the statistics measured with it are the fold's."""
+    from pixel_cnn.io.tpf import FLUX_IMAGES, build_stacks
+    from pixel_cnn.io.ephemeris import load_ephemeris
+    from pixel_cnn.io.target import process_target
+
+    tpfs = tmp_path / "tpfs"
+    tpfs.mkdir()
+    source = data_dir.parent / "kepler-tpf" / "partial-quarters" / "kplr012644822-q12-500cad.fits"
+    (tpfs / source.name).symlink_to(source)  # the shared file, never copied
+    ephemeris = tmp_path / "koi.csv"  # the star's KOI rows only: the whole table takes seconds to group
+    koi_table[koi_table["kepid"] == 12644822].to_csv(ephemeris, index=False)
+    report = build_stacks(tpfs, ephemeris, tmp_path / "out", progress=False)
+    assert report["status"].tolist() == ["ok"] and report["flux_image_file"].tolist() == [
+        f"{FLUX_IMAGES}/pixdiff_12644822.npz"]
+    with np.load(tmp_path / "out" / FLUX_IMAGES / "pixdiff_12644822.npz") as kept:
+        image, counts = kept["flux_image"], kept["bin_counts"]
+    stack = np.load(tmp_path / "out" / "stacks" / "pixdiff_12644822.npy")
+    assert image.shape == stack.shape[1:] and counts.shape == (32,) and counts.sum() > 0
+    eph, _, _ = load_ephemeris(ephemeris)
+    direct = process_target(12644822, [str(source)], eph[12644822])
+    np.testing.assert_array_equal(image, direct.flux_image)
+    assert (vetting_statistics(stack, flux_image=image, bin_counts=counts).row()
+            == vetting_statistics(direct.stack, flux_image=direct.flux_image, bin_counts=direct.bin_counts).row())
