@@ -82,9 +82,13 @@ def test_off_target_eclipse_is_off_target(background):
 
 def test_noise_only_has_no_share_and_no_centroid(background):
     """No signal: the share on target is undefined (NaN), never 1.00; no centroid in most folds."""
-    shares = [stats(injected_stack(background, "none", seed)).frac_on_target for seed in range(12)]
+    found = [stats(injected_stack(background, "none", seed)) for seed in range(12)]
+    shares = [s.frac_on_target for s in found]
     assert sum(math.isnan(x) for x in shares) >= 10
     assert all(math.isnan(x) or x < 1.0 for x in shares)
+    for s in found:
+        if math.isnan(s.frac_on_target):
+            assert "< 3" in s.undefined_reason and math.isnan(s.centroid_offset_px) and s.centroid_rc is None
 
 
 def test_eclipsing_binary_secondary_shows(background):

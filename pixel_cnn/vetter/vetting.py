@@ -376,6 +376,7 @@ class VettingStatistics:
       flux >= 10 % of the brightest, joined to it: :func:`target_aperture`); NaN when the stamp
       does not dim by 3 sigma (nothing to share: not 1, not 0).
     * ``flux_source``: "image" (weights from the real out-of-transit image) or "proxy" (from the noise).
+    * ``undefined_reason``: why the offset or the share is NaN ("" when both are measured).
 
     Geometry (pixel coordinates, row then column, pixel centres at integers):
     ``target_rc`` the flux centroid over the target aperture (the target's position: the stacks
@@ -406,6 +407,7 @@ class VettingStatistics:
     sigma_ppm: np.ndarray
     weight: np.ndarray
     flux_source: str = "proxy"
+    undefined_reason: str = ""
 
     def row(self) -> dict[str, float]:
         """The scalars, keyed as :data:`STATISTICS_COLUMNS` (one CSV row's statistics)."""
@@ -447,6 +449,10 @@ def vetting_statistics(stack: np.ndarray, sigma: np.ndarray | None = None, flux_
         centroid_offset_sigma=offset_sigma,
         frac_on_target=float(m["frac_ap"][0]),
         flux_source=m["flux_source"],
+        undefined_reason=("" if measured else
+                          f"the stamp dims by {m['d_core'][0] / noise2:.1f} sigma (< 3): no dimming to locate or share"
+                          if not m["significant"][0] else
+                          "the dimming of the region the centroid is measured on is below 3 sigma: no position"),
         target_rc=(float(m["flux_r"][0]), float(m["flux_c"][0])),
         centroid_rc=(float(m["dim_r"][0]), float(m["dim_c"][0])) if measured else None,
         centroid_cov=cov,
