@@ -133,5 +133,6 @@ def test_prep_keeps_the_flux_image_and_bin_counts_beside_each_stack(data_dir, ko
     eph, _, _ = load_ephemeris(ephemeris)
     direct = process_target(12644822, [str(source)], eph[12644822])
     np.testing.assert_array_equal(image, direct.flux_image)
-    assert (vetting_statistics(stack, flux_image=image, bin_counts=counts).row()
-            == vetting_statistics(direct.stack, flux_image=direct.flux_image, bin_counts=direct.bin_counts).row())
+    kept_row = vetting_statistics(stack, flux_image=image, bin_counts=counts).row()
+    direct_row = vetting_statistics(direct.stack, flux_image=direct.flux_image, bin_counts=direct.bin_counts).row()
+    np.testing.assert_array_equal(list(kept_row.values()), list(direct_row.values()))  # NaN == NaN here

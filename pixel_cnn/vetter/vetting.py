@@ -209,9 +209,12 @@ def _measure(batch: np.ndarray, sigma: np.ndarray | None, flux_image: np.ndarray
                   (np.ones_like(rows), rows - flux_r[:, None, None], cols - flux_c[:, None, None])]  # 3 x (N, 32)
         m0, m_r, m_c = (depth(x, IN_TRANSIT_BINS) for x in series)
         oot0, oot_r, oot_c = (x[:, list(OUT_OF_TRANSIT_BINS)] for x in series)
-        s0, s_r, s_c = (np.maximum(_robust_sigma(x), 1e-12) * scale for x in (oot0, oot_r, oot_c))
-        # covariance from the scatter of sum and difference: var(x+y) - var(x-y) = 4 cov(x, y)
-        s_rc = (_robust_sigma(oot_r + oot_c) ** 2 - _robust_sigma(oot_r - oot_c) ** 2) / 4 * scale ** 2
+        # sample (co)variances over the 16 bins: a MAD of 16 values scatters more, and its small values
+        # made on-target transits look offset (injection-recovery, docs/injection.md)
+        n_oot = len(OUT_OF_TRANSIT_BINS)
+        s0, s_r, s_c = (np.maximum(x.std(axis=-1, ddof=1), 1e-12) * scale for x in (oot0, oot_r, oot_c))
+        s_rc = ((oot_r - oot_r.mean(axis=-1, keepdims=True)) * (oot_c - oot_c.mean(axis=-1, keepdims=True))
+                ).sum(axis=-1) / (n_oot - 1) * scale ** 2
         moments[name] = (m0, s0, m_r, m_c, s_r, s_c, np.clip(s_rc, -0.95 * s_r * s_c, 0.95 * s_r * s_c))
     in_ap = moments["ap"][0] > 3 * moments["ap"][1]
     m0, s0, m_r, m_c, s_r, s_c, s_rc = (np.where(in_ap, a_, b_) for a_, b_ in zip(moments["ap"], moments["stamp"]))
@@ -301,9 +304,8 @@ def vetting_features(stack: np.ndarray, sigma: np.ndarray | None = None, flux_im
           aperture (as Kepler's flux-weighted centroids: a dimming of the target then has no moment
           whatever its neighbours do) or, when the aperture itself does not dim by 3 sigma, over the
           whole stamp. 0 (not measured) when the stamp's or that region's dimming is below 3 sigma.
-        * ``centroid_offset_sigma``: ``arcsinh(sqrt(m^T S^-1 m))``, ``S`` the covariance of
-          ``(m_r, m_c)`` measured on the 16 out-of-transit bins (MAD scatter; covariance from
-          ``var(x + y) - var(x - y) = 4 cov``) times ``k**2`` (``k``: :func:`in_transit_noise_scale`),
+        * ``centroid_offset_sigma``: ``arcsinh(sqrt(m^T S^-1 m))``, ``S`` the sample covariance of
+          ``(m_r, m_c)`` over the 16 out-of-transit bins times ``k**2`` (``k``: :func:`in_transit_noise_scale`),
           so the pixels' correlated noise (pointing jitter) is in it. Without an offset ``m^T S^-1 m``
           is about chi-square with 2 degrees of freedom.
         * ``frac_in_3x3`` / ``frac_in_aperture``: ``sum(D)`` inside the 3x3 around the brightest
