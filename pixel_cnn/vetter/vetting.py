@@ -5,11 +5,13 @@ stack itself (the pixels); nothing comes from the KOI table.
 
 A stack ``(32, H, W)`` holds, per phase bin and pixel, the fractional flux
 change ``(F_bin - O) / O`` relative to the out-of-transit reference image ``O``
-(dataset README). It holds no flux image, but photon noise makes a pixel's
-fractional scatter fall as ``O**-0.5``, so ``sigma**-2`` (``sigma`` the
-out-of-transit scatter, :func:`pixel_cnn.vetter.stack.oot_sigma`) is
-proportional to the pixel's flux where the star dominates: the *flux proxy*
-used below as aperture weight and as the reference for centroids.
+(dataset README). Where prep kept the reference image ``O`` itself (``prep source=tpf``:
+``flux_images/``) it is the pixel weight (:func:`flux_weights`). A benchmark stack holds no
+flux image; photon noise makes a pixel's fractional scatter fall as ``O**-0.5``, so
+``sigma**-2`` (``sigma`` the out-of-transit scatter, :func:`pixel_cnn.vetter.stack.oot_sigma`)
+stands in for it: the *flux proxy* (:func:`flux_proxy`). On real TPFs the proxy follows the
+pixels' noise more than the star (issue 19: on Kepler-8 its brightest pixel is a faint corner),
+so positions measured with it are rough.
 
 The statistics follow the Kepler Data Validation tests in spirit (Twicken et
 al. 2018, PASP 130, 064502; Bryson et al. 2013, PASP 125, 889, for the
