@@ -237,8 +237,8 @@ def draw_injection(kind: str, rng: np.random.Generator, t_range: tuple[float, fl
 
     * ``planet``: impact uniform in [0, 0.8]; ``rp_rs`` from ``depth`` (default log-uniform
       300-20000 ppm) as ``sqrt(depth)``.
-    * ``eb``: ``rp_rs`` uniform in [0.3, 0.7], impact in [0.8, 1.1] x (1 + rp_rs)... grazing, V-shaped;
-      secondary at phase 0.5 in half of them (depth 10-60 % of the primary's).
+    * ``eb``: ``rp_rs`` uniform in [0.3, 0.7], impact uniform in [0.72, 0.9] x (1 + rp_rs): grazing,
+      V-shaped; a secondary at phase 0.5 in half of them (depth 10-60 % of the primary's).
     * ``offtarget``: a real neighbour of the stamp (:func:`neighbours`) within 0.5-4 px when there is one
       and ``offset_px`` is not given; else the target's image shifted by ``offset_px`` (default uniform
       0.5-4) in a random direction, ``source_flux`` 0.05-0.5 and the eclipse depth chosen so that the
