@@ -36,7 +36,7 @@ def test_vetting_on_target_transit_hand_checked():
     assert v["ap_depth"] == pytest.approx(np.arcsinh(2.0), abs=0.05)       # aperture depth ~ 2000 ppm
     assert v["depth_brightest"] == pytest.approx(np.arcsinh(2.0), abs=0.1)
     assert v["ap_snr"] > np.arcsinh(10)
-    assert v["centroid_offset"] < 0.2 and v["frac_in_aperture"] > 0.8
+    assert v["centroid_offset"] < 0.2 and v["frac_in_aperture"] > 0.7  # the star's light inside its aperture
     assert abs(v["ap_sec_ratio"]) < 0.2 and abs(v["ap_shoulder_ratio"]) < 0.2
 
 

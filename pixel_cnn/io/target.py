@@ -25,13 +25,23 @@ def _name(location) -> str:
     return str(location).rstrip("/").rsplit("/", 1)[-1]
 
 
+#: Keys of :func:`combine_quarters`'s info that hold arrays (kept on :class:`TargetResult`, not in the report).
+ARRAY_KEYS = ("bin_counts", "flux_image")
+
+
 @dataclass
 class TargetResult:
-    """The outcome for one target: a stack, or a reason; plus the report row."""
+    """The outcome for one target: a stack, or a reason; plus the report row.
+
+    ``flux_image``: float64 ``(H, W)`` out-of-transit reference image (electrons/s, NaN for a dead
+    pixel) and ``bin_counts`` int64 ``(32,)`` cadences per phase bin, when a stack was made.
+    """
 
     target_id: int
     stack: np.ndarray | None
     report: dict = field(default_factory=dict)
+    flux_image: np.ndarray | None = None
+    bin_counts: np.ndarray | None = None
 
 
 def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PHASE_BINS,
@@ -50,7 +60,8 @@ def combine_quarters(quarters: list[TPFData], eph: Ephemeris, n_bins: int = N_PH
     (stack, info) : float64 ``(n_bins, H, W)`` with NaN where data are missing,
         and a dict for the report: ``quarters_used``, ``files_left_out``,
         ``epoch_system``, ``epoch_converted_from`` ("" unless converted),
-        ``epoch_note``, the counts of :func:`~pixel_cnn.stacks.phasefold.fold_segments`.
+        ``epoch_note``, the counts of :func:`~pixel_cnn.stacks.phasefold.fold_segments` and its
+        arrays :data:`ARRAY_KEYS` (``bin_counts``, ``flux_image``: not report columns).
 
     Raises
     ------
@@ -153,6 +164,7 @@ def process_target(target_id: int, paths: list[str] | str, eph: Ephemeris | None
         return TargetResult(target_id, None, report)
     try:
         stack, info = combine_quarters(quarters, eph, n_bins, min_in_transit, min_reference)
+        arrays = {k: info.pop(k) for k in ARRAY_KEYS}
         report.update(info)
         filled, _ = fill_missing(stack)
         filled = validate_stack(filled, nan="reject")
@@ -160,4 +172,4 @@ def process_target(target_id: int, paths: list[str] | str, eph: Ephemeris | None
         report["reason"] = str(exc)
         return TargetResult(target_id, None, report)
     report.update(status="ok", shape="x".join(map(str, filled.shape)))
-    return TargetResult(target_id, filled, report)
+    return TargetResult(target_id, filled, report, arrays["flux_image"], arrays["bin_counts"])

@@ -38,6 +38,10 @@ from pixel_cnn.io.sources import LAYOUTS, header_target_ids, is_remote, list_tpf
 from pixel_cnn.io.target import TargetResult, process_target
 
 REPORT_FILE = "prep_report.csv"
+#: Folder beside ``stacks/`` with, per stack, ``pixdiff_<id>.npz``: ``flux_image`` float64 ``(H, W)``
+#: (the fold's out-of-transit image, electrons/s, NaN = dead pixel) and ``bin_counts`` int64 ``(32,)``
+#: (cadences per phase bin): what :func:`pixel_cnn.vetter.vetting.vetting_statistics` measures with.
+FLUX_IMAGES = "flux_images"
 #: TPFs per header-reading task of an object-store prefix (layout flat).
 HEADER_CHUNK = 32
 
@@ -62,7 +66,8 @@ def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_d
     worker processes when not given, or a Dask cluster) with a tqdm progress
     bar over targets. Only this driver writes: ``out_dir/stacks/`` is built in
     a temporary folder and swapped in whole at the end, so it never mixes
-    stacks of two runs and is never half-written, whatever worker dies.
+    stacks of two runs and is never half-written, whatever worker dies; ``out_dir/flux_images/``
+    (:data:`FLUX_IMAGES`) likewise holds each stack's out-of-transit flux image and bin counts.
     ``out_dir/prep_report.csv`` gets one row per target, one per file whose
     header gives no id, and one per target of ``known_problems`` (e.g. a
     failed download) without files; a failed target has ``status=failed`` and
@@ -97,6 +102,7 @@ def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_d
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stacks_dir = Path(tempfile.mkdtemp(prefix=".stacks.", dir=out))
+        images_dir = Path(tempfile.mkdtemp(prefix=".flux_images.", dir=out))
         tasks = [(t, by_target[t], ephemerides.get(t), problems.get(t, ""),
                   quality_bitmask, N_PHASE_BINS, min_in_transit, min_reference)
                  for t in sorted(by_target)]
@@ -107,10 +113,15 @@ def build_stacks(tpf_dir: str | os.PathLike, ephemeris: str | os.PathLike, out_d
                     name = f"pixdiff_{result.target_id}.npy"
                     np.save(stacks_dir / name, result.stack, allow_pickle=False)
                     result.report["stack_file"] = f"stacks/{name}"
+                    extras = f"pixdiff_{result.target_id}.npz"
+                    np.savez(images_dir / extras, flux_image=result.flux_image, bin_counts=result.bin_counts)
+                    result.report["flux_image_file"] = f"{FLUX_IMAGES}/{extras}"
                 rows.append(result.report)
             replace_dir(stacks_dir, out / "stacks")
+            replace_dir(images_dir, out / FLUX_IMAGES)
         except BaseException:
             shutil.rmtree(stacks_dir, ignore_errors=True)
+            shutil.rmtree(images_dir, ignore_errors=True)
             raise
     finally:
         if own_engine:

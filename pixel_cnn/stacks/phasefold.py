@@ -383,7 +383,9 @@ def fold_segments(segments: list[Segment], period: float, duration_h: float,
     (stack, info) : float64 ``(n_bins, H, W)`` with NaN where data are missing,
         and a dict: ``used`` / ``left_out`` (segment indices, in order),
         ``n_cadences``, ``n_in_transit``, ``n_reference``, ``n_empty_bins``,
-        ``n_dead_pixels``.
+        ``n_dead_pixels``, ``bin_counts`` (int64 ``(n_bins,)``, cadences per bin) and
+        ``flux_image`` (float64 ``(H, W)``, electrons/s: the out-of-transit reference image ``O``,
+        the median over the used segments of each one's ``O``; NaN for a dead pixel).
 
     Raises
     ------
@@ -407,12 +409,13 @@ def fold_segments(segments: list[Segment], period: float, duration_h: float,
     order = sorted(groups, key=lambda g: (-sum(int(x[2].sum()) for x in groups[g]),
                                           -sum(len(segments[x[0]].time) for x in groups[g])))
     used = groups[order[0]]
-    rel, phases, windows, n_ref = [], [], [], 0
+    rel, phases, windows, images, n_ref = [], [], [], [], 0
     for i, phase, in_transit, in_secondary in used:
         ref = reference_mask(phase, in_transit)
         n_ref += int(ref.sum())
-        r, _ = relative_flux(segments[i].flux, ref)
+        r, image = relative_flux(segments[i].flux, ref)
         rel.append(r)
+        images.append(np.where(image > 0, image, np.nan))
         phases.append(phase)
         windows.append(in_transit | in_secondary)
     n_in = sum(int(x[2].sum()) for x in used)
@@ -434,5 +437,9 @@ def fold_segments(segments: list[Segment], period: float, duration_h: float,
         "n_reference": n_ref,
         "n_empty_bins": int((counts == 0).sum()),
         "n_dead_pixels": int(dead.sum()),
+        "bin_counts": counts,
     }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a dead pixel: NaN in every segment
+        info["flux_image"] = np.nanmedian(np.stack(images), axis=0)
     return stack, info
