@@ -67,9 +67,11 @@ cv: args-cv prep
 
 # The suite runs on TEST_WORKERS pytest-xdist processes, one test file per worker at a time (module
 # fixtures such as a service stack stay in one process); the session's shared model is built once.
+# --no-loadscope-reorder: keep tests/conftest.py's LONGEST_FIRST file order (xdist otherwise re-sorts
+# the files by their number of tests, which started the longest files last).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not network"
