@@ -143,3 +143,23 @@ def test_fusion_mistake_sheets_show_each_branch(real_dataset):
         assert "cv fusion seed=42 x5: fold 1" in footer and "K01875.01" in footer
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("kepid", [9967771, 9451096])
+def test_light_curve_legend_covers_no_point(real_dataset, kepid):
+    """The legend sits in headroom above the curve: no plotted point (nor its error bar) is under it."""
+    from pixel_cnn.drawing.sheet import sheet_figure
+
+    fig = sheet_figure(real_dataset.stacks[kepid], kepid, PRED)
+    try:
+        fig.canvas.draw()
+        curve = fig.axes[-2]
+        box = curve.get_legend().get_window_extent()
+        line = next(line for line in curve.lines if len(line.get_ydata()) == 32)
+        points = curve.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+        assert not any(box.contains(x, y) for x, y in points)
+        stats = vetting_statistics(real_dataset.stacks[kepid])
+        top = curve.transData.transform((0.0, float(np.max(-stats.phase_curve_ppm + stats.noise_ppm))))[1]
+        assert top < box.y0  # the highest error bar ends below the legend
+    finally:
+        plt.close(fig)

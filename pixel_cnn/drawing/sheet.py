@@ -321,7 +321,10 @@ def sheet_figure(
     ax.set_ylabel("dimming, ppm (+ = fainter)", fontsize=8)
     ax.set_title("aperture light curve (flux-weighted photometry of the stamp)", fontsize=9)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="best", ncol=2, framealpha=0.85)
+    # headroom above the curve for the legend: "best" still covered points when the shaded bins span the plot
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.45 * (high - low))
+    ax.legend(fontsize=7, loc="upper center", ncol=2, framealpha=0.85)
 
     ax = fig.add_subplot(grid[1, 2:])
     ax.axis("off")
