@@ -268,12 +268,12 @@ def sheet_figure(
                 label="dimming centroid")
         _ellipse(ax, stats.centroid_rc, stats.centroid_cov, 1.0, color="lime", lw=1.2)
         _ellipse(ax, stats.centroid_rc, stats.centroid_cov, 3.0, color="lime", lw=0.8, ls="--")
-        note = "x: dimming centroid, 1 and 3 sigma ellipses"
+        note = "x: dimming centroid (its 1, 3 sigma ellipses)"
     else:
         note = "no significant dimming: no centroid"
     ax.set_xlim(extent[:2])
     ax.set_ylim(extent[2:])
-    ax.text(0.0, -0.33, f"+: target (out-of-transit flux centroid)\n{note}\n"
+    ax.text(0.0, -0.33, f"+: target (flux centroid of the aperture)\n{note}\n"
             f"dotted: target aperture{'; dots: other aperture pixels' if len(stray) else ''}\n"
             f"1 pixel = {KEPLER_PIXEL_SCALE_ARCSEC} arcsec",
             transform=ax.transAxes, fontsize=6.5, va="top", linespacing=1.1)
