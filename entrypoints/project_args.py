@@ -4,9 +4,11 @@
 
 ``ARGS`` are ``mlflow run`` options as the Makefile passes them (``-P key=value``, ``--param-list
 key=value``, ``--experiment-name NAME``, ...). Every ``-P`` key must be a parameter of
-``ENTRY_POINT`` in ``MLproject``; otherwise ``mlflow run`` would pass it on and the job would refuse
-it only after ``make cv`` had prepared the data and created a run that then fails. Exit 0 when
-every key is known; exit 2 naming the make variable, the key and the closest parameter names.
+``ENTRY_POINT`` in ``MLproject`` and be given as ``-P key=value``; otherwise ``mlflow run`` would
+refuse it, or the job would, only after ``make cv`` had prepared the data (and created a run that
+then fails). Exit 0 when every key is known; exit 2 naming the make variable, the key and the
+closest parameter names, or the malformed argument. Parameter VALUES (an unknown preset, say) are
+the job's to check: that needs the package, which this check does not import.
 Reads ``MLproject`` with PyYAML; imports nothing heavy (a few milliseconds).
 """
 
@@ -35,22 +37,43 @@ def entry_parameters(entry: str, mlproject: Path = MLPROJECT) -> set[str]:
     return set((points[entry] or {}).get("parameters") or {})
 
 
-def given_keys(args: list[str]) -> list[str]:
-    """The ``-P``/``--param-list`` keys of ``mlflow run`` arguments, in order (``-P a=1`` and ``-Pa=1``)."""
-    keys, i = [], 0
+#: ``mlflow run`` options that take a value (the next token, or ``--opt=value``).
+VALUE_OPTIONS = frozenset({"-e", "--entry-point", "-v", "--version", "-P", "--param-list", "-A", "--docker-args",
+                           "--experiment-name", "--experiment-id", "-b", "--backend", "-c", "--backend-config",
+                           "--env-manager", "--storage-dir", "--run-id", "--run-name"})
+
+
+def read_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """``(keys, problems)`` of ``mlflow run`` arguments: the ``-P``/``--param-list`` keys in order (``-P a=1``,
+    ``-Pa=1``, ``--param-list=a=1``), and what ``mlflow run`` would refuse only later: a ``-P`` without
+    ``key=value``, a bare ``key=value`` without ``-P``."""
+    keys, problems, i = [], [], 0
     while i < len(args):
-        token = args[i]
-        value = None
-        if token in ("-P", "--param-list") and i + 1 < len(args):
-            value, i = args[i + 1], i + 1
+        token, value = args[i], None
+        if token in ("-P", "--param-list"):
+            value = args[i + 1] if i + 1 < len(args) else ""
+            i += 1
         elif token.startswith("-P") and len(token) > 2:
             value = token[2:]
         elif token.startswith("--param-list="):
             value = token.split("=", 1)[1]
+        elif token in VALUE_OPTIONS:
+            i += 1  # its value is not a parameter
+        elif not token.startswith("-"):
+            hint = f" (did you mean -P {token}?)" if "=" in token else ""
+            problems.append(f"{token!r} is not an option of mlflow run{hint}")
         if value is not None:
-            keys.append(value.split("=", 1)[0])
+            if "=" not in value or not value.split("=", 1)[0]:
+                problems.append(f"-P {value!r}: a parameter is given as -P key=value")
+            else:
+                keys.append(value.split("=", 1)[0])
         i += 1
-    return keys
+    return keys, problems
+
+
+def given_keys(args: list[str]) -> list[str]:
+    """The ``-P``/``--param-list`` keys of ``mlflow run`` arguments, in order (:func:`read_args`)."""
+    return read_args(args)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(f"{variable}: {exc.args[0]}", file=sys.stderr)
         return 2
-    bad = [k for k in given_keys(args) if k not in known]
+    keys, problems = read_args(args)
+    for problem in problems:
+        print(f"{variable}: {problem}. Nothing was run.", file=sys.stderr)
+    bad = [k for k in keys if k not in known]
     for key in bad:
         close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         print(f"{variable}: {key!r} is not a parameter of the {entry} entry point{hint}; "
               f"its parameters: {', '.join(sorted(known))}. Nothing was run.", file=sys.stderr)
-    return 2 if bad else 0
+    return 2 if bad or problems else 0
 
 
 if __name__ == "__main__":
