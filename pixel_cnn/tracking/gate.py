@@ -144,6 +144,9 @@ def evaluate_version(name: str, version: str, tags: dict, role: str) -> Evaluate
     with mlflow.start_run(run_name=f"{role} v{version} ({tags.get('preset', '?')})", nested=True), \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
+        # MLflow first tries each custom metric on the first row alone (one class): scikit-learn's warnings
+        # of that probe are not about the OOF predictions, which hold both classes
+        warnings.filterwarnings("ignore", message=".*(No positive class found|Only one class is present).*")
         mlflow.set_tags({"model_version": version, "role": role, "cv_run_id": tags.get("cv_run_id", ""),
                          "preset": tags.get("preset", "")})
         result = mlflow.models.evaluate(data=oof, predictions="probability", targets="label",
