@@ -141,8 +141,8 @@ def shared_server(shared_model) -> str:
 
 
 #: The longest test files (measured: `--durations`, one file per xdist worker with `--dist loadfile`),
-#: started first so the two workers finish together instead of one running a long file alone at the end.
-#: The two services modules come first: each starts its own stack, one per worker. `make test` passes
+#: started first so the workers finish together instead of one running a long file alone at the end.
+#: The two services modules come first: each starts its own stack, on a worker of its own. `make test` passes
 #: `--no-loadscope-reorder`; without it xdist re-sorts the files by their number of tests and ignores this.
 LONGEST_FIRST = ("test_services.py", "test_services_failures.py", "test_store_init.py", "test_tpf.py", "test_scale.py", "test_tune.py",
                  "test_hardening_serving.py", "test_fusion.py", "test_deploy.py")
