@@ -70,7 +70,10 @@ def direct_experiment(stack):
 
 
 def test_direct_artifacts_without_s3_credentials_fail_before_training(stack, direct_experiment, tmp_path, prepared_dir):
-    env = {**client_env(stack, tmp_path), "MLFLOW_EXPERIMENT_NAME": direct_experiment}
+    # no internet here: botocore would retry AWS (and the EC2 metadata service) for a minute or more before
+    # failing; one attempt fails the same way, sooner
+    env = {**client_env(stack, tmp_path), "MLFLOW_EXPERIMENT_NAME": direct_experiment,
+           "AWS_MAX_ATTEMPTS": "1", "AWS_EC2_METADATA_DISABLED": "true"}
     proc = run_cv_module(env, tmp_path, prepared_dir)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
