@@ -157,7 +157,9 @@ def merge_benches(benches: list[dict]) -> dict:
 
 
 def format_table(bench: dict) -> str:
-    """The benchmark as a Markdown table: mean +/- std over repeats, 95 % CI of PR-AUC."""
+    """The benchmark as a Markdown table (mean +/- std over repeats, 95 % CI of PR-AUC), then, for each vetter
+    with several branches, a line with its branches' figures on the same folds, the fused PR-AUC per repeat
+    and the share of folds whose combiner kept each branch (when the bench recorded it)."""
     p = bench["protocol"]
     head = ("| preset | PR-AUC (AP) | 95 % CI (bootstrap) | ROC-AUC | F1 @ chosen threshold | Brier | wall s |\n"
             "| --- | --- | --- | --- | --- | --- | --- |")
