@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,12 +16,7 @@ from pathlib import Path
 import pytest
 
 from ops import services
-from tests.support import PROJECT, VENV_BIN
-
-
-def make(*args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT, env=env or dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
+from tests.support import PROJECT, VENV_BIN, made_up
 
 
 @contextlib.contextmanager
@@ -34,26 +28,19 @@ def running_stack():
     """
     root = Path(tempfile.mkdtemp(prefix="pixel-cnn-stack-"))
     os.chmod(root, 0o755)
-    where = f"SERVICES_DIR={root}"
     env = pytest.MonkeyPatch()
     try:
-        up = make("server", where, "PG_PORT=0", "S3_PORT=0", "MLFLOW_PORT=0", "WEED_PORTS=free",
-                  "S3_BUCKET=pixel-cnn-test", "SERVER_WORKERS=1")
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
-        state = services.read_state(root)
-        state["make_stdout"] = up.stdout
-        # This process's MlflowClient acts as the stack's owner (MLflow reads the credentials per request).
-        env.setenv("MLFLOW_TRACKING_USERNAME", state["tracking_username"])
-        env.setenv("MLFLOW_TRACKING_PASSWORD", state["tracking_password"])
-        yield state
+        with made_up("server", "server-stop", f"SERVICES_DIR={root}", root, services.read_state,
+                     "mlflow (was running), seaweedfs (was running), postgres (was running)",
+                     "PG_PORT=0", "S3_PORT=0", "MLFLOW_PORT=0", "WEED_PORTS=free", "S3_BUCKET=pixel-cnn-test",
+                     "SERVER_WORKERS=1") as (state, up):
+            state["make_stdout"] = up.stdout
+            # This process's MlflowClient acts as the stack's owner (MLflow reads the credentials per request).
+            env.setenv("MLFLOW_TRACKING_USERNAME", state["tracking_username"])
+            env.setenv("MLFLOW_TRACKING_PASSWORD", state["tracking_password"])
+            yield state
     finally:
         env.undo()
-        recorded = (services.read_state(root) or {}).get("pids", {})
-        down = make("server-stop", where)
-        shutil.rmtree(root, ignore_errors=True)
-    assert down.returncode == 0 and "mlflow (was running), seaweedfs (was running), postgres (was running)" \
-        in down.stdout, down.stdout + down.stderr
-    assert recorded and not any(services._alive(pid) for pid in recorded.values())
 
 
 def client_env(state: dict, cwd: Path, s3: bool = False) -> dict:

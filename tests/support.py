@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,35 @@ from ops.serving import free_port, served_model  # noqa: F401 - re-exported for 
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+
+
+def make(*args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
+    """``make --no-print-directory ARGS`` in the checkout, output captured."""
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT, env=env or dict(os.environ),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def made_up(start: str, stop: str, where: str, root: Path, read_state, stopped: str, *args: str):
+    """``make START WHERE ARGS`` (a stack of processes whose state lives in ``root``), yield ``(state, up)``;
+    after, always, ``make STOP WHERE`` and ``root`` removed. Then checked: STOP said ``stopped`` (its
+    "name (was running), ..." line) and no PID the state recorded is alive.
+
+    ``read_state(root)``: the stack's state dict (with ``pids``), None once gone.
+    """
+    from ops.services import _alive
+
+    try:
+        up = make(start, where, *args)
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        yield read_state(root), up
+    finally:
+        recorded = (read_state(root) or {}).get("pids", {})
+        down = make(stop, where)
+        shutil.rmtree(root, ignore_errors=True)
+    assert down.returncode == 0 and stopped in down.stdout, down.stdout + down.stderr
+    assert recorded and not any(_alive(pid) for pid in recorded.values())
+
 
 #: The shared model's `mlflow run . -e cv` parameters: make cv's default vetter (fusion), short. lr and
 #: dropout are the preset's own values, given as text on purpose (tests check they are logged as given).

@@ -35,8 +35,9 @@ def _log_says(log: Path, text: str, timeout: float = 10) -> bool:
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
-    """`make dask DASK_TLS=on` on 127.0.0.1 (one worker; the stack's own certificates under ``tls/``),
-    stopped by PID with `make dask-stop`; yields its address, files, folder, state and scheduler log."""
+    """A TLS cluster on 127.0.0.1 started in process by ``ops.dask_cluster.start`` (what `make dask DASK_TLS=on`
+    runs; one worker, the stack's own certificates under ``tls/``), stopped by PID with ``dask_cluster.stop``
+    (what `make dask-stop` runs); yields its address, files, folder, state and scheduler log."""
     from ops import dask_cluster
 
     root = tmp_path_factory.mktemp("dask-tls")

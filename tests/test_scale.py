@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ import pandas as pd
 import pytest
 
 from ops import dask_cluster, services
-from tests.support import PROJECT, in_store
+from tests.support import in_store, made_up
 
 BUCKET = "tpfs"
 READER = {"accessKey": "reader-test", "secretKey": "reader-test-secret"}
@@ -50,11 +49,6 @@ FORBIDDEN = (9002278, "kplr009002278-2010174085026_lpd-targ.fits.gz")         # 
 #: A KOI host with no TPF anywhere in the bucket (MAST layout: its prefix is empty).
 MISSING_KEPID = 757450
 WANTED = sorted([*GOOD, TRUNCATED[0], FORBIDDEN[0], MISSING_KEPID])
-
-
-def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _mast_dir(kepid: int) -> str:
@@ -146,20 +140,11 @@ def cluster(s3_env):
     """`make dask DASK_WORKERS=2` on free loopback ports (state in a fresh folder); `make dask-stop` after,
     and every recorded PID checked gone."""
     root = Path(tempfile.mkdtemp(prefix="pixel-cnn-dask-"))
-    where = f"DASK_DIR={root}"
-    try:
-        up = make("dask", where, "DASK_WORKERS=2", "DASK_PORT=0", "DASK_DASHBOARD_PORT=0", "DASK_MEMORY_LIMIT=2GiB")
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
-        state = dask_cluster.read_state(root)
+    with made_up("dask", "dask-stop", f"DASK_DIR={root}", root, dask_cluster.read_state,
+                 "worker-0 (was running), worker-1 (was running), scheduler (was running)",
+                 "DASK_WORKERS=2", "DASK_PORT=0", "DASK_DASHBOARD_PORT=0", "DASK_MEMORY_LIMIT=2GiB") as (state, up):
         state["make_stdout"], state["make_stderr"] = up.stdout, up.stderr
         yield state
-    finally:
-        recorded = (dask_cluster.read_state(root) or {}).get("pids", {})
-        down = make("dask-stop", where)
-        shutil.rmtree(root, ignore_errors=True)
-    assert down.returncode == 0 and "worker-0 (was running), worker-1 (was running), scheduler (was running)" \
-        in down.stdout, down.stdout + down.stderr
-    assert recorded and not any(services._alive(pid) for pid in recorded.values())
 
 
 def _engine(cluster):

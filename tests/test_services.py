@@ -19,9 +19,8 @@ import httpx
 import pytest
 
 from ops import services
-from tests.services_support import (bucket_keys, client_env, make, run_cv_module, running_stack,
-                                    tracking_client)
-from tests.support import PROJECT, mlflow_run, served_model
+from tests.services_support import bucket_keys, client_env, run_cv_module, running_stack, tracking_client
+from tests.support import PROJECT, make, mlflow_run, served_model
 
 pytestmark = pytest.mark.slow
 
