@@ -103,18 +103,16 @@ class Combiner:
         for i, n in enumerate(names):
             scored[f"{n}_as_is"] = (loss(probs[i]), 0, (i,), False)
         n_splits = min(SELECT_FOLDS, int(np.bincount(y, minlength=2).min()))
-        subsets = [s for k in range(1, len(names) + 1) for s in combinations(range(len(names)), k)]
-        if n_splits < 2:  # too few of a class to split: the fit of every branch, in sample
-            subsets = [tuple(range(len(names)))]
+        if n_splits < 2:  # too few of a class to split: the fit of every branch, scored in sample
+            subsets, split = [tuple(range(len(names)))], [(np.arange(len(y)), np.arange(len(y)))]
+        else:
+            subsets = [s for k in range(1, len(names) + 1) for s in combinations(range(len(names)), k)]
+            split = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(y, y))
         for subset in subsets:
-            if n_splits < 2:
-                oof = cls.fit([probs[i] for i in subset], y, [names[i] for i in subset]).predict(
-                    [probs[i] for i in subset])
-            else:
-                oof = np.empty(len(y))
-                for tr, va in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(y, y):
-                    part = cls.fit([probs[i][tr] for i in subset], y[tr], [names[i] for i in subset])
-                    oof[va] = part.predict([probs[i][va] for i in subset])
+            oof = np.empty(len(y))
+            for tr, va in split:
+                part = cls.fit([probs[i][tr] for i in subset], y[tr], [names[i] for i in subset])
+                oof[va] = part.predict([probs[i][va] for i in subset])
             scored["fit_" + "_".join(names[i] for i in subset)] = (loss(oof), len(subset) + 1, subset, True)
         best = min(scored, key=lambda c: (round(scored[c][0], 12), scored[c][1]))
         _, _, subset, refit = scored[best]
