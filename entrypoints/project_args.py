@@ -71,11 +71,6 @@ def read_args(args: list[str]) -> tuple[list[str], list[str]]:
     return keys, problems
 
 
-def given_keys(args: list[str]) -> list[str]:
-    """The ``-P``/``--param-list`` keys of ``mlflow run`` arguments, in order (:func:`read_args`)."""
-    return read_args(args)[0]
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2:

@@ -35,14 +35,12 @@ def test_make_refuses_an_unknown_run_parameter_before_anything_runs(tmp_path):
     assert proc.returncode != 0
     assert "CV_ARGS: 'presett' is not a parameter of the cv entry point (did you mean 'preset'?)" in proc.stderr
     assert "mlflow run" not in proc.stdout and not db.exists()  # no prep, no run, not even a store
-    from entrypoints.project_args import given_keys, main
+    from entrypoints.project_args import main, read_args
 
-    assert given_keys(["-P", "a=1", "-Pb=2", "--param-list", "c=3", "--experiment-name", "x"]) == ["a", "b", "c"]
+    assert read_args(["-P", "a=1", "-Pb=2", "--param-list", "c=3", "--experiment-name", "x"]) == (["a", "b", "c"], [])
     assert main(["prep", "PREP_ARGS", "-P", "labels=koi", "-P", "source=tpf"]) == 0
     assert main(["nope", "X_ARGS"]) == 2
     # malformed: a bare key=value (no -P) and a -P without a value are refused too
-    from entrypoints.project_args import read_args
-
     assert read_args(["preset=phase2"])[1] == ["'preset=phase2' is not an option of mlflow run (did you mean -P preset=phase2?)"]
     assert read_args(["-P", "preset"])[1] == ["-P 'preset': a parameter is given as -P key=value"]
     assert read_args(["--experiment-name", "x=y", "-P", "seed=1"]) == (["seed"], [])
